@@ -1,0 +1,120 @@
+"""Command-line entry point: ``qemu-panthor serve|boot|setup|fw-info|qmp``.
+
+Each subcommand lives in the module that owns it; this file only parses arguments and turns
+:class:`~qemu_panthor.errors.UserError` into one clear line and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import UserError
+
+DEFAULT_GPU = "g610"
+DEFAULT_KERNEL = "7.2"
+
+
+def _gpu_models() -> list[str]:
+    try:
+        from .gpu.models import MODELS
+    except ImportError:  # pragma: no cover - during bring-up only
+        return [DEFAULT_GPU]
+    return sorted(MODELS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qemu-panthor",
+        description="Arm Mali CSF GPU (Mali-G610) device model for QEMU's vfio-user-pci.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("serve", help="run the device backend (vfio-user server)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--socket-path", metavar="PATH", help="UNIX socket to listen on")
+    where.add_argument("--fd", type=int, metavar="N", help="inherited listening socket fd")
+    s.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
+    s.add_argument("--qmp", metavar="PATH", help="also serve QMP on this UNIX socket")
+    s.add_argument("--trace", action="store_true", help="log every register access and IRQ")
+    s.add_argument(
+        "--print-capabilities", action="store_true", help="print vfio-user backend JSON and exit"
+    )
+
+    b = sub.add_parser("boot", help="boot a guest on the emulated GPU and run the selftests")
+    b.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION",
+                   help="kernel line: 7.2 (sid, default) or 6.12 (trixie)")
+    b.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
+    b.add_argument("--run", default="selftests", choices=["selftests", "shell", "none"],
+                   help="what the guest does after loading the driver (default selftests)")
+    b.add_argument("--qmp", metavar="PATH", help="serve the backend's QMP on this socket")
+    b.add_argument("--keep", action="store_true", help="keep the run directory (logs, sockets)")
+    b.add_argument("--trace", action="store_true", help="backend register/IRQ trace in the log")
+    b.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="give up on the guest after S seconds (default 600)")
+    b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
+
+    st = sub.add_parser("setup", help="build/download the tool root and guest images (cached)")
+    st.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION")
+    st.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL")
+    st.add_argument("--refresh", action="store_true",
+                    help="re-resolve Debian package versions even if the cache has them")
+
+    f = sub.add_parser("fw-info", help="validate and describe a mali_csffw.bin image")
+    f.add_argument("file", metavar="FILE")
+
+    q = sub.add_parser("qmp", help="send one QMP command to a running backend")
+    q.add_argument("--socket", metavar="PATH", help="the backend's QMP socket")
+    q.add_argument("qmp_command", metavar="COMMAND")
+    q.add_argument("args", nargs="*", metavar="key=value")
+    return p
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("serve", "boot", "setup") and args.gpu not in _gpu_models():
+        raise UserError(
+            f"unknown GPU model {args.gpu!r}; choose one of: {', '.join(_gpu_models())}"
+        )
+    if args.command == "serve":
+        from .backend import serve_main
+
+        return serve_main(args)
+    if args.command == "boot":
+        from .launcher.boot import boot_main
+
+        return boot_main(args)
+    if args.command == "setup":
+        from .setup.pipeline import setup_main
+
+        return setup_main(args)
+    if args.command == "fw-info":
+        from .csf.fwimage import fw_info_main
+
+        return fw_info_main(args)
+    if args.command == "qmp":
+        from .qmp.client import qmp_main
+
+        return qmp_main(args)
+    raise UserError(f"unknown command {args.command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except UserError as e:
+        print(f"qemu-panthor: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("qemu-panthor: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""csf package."""
