@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="give up on the guest after S seconds (default 600)")
     b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
+    b.add_argument("--no-gpu", action="store_true",
+                   help="boot without the GPU device (to compare against a plain guest)")
 
     st = sub.add_parser("setup", help="build/download the tool root and guest images (cached)")
     st.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION")

@@ -32,12 +32,15 @@ class ToolRoot:
 
     def qemu_argv(self) -> list[str]:
         """argv prefix for qemu-system-aarch64, including ``-L`` for the ROM files."""
-        return [*self.run_argv("usr/bin/qemu-system-aarch64"), "-L", str(self.path / "usr/share/qemu")]
+        qemu = self.run_argv("usr/bin/qemu-system-aarch64")
+        return [*qemu, "-L", str(self.path / "usr/share/qemu")]
 
     def check(self) -> None:
         for p in (self.loader, self.path / "usr/bin/qemu-system-aarch64"):
             if not p.exists():
-                raise UserError(f"tool root {self.path} is incomplete ({p} missing); run `make setup`")
+                raise UserError(
+                    f"tool root {self.path} is incomplete ({p} missing); run `make setup`"
+                )
 
 
 def from_env() -> ToolRoot | None:

@@ -1,0 +1,239 @@
+"""``qemu-panthor boot``: start the backend and QEMU, stream the guest console, power off.
+
+The backend runs as its own process (``qemu-panthor serve --fd N``) on a listening socket
+that this launcher creates first, so QEMU can never dial before the server listens. QEMU is
+driven only through qemu.qmp: it dials our QMP server at start, we confirm the GPU with
+``query-pci`` and end it with ``quit`` when it does not power off by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiofiles
+from qemu.qmp import QMPClient
+
+from ..errors import UserError
+from ..setup import recipes
+from ..setup.initramfs import InitramfsSpec, build_initramfs
+from ..setup.pipeline import Images, ensure_images
+from .qemu import QemuConfig, qemu_argv
+
+log = logging.getLogger(__name__)
+
+PCI_VENDOR_ARM = 0x13B5
+RESULT_RE = re.compile(r"@qp result rc=(\d+)")
+EXIT_TIMEOUT = 124
+EXIT_NO_RESULT = 3
+
+
+@dataclass
+class BootResult:
+    rc: int | None  # the guest's result, None if it never reported one
+    console: list[str] = field(default_factory=list)
+    qemu_rc: int | None = None
+    setup_s: float = 0.0
+    boot_s: float = 0.0
+    run_dir: Path | None = None
+    pci: list[dict] = field(default_factory=list)
+
+
+def _firmware_files(gpu: str) -> dict[str, bytes]:
+    """Our firmware image, at the path panthor requests for this GPU's architecture."""
+    from ..csf.fwimage import build_image
+    from ..gpu.models import MODELS
+
+    model = MODELS[gpu]
+    return {model.firmware_path: build_image(arch=(model.arch_major, model.arch_minor))}
+
+
+def guest_files() -> dict[str, tuple[bytes, int]]:
+    files: dict[str, tuple[bytes, int]] = {}
+    st = recipes.GUEST_DIR / "selftests" / "qp-selftests"
+    if st.is_file():
+        files["bin/qp-selftests"] = (st.read_bytes(), 0o755)
+    return files
+
+
+async def _write(path: Path, data: bytes) -> None:
+    async with aiofiles.open(path, "wb") as fh:
+        await fh.write(data)
+
+
+class Boot:
+    def __init__(self, images: Images, *, gpu: str, run: str, qmp: str | None, trace: bool,
+                 timeout: float, append: str, with_gpu: bool = True, keep: bool = False,
+                 echo: bool = True, interactive: bool = False) -> None:
+        self.images = images
+        self.gpu = gpu
+        self.run_mode = run
+        self.qmp_path = qmp
+        self.trace = trace
+        self.timeout = timeout
+        self.append = append
+        self.with_gpu = with_gpu
+        self.keep = keep
+        self.echo = echo
+        self.interactive = interactive
+        self.run_dir = Path(tempfile.mkdtemp(prefix="qemu-panthor-run-"))
+        self.result = BootResult(rc=None, run_dir=self.run_dir)
+        self._backend: asyncio.subprocess.Process | None = None
+        self._qemu: asyncio.subprocess.Process | None = None
+
+    async def _start_backend(self) -> Path:
+        sock_path = self.run_dir / "gpu.sock"
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(sock_path))
+        lsock.listen(1)
+        argv = [sys.executable, "-m", "qemu_panthor", "serve", "--fd", str(lsock.fileno()),
+                "--gpu", self.gpu]
+        if self.qmp_path:
+            argv += ["--qmp", self.qmp_path]
+        if self.trace:
+            argv += ["--trace"]
+        logf = open(self.run_dir / "backend.log", "wb")
+        try:
+            self._backend = await asyncio.create_subprocess_exec(
+                *argv, pass_fds=[lsock.fileno()], stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf, stderr=logf,
+            )
+        finally:
+            logf.close()
+            lsock.close()  # the child holds it now
+        return sock_path
+
+    async def _console(self, stream: asyncio.StreamReader) -> None:
+        async with aiofiles.open(self.run_dir / "console.log", "w") as logfh:
+            while True:
+                raw = await stream.readline()
+                if not raw:
+                    break
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                self.result.console.append(line)
+                if self.echo:
+                    print(line, flush=True)
+                await logfh.write(line + "\n")
+                m = RESULT_RE.search(line)
+                if m:
+                    self.result.rc = int(m.group(1))
+
+    async def run(self) -> BootResult:
+        t0 = time.monotonic()
+        model_fw = _firmware_files(self.gpu)
+        spec = InitramfsSpec(
+            modules_dir=self.images.modules_dir, busybox=self.images.busybox,
+            init_script=recipes.GUEST_DIR / "init", glue_ko=self.images.glue_ko,
+            firmware=model_fw, extra_files=guest_files(),
+        )
+        initrd = self.run_dir / "initramfs.cpio"
+        await _write(initrd, await asyncio.to_thread(build_initramfs, spec))
+        gpu_sock = await self._start_backend() if self.with_gpu else None
+        qmp_sock = self.run_dir / "qmp.sock"
+        append = f"console=ttyAMA0 quiet panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
+        cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
+                         append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
+                         gpu_socket=gpu_sock, interactive=self.interactive)
+        argv = qemu_argv(self.images.qemu, cfg)
+        async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:
+            await fh.write(" ".join(argv) + "\n")
+        qmp = QMPClient("qemu-panthor-launcher")
+        await qmp.start_server(str(qmp_sock))
+        try:
+            self._qemu = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=None if self.interactive else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+            assert self._qemu.stdout is not None
+            console = asyncio.create_task(self._console(self._qemu.stdout))
+            accept = asyncio.create_task(qmp.accept())
+            done, _ = await asyncio.wait({accept, asyncio.ensure_future(self._qemu.wait())},
+                                         timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            if accept not in done:
+                accept.cancel()
+                await console
+                tail = "\n".join(self.result.console[-10:])
+                raise UserError(f"QEMU did not start (exit {self._qemu.returncode}):\n{tail}")
+            if self.with_gpu:
+                await self._check_pci(qmp)
+            try:
+                await asyncio.wait_for(self._qemu.wait(), timeout=self.timeout)
+            except TimeoutError:
+                print(f"qemu-panthor: guest did not power off within {self.timeout:.0f} s; "
+                      "quitting QEMU", file=sys.stderr)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(qmp.execute("quit"), 5)
+                try:
+                    await asyncio.wait_for(self._qemu.wait(), 10)
+                except TimeoutError:
+                    self._qemu.kill()
+                    await self._qemu.wait()
+                self.result.rc = EXIT_TIMEOUT if self.result.rc is None else self.result.rc
+            await console
+            self.result.qemu_rc = self._qemu.returncode
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+            if self._qemu is not None and self._qemu.returncode is None:
+                self._qemu.kill()
+                await self._qemu.wait()
+            await self._stop_backend()
+            self.result.boot_s = time.monotonic() - t0
+            if not self.keep:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+        return self.result
+
+    async def _check_pci(self, qmp: QMPClient) -> None:
+        buses = await qmp.execute("query-pci")
+        devices = [d for bus in buses for d in bus.get("devices", [])]  # type: ignore[union-attr]
+        self.result.pci = devices
+        if not any(d.get("id", {}).get("vendor") == PCI_VENDOR_ARM for d in devices):
+            raise UserError("QEMU realized no GPU function (query-pci lists no Arm device)")
+
+    async def _stop_backend(self) -> None:
+        b = self._backend
+        if b is None or b.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            b.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(b.wait(), 10)
+        except TimeoutError:
+            b.kill()
+            await b.wait()
+
+
+def boot_main(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    images = ensure_images(args.kernel)
+    setup_s = time.monotonic() - t0
+    boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
+                timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
+                keep=args.keep, interactive=args.run == "shell")
+    try:
+        result = asyncio.run(boot.run())
+    except OSError as e:
+        raise UserError(f"boot failed: {e}") from None
+    result.setup_s = setup_s
+    print(f"qemu-panthor: set-up {setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
+          + (f", run dir kept at {result.run_dir}" if args.keep else ""), file=sys.stderr)
+    if result.rc is None:
+        print("qemu-panthor: the guest ended without reporting a result "
+              f"(QEMU exit {result.qemu_rc})", file=sys.stderr)
+        return EXIT_NO_RESULT
+    return result.rc
+
+
+__all__ = ["Boot", "BootResult", "boot_main"]
