@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images, ensure_images
+from .ktap import parse_ktap
 from .qemu import QemuConfig, qemu_argv
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,15 @@ def boot_main(args: argparse.Namespace) -> int:
     result.setup_s = setup_s
     print(f"qemu-panthor: set-up {setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
           + (f", run dir kept at {result.run_dir}" if args.keep else ""), file=sys.stderr)
+    if args.run == "selftests":
+        summary = parse_ktap(result.console)
+        for name in summary.failed:
+            print(f"qemu-panthor: FAILED {name}", file=sys.stderr)
+        for name, why in summary.skipped:
+            print(f"qemu-panthor: skipped {name}: {why}", file=sys.stderr)
+        print(f"selftests: {summary.line()}")
+        if summary.failed and result.rc == 0:
+            result.rc = 1
     if result.rc is None:
         print("qemu-panthor: the guest ended without reporting a result "
               f"(QEMU exit {result.qemu_rc})", file=sys.stderr)

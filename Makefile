@@ -1,0 +1,47 @@
+# qemu-panthor: `make run` boots the default guest on the emulated GPU and runs the driver
+# selftests; `make test` runs lint and the whole test suite. Both do all set-up themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KERNEL ?= 7.2
+GPU    ?= g610
+
+.PHONY: all run test setup lint unit integration bench venv clean clean-cache
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "qemu-panthor needs Python >= 3.11 ($(PYTHON) is older); set PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+setup: venv
+	$(BIN)/qemu-panthor setup --kernel $(KERNEL)
+
+run: setup
+	$(BIN)/qemu-panthor boot --kernel $(KERNEL) --gpu $(GPU)
+
+lint: venv
+	$(BIN)/ruff check .
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration"
+
+integration: setup
+	$(BIN)/pytest -q -m integration
+
+test: lint setup
+	$(BIN)/pytest -q
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+clean-cache:
+	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/qemu-panthor"

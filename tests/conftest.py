@@ -1,0 +1,38 @@
+"""Shared fixtures: the cached images (set-up runs on demand) and a guest booter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qemu_panthor.launcher.boot import Boot, BootResult
+from qemu_panthor.setup.pipeline import Images, ensure_images
+from qemu_panthor.setup.toolroot import ToolRoot
+
+KERNEL_LINE = os.environ.get("QEMU_PANTHOR_KERNEL", "7.2")
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """The image set for the kernel line under test (built into the cache if missing)."""
+    return ensure_images(KERNEL_LINE)
+
+
+@pytest.fixture(scope="session")
+def toolroot(images: Images) -> ToolRoot:
+    return images.qemu
+
+
+@pytest.fixture
+def boot_guest(images: Images):
+    """``await boot_guest(run=..., **kw)`` boots the real guest and returns its BootResult."""
+
+    async def _boot(run: str = "none", *, gpu: str = "g610", with_gpu: bool = True,
+                    timeout: float = 300, append: str = "", trace: bool = False,
+                    qmp: str | None = None) -> BootResult:
+        b = Boot(images, gpu=gpu, run=run, qmp=qmp, trace=trace, timeout=timeout,
+                 append=append, with_gpu=with_gpu, echo=False, keep=False)
+        return await b.run()
+
+    return _boot
