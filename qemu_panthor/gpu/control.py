@@ -1,0 +1,327 @@
+"""GPU_CONTROL block (0x0000-0x0FFF): identity, GPU_INT, GPU_CMD, power domains, timers, MCU.
+
+What it models (hardware reference §2):
+
+* identity/feature registers read the :class:`GpuModel` values and ignore writes;
+* GPU_INT is an :class:`IrqBlock` at 0x20;
+* GPU_CMD decodes the command type in bits [7:0]; RESET and FLUSH_CACHES are delegated to the
+  owner (they touch other blocks) and complete at once, as the driver's 100 ms waits allow;
+* power domains complete transitions inside the PWRON/PWROFF write: PWRTRANS is never seen set,
+  READY |= (written & PRESENT) on PWRON, READY &= ~written on PWROFF (§2.4: L2_READY then reads
+  back exactly the bits written, so the driver's ``(1 & val) == val`` poll passes);
+* CYCLE_COUNT and TIMESTAMP tick in real time from an injectable nanosecond clock;
+  TIMESTAMP = system count + TIMESTAMP_OFFSET (inferred);
+* MCU_CONTROL is stored and forwarded; MCU_STATUS reads the owner's ``mcu_status``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from ..irqblock import IrqBlock
+from .models import GpuModel
+from .regs import (
+    GPU_CMD_TYPE_MASK,
+    GPU_CONTROL,
+    GPU_CONTROL_REGS,
+    GPU_INT_BASE,
+    POWER_DOMAINS,
+    Coherency,
+    GpuCmdType,
+    GpuIrq,
+    ResetPayload,
+)
+
+_M32 = 0xFFFFFFFF
+_M64 = (1 << 64) - 1
+_NS_PER_S = 1_000_000_000
+
+# Power-domain register word offsets -> (domain, kind, half). kind in ready/pwron/...
+_POWER_WORDS: dict[int, tuple[str, str, int]] = {}
+for _d in POWER_DOMAINS.values():
+    for _kind in ("ready", "pwron", "pwroff", "pwrtrans", "pwractive"):
+        _base = getattr(_d, _kind)
+        _POWER_WORDS[_base] = (_d.name, _kind, 0)
+        _POWER_WORDS[_base + 4] = (_d.name, _kind, 1)
+
+
+def _words(width: int, off: int) -> tuple[int, ...]:
+    return (off, off + 4) if width == 64 else (off,)
+
+
+_KNOWN_WORDS: frozenset[int] = frozenset(
+    w for r in GPU_CONTROL_REGS for w in _words(r.width, r.offset)
+)
+
+# Plain read/write storage registers: reset value 0 (COHERENCY_PROTOCOL handled apart).
+_STORAGE = (
+    "L2_CONFIG",
+    "PWR_KEY",
+    "PWR_OVERRIDE0",
+    "PWR_OVERRIDE1",
+    "ASN_HASH0",
+    "ASN_HASH1",
+    "ASN_HASH2",
+)
+_STORAGE_WORDS = frozenset(GPU_CONTROL[n] for n in _STORAGE)
+
+_GPU_CMD = GPU_CONTROL["GPU_CMD"]
+_GPU_STATUS = GPU_CONTROL["GPU_STATUS"]
+_FAULT_STATUS = GPU_CONTROL["GPU_FAULT_STATUS"]
+_FAULT_ADDR = GPU_CONTROL["GPU_FAULT_ADDR"]
+_TS_OFFSET = GPU_CONTROL["TIMESTAMP_OFFSET"]
+_CYCLE = GPU_CONTROL["CYCLE_COUNT"]
+_TIMESTAMP = GPU_CONTROL["TIMESTAMP"]
+_COH_PROTOCOL = GPU_CONTROL["COHERENCY_PROTOCOL"]
+_MCU_CONTROL = GPU_CONTROL["MCU_CONTROL"]
+_MCU_STATUS = GPU_CONTROL["MCU_STATUS"]
+_INT_LO, _INT_HI = GPU_INT_BASE, GPU_INT_BASE + 0x10
+
+
+def identity_words(model: GpuModel) -> dict[int, int]:
+    """Word offset -> value of every identity/feature register of ``model``."""
+    words: dict[int, int] = {}
+
+    def put(name: str, value: int, width: int = 32) -> None:
+        off = GPU_CONTROL[name]
+        words[off] = value & _M32
+        if width == 64:
+            words[off + 4] = (value >> 32) & _M32
+
+    put("GPU_ID", model.gpu_id)
+    put("L2_FEATURES", model.l2_features)
+    put("CORE_FEATURES", model.core_features)
+    put("TILER_FEATURES", model.tiler_features)
+    put("MEM_FEATURES", model.mem_features)
+    put("MMU_FEATURES", model.mmu_features)
+    put("AS_PRESENT", model.as_present)
+    put("CSF_ID", model.csf_id)
+    put("GPU_FEATURES", model.gpu_features, 64)
+    put("THREAD_MAX_THREADS", model.thread_max_threads)
+    put("THREAD_MAX_WORKGROUP_SIZE", model.thread_max_workgroup_size)
+    put("THREAD_MAX_BARRIER_SIZE", model.thread_max_barrier_size)
+    put("THREAD_FEATURES", model.thread_features)
+    for n, v in enumerate(model.texture_features):
+        put(f"TEXTURE_FEATURES{n}", v)
+    put("SHADER_PRESENT", model.shader_present, 64)
+    put("TILER_PRESENT", model.tiler_present, 64)
+    put("L2_PRESENT", model.l2_present, 64)
+    put("GPU_REVID", model.gpu_revid)
+    put("COHERENCY_FEATURES", model.coherency_features)
+    return words
+
+
+class ControlOwner(Protocol):
+    """What GPU_CONTROL needs from the device that contains it (``MaliGpu``)."""
+
+    mcu_status: int
+
+    def gpu_reset_command(self, hard: bool) -> None: ...
+    def cache_flush_command(self, command: int) -> None: ...
+    def mcu_control_written(self, value: int) -> None: ...
+
+
+class GpuControl:
+    """Registers 0x000-0xFFF of the Mali GPU window."""
+
+    def __init__(
+        self,
+        model: GpuModel,
+        irq: IrqBlock,
+        owner: ControlOwner,
+        *,
+        clock: Callable[[], int],
+        timestamp_hz: int,
+        core_clock_hz: int,
+        stats: Counter[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.irq = irq
+        self.owner = owner
+        self._clock = clock
+        self._epoch = clock()
+        self._frozen: int | None = None
+        self.timestamp_hz = timestamp_hz
+        self.core_clock_hz = core_clock_hz
+        self._ident = identity_words(model)
+        self.present = {
+            "shader": model.shader_present,
+            "tiler": model.tiler_present,
+            "l2": model.l2_present,
+        }
+        self.ready = {"shader": 0, "tiler": 0, "l2": 0}
+        self.storage: dict[int, int] = {}
+        self.coherency_protocol = int(Coherency.NONE)
+        self.fault_status = 0
+        self.fault_addr = 0
+        self.timestamp_offset = 0
+        self.mcu_control = 0
+        self.cycle_counter_enabled = True
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.reset_state()
+
+    # -- state ----------------------------------------------------------------------------
+    def reset_state(self) -> None:
+        """What a GPU soft/hard reset returns to its reset value (GPU_INT is the owner's job)."""
+        self.ready = {"shader": 0, "tiler": 0, "l2": 0}
+        self.storage = dict.fromkeys(_STORAGE_WORDS, 0)
+        self.coherency_protocol = int(Coherency.NONE)
+        self.fault_status = 0
+        self.fault_addr = 0
+        self.timestamp_offset = 0
+        self.mcu_control = 0
+        self.cycle_counter_enabled = True
+
+    # -- time -----------------------------------------------------------------------------
+    def _elapsed_ns(self) -> int:
+        if self._frozen is not None:
+            return self._frozen
+        return max(0, self._clock() - self._epoch)
+
+    def freeze_time(self) -> None:
+        """Sample the clock once for a multi-word access (a 64-bit read is one sample)."""
+        self._frozen = max(0, self._clock() - self._epoch)
+
+    def thaw_time(self) -> None:
+        self._frozen = None
+
+    def system_count(self) -> int:
+        return (self._elapsed_ns() * self.timestamp_hz // _NS_PER_S) & _M64
+
+    def timestamp(self) -> int:
+        """TIMESTAMP: the system counter at ``timestamp_hz`` plus TIMESTAMP_OFFSET."""
+        return (self.system_count() + self.timestamp_offset) & _M64
+
+    def cycle_count(self) -> int:
+        """CYCLE_COUNT: GPU clock cycles at ``core_clock_hz`` since the model started."""
+        return (self._elapsed_ns() * self.core_clock_hz // _NS_PER_S) & _M64
+
+    # -- power ----------------------------------------------------------------------------
+    def power_on(self, domain: str, mask: int) -> None:
+        """PWRON: cores in ``mask & PRESENT`` become READY; the transition completes now."""
+        mask &= self.present[domain]
+        if not mask:
+            return
+        old = self.ready[domain]
+        self.ready[domain] = old | mask
+        self._power_changed(old != self.ready[domain])
+
+    def power_off(self, domain: str, mask: int) -> None:
+        """PWROFF: cores leave READY. An L2 fully off takes its dependent cores down with it."""
+        mask &= self.present[domain]
+        if not mask:
+            return
+        old = self.ready[domain]
+        self.ready[domain] = old & ~mask
+        changed = old != self.ready[domain]
+        if domain == "l2" and self.ready["l2"] == 0:
+            changed |= bool(self.ready["shader"] or self.ready["tiler"])
+            self.ready["shader"] = self.ready["tiler"] = 0
+        self._power_changed(changed)
+
+    def _power_changed(self, changed: bool) -> None:
+        bits = int(GpuIrq.POWER_CHANGED_ALL)
+        if changed:
+            bits |= GpuIrq.POWER_CHANGED
+        self.irq.raise_bits(bits)
+
+    # -- faults ---------------------------------------------------------------------------
+    def raise_fault(self, status: int, address: int) -> None:
+        """Latch GPU_FAULT_STATUS/ADDR and raise GPU_INT FAULT (bit 0)."""
+        self.fault_status = status & _M32
+        self.fault_addr = address & _M64
+        self.irq.raise_bits(GpuIrq.FAULT)
+
+    # -- register interface ---------------------------------------------------------------
+    @staticmethod
+    def known(off: int) -> bool:
+        return off in _KNOWN_WORDS
+
+    def read32(self, off: int) -> int:
+        v = self._ident.get(off)
+        if v is not None:
+            return v
+        if _INT_LO <= off < _INT_HI:
+            return self.irq.read(off - _INT_LO)
+        pw = _POWER_WORDS.get(off)
+        if pw is not None:
+            domain, kind, half = pw
+            if kind == "ready":
+                return (self.ready[domain] >> (32 * half)) & _M32
+            return 0  # PWRTRANS/PWRACTIVE read 0; PWRON/PWROFF are write-only
+        if off in _STORAGE_WORDS:
+            return self.storage[off]
+        if off == _MCU_STATUS:
+            return self.owner.mcu_status & _M32
+        if off == _MCU_CONTROL:
+            return self.mcu_control
+        if off == _COH_PROTOCOL:
+            return self.coherency_protocol
+        if _TIMESTAMP <= off < _TIMESTAMP + 8:
+            return (self.timestamp() >> (8 * (off - _TIMESTAMP))) & _M32
+        if _CYCLE <= off < _CYCLE + 8:
+            return (self.cycle_count() >> (8 * (off - _CYCLE))) & _M32
+        if _TS_OFFSET <= off < _TS_OFFSET + 8:
+            return (self.timestamp_offset >> (8 * (off - _TS_OFFSET))) & _M32
+        if off == _FAULT_STATUS:
+            return self.fault_status
+        if _FAULT_ADDR <= off < _FAULT_ADDR + 8:
+            return (self.fault_addr >> (8 * (off - _FAULT_ADDR))) & _M32
+        if off == _GPU_STATUS:
+            return 0  # never busy: work completes in the handlers (not read by panthor)
+        return 0  # write-only registers (GPU_CMD, PWRON/PWROFF) and unknown offsets
+
+    def write32(self, off: int, value: int) -> None:
+        value &= _M32
+        if _INT_LO <= off < _INT_HI:
+            self.irq.write(off - _INT_LO, value)
+            return
+        if off == _GPU_CMD:
+            self._command(value)
+            return
+        pw = _POWER_WORDS.get(off)
+        if pw is not None:
+            domain, kind, half = pw
+            if kind == "pwron":
+                self.power_on(domain, value << (32 * half))
+            elif kind == "pwroff":
+                self.power_off(domain, value << (32 * half))
+            return  # READY/PWRTRANS/PWRACTIVE are read-only
+        if off in _STORAGE_WORDS:
+            self.storage[off] = value
+            return
+        if off == _MCU_CONTROL:
+            self.mcu_control = value
+            self.owner.mcu_control_written(value)
+            return
+        if off == _COH_PROTOCOL:
+            self.coherency_protocol = value
+            return
+        if _TS_OFFSET <= off < _TS_OFFSET + 8:
+            shift = 8 * (off - _TS_OFFSET)
+            self.timestamp_offset = (self.timestamp_offset & ~(_M32 << shift) & _M64) | (
+                value << shift
+            )
+            return
+        # identity, READY, status and unknown registers: writes ignored
+
+    def _command(self, value: int) -> None:
+        ctype = value & GPU_CMD_TYPE_MASK
+        payload = value >> 8
+        if ctype == GpuCmdType.RESET and payload in (ResetPayload.SOFT, ResetPayload.HARD):
+            self.owner.gpu_reset_command(payload == ResetPayload.HARD)
+        elif ctype in (GpuCmdType.FLUSH_CACHES, GpuCmdType.FLUSH_PA_RANGE):
+            self.owner.cache_flush_command(value)
+            self.irq.raise_bits(GpuIrq.CLEAN_CACHES_COMPLETED)
+        elif ctype == GpuCmdType.CLEAR_FAULT:
+            self.fault_status = 0
+            self.fault_addr = 0
+        elif ctype == GpuCmdType.TIME and payload in (0, 1):
+            # Cycle-counter enable/disable: accepted; the counter is modelled as always running.
+            self.cycle_counter_enabled = bool(payload)
+        elif ctype == GpuCmdType.NOP:
+            pass
+        else:
+            self.stats["unknown_gpu_cmds"] += 1  # SET_PROTECTED_MODE, FINISH_HALT, bad payloads

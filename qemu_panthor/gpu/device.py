@@ -1,0 +1,343 @@
+"""``MaliGpu``: MMIO decode of the 2 MiB Mali CSF register window (docs/architecture.md).
+
+Layout (hardware reference §11): GPU_CONTROL 0x0000, JOB_INT 0x1000, MMU 0x2000 (forwarded to
+:class:`qemu_panthor.mmu.Mmu`), USER page 0x10000 (LATEST_FLUSH_ID), doorbell pages
+0x80000 + i*0x10000. Real hardware is accessed with 32-bit operations only; this model also
+accepts 1/2/8-byte accesses at any offset: 8-byte ones are two 32-bit operations (LO first,
+sampling the clock once), sub-word reads extract bytes of the containing 32-bit register and
+sub-word writes are read-modify-write of it. No access ever raises out of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..irqblock import IrqBlock
+from ..memory import PhysMem
+from .control import GpuControl
+from .models import GpuModel
+from .regs import (
+    CSF_DOORBELL_BASE,
+    GPU_CONTROL_SIZE,
+    JOB_INT_BASE,
+    MMU_BASE,
+    MMU_SIZE,
+    PAGE_SIZE,
+    USER_BASE,
+    WINDOW_SIZE,
+    WORD_NAMES,
+    GpuIrq,
+    register_name,
+)
+
+if TYPE_CHECKING:
+    from ..mmu import Mmu
+    from . import McuHooks
+
+log = logging.getLogger(__name__)
+trace_log = logging.getLogger(__name__ + ".trace")  # every access when ``trace=True``
+
+_U32 = struct.Struct("<I")
+_M32 = 0xFFFFFFFF
+_FLUSH_ID_MASK = 0x00FFFFFF  # userspace must pass bits 30:24 == 0 (§3.3); 0 = "always flush"
+_JOB_INT_END = JOB_INT_BASE + 0x10
+_USER_END = USER_BASE + PAGE_SIZE
+_SIZES = (1, 2, 4, 8)
+
+MmuFactory = Callable[..., Any]
+
+
+def _default_mmu_factory(*args: Any, **kwargs: Any) -> Any:
+    from ..mmu import Mmu
+
+    return Mmu(*args, **kwargs)
+
+
+class MaliGpu:
+    """The Mali GPU as seen through its MMIO window and its three interrupt lines."""
+
+    def __init__(
+        self,
+        model: GpuModel,
+        mem: PhysMem,
+        *,
+        on_irq: Callable[[str, bool], None],
+        trace: bool = False,
+        clock: Callable[[], int] = time.monotonic_ns,
+        timestamp_hz: int | None = None,
+        core_clock_hz: int | None = None,
+        mmu_factory: MmuFactory | None = None,
+    ) -> None:
+        self.model = model
+        self.mem = mem
+        self.on_irq = on_irq
+        self.trace = trace
+        self.stats: Counter[str] = Counter()
+        self.mcu: McuHooks | None = None
+        self._mcu_status = 0
+        self._flush_id = 1
+        self.user_page: bytearray | memoryview = bytearray(PAGE_SIZE)
+        self.gpu_irq = IrqBlock("gpu", lambda level: self._irq_level("gpu", level))
+        self.job_irq = IrqBlock("job", lambda level: self._irq_level("job", level))
+        self.mmu_irq = IrqBlock("mmu", lambda level: self._irq_level("mmu", level))
+        factory = mmu_factory or _default_mmu_factory
+        self.mmu: Mmu = factory(
+            mem,
+            self.mmu_irq,
+            as_present=model.as_present,
+            va_bits=model.va_bits,
+            pa_bits=model.pa_bits,
+        )
+        self.control = GpuControl(
+            model,
+            self.gpu_irq,
+            self,
+            clock=clock,
+            timestamp_hz=timestamp_hz or model.timestamp_hz,
+            core_clock_hz=core_clock_hz or model.core_clock_hz,
+            stats=self.stats,
+        )
+        self._store_flush_id()
+
+    # -- firmware-model facing state ----------------------------------------------------
+    @property
+    def mcu_status(self) -> int:
+        """MCU_STATUS (0x704), set by the firmware model; changes raise MCU_STATUS_CHANGED."""
+        return self._mcu_status
+
+    @mcu_status.setter
+    def mcu_status(self, value: int) -> None:
+        value &= _M32
+        if value != self._mcu_status:
+            self._mcu_status = value
+            self.gpu_irq.raise_bits(GpuIrq.MCU_STATUS_CHANGED)
+
+    @property
+    def latest_flush_id(self) -> int:
+        """LATEST_FLUSH_ID (USER page 0x10000): bumped by every cache flush, never 0."""
+        return self._flush_id
+
+    @latest_flush_id.setter
+    def latest_flush_id(self, value: int) -> None:
+        self._flush_id = value & _FLUSH_ID_MASK or 1
+        self._store_flush_id()
+
+    def _store_flush_id(self) -> None:
+        _U32.pack_into(self.user_page, 0, self._flush_id)
+
+    def attach_user_page(self, buf: bytearray | memoryview) -> None:
+        """Serve the USER page from ``buf`` (e.g. a shared memfd page the device maps)."""
+        if len(buf) < PAGE_SIZE:
+            raise ValueError("USER page buffer must hold 4096 bytes")
+        view = memoryview(buf).cast("B")
+        view[:PAGE_SIZE] = bytes(PAGE_SIZE)
+        self.user_page = view
+        self._store_flush_id()
+
+    @staticmethod
+    def side_effect_free_pages() -> tuple[int, ...]:
+        """Page offsets a device may back with shared memory instead of trapping.
+
+        Only the USER page qualifies: reads have no side effects, its content
+        (LATEST_FLUSH_ID) is kept up to date in :attr:`user_page` by the model, and hardware
+        ignores writes to it. Every other page has registers computed on read (timers,
+        IRQ status, MMU) or writes with side effects (commands, doorbells).
+        """
+        return (USER_BASE,)
+
+    def flush_caches(self) -> None:
+        """A cache clean/invalidate happened: bump LATEST_FLUSH_ID (wraps in 24 bits, skips 0)."""
+        self.latest_flush_id = self._flush_id + 1
+        self.stats["cache_flushes"] += 1
+
+    def timestamp(self) -> int:
+        return self.control.timestamp()
+
+    def cycle_count(self) -> int:
+        return self.control.cycle_count()
+
+    def raise_gpu_fault(self, exception_type: int, address: int) -> None:
+        """Report a GPU fault: GPU_FAULT_STATUS/ADDR latched, GPU_INT bit 0 (FAULT) raised."""
+        self.control.raise_fault(exception_type, address)
+
+    # -- ControlOwner -------------------------------------------------------------------
+    def mcu_control_written(self, value: int) -> None:
+        self._call_mcu("mcu_control", value)
+
+    def cache_flush_command(self, command: int) -> None:
+        self.flush_caches()
+
+    def gpu_reset_command(self, hard: bool) -> None:
+        """GPU_CMD SOFT/HARD_RESET: all GPU state to reset values, then RESET_COMPLETED."""
+        self.stats["gpu_resets"] += 1
+        self._reset_blocks()
+        # GPU_INT_MASK survives (the driver waits on the IRQ); RAWSTAT becomes exactly
+        # RESET_COMPLETED in one step so the line does not glitch.
+        self.gpu_irq.rawstat = 0
+        self.gpu_irq.raise_bits(GpuIrq.RESET_COMPLETED)
+
+    def reset(self) -> None:
+        """Device-level reset (PCI DEVICE_RESET / power-on): everything, GPU_INT_MASK too."""
+        self._reset_blocks()
+        self.gpu_irq.reset()
+
+    def _reset_blocks(self) -> None:
+        self._call_mcu("gpu_reset")
+        self._mcu_status = 0
+        self.control.reset_state()
+        try:
+            self.mmu.reset()
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("Mmu.reset failed")
+        self.mmu_irq.reset()
+        self.job_irq.reset()
+
+    def _call_mcu(self, method: str, *args: int) -> None:
+        mcu = self.mcu
+        if mcu is None:
+            return
+        try:
+            getattr(mcu, method)(*args)
+        except Exception:
+            self.stats["mcu_hook_errors"] += 1
+            log.exception("McuHooks.%s%r failed", method, args)
+
+    def _irq_level(self, name: str, level: bool) -> None:
+        if level:
+            self.stats[f"irq_{name}"] += 1
+        if self.trace:
+            trace_log.info("IRQ %s -> %d", name, level)
+        try:
+            self.on_irq(name, level)
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("on_irq(%s, %s) failed", name, level)
+
+    # -- MMIO -----------------------------------------------------------------------------
+    def mmio_read(self, offset: int, size: int) -> int:
+        """Read ``size`` (1/2/4/8) bytes at ``offset``; never raises (errors read 0)."""
+        try:
+            self.stats["mmio_reads"] += 1
+            if size == 4 and not offset & 3 and 0 <= offset < WINDOW_SIZE:
+                value = self._read32(offset, True)
+            elif size in _SIZES and 0 <= offset and offset + size <= WINDOW_SIZE:
+                value = self._read_any(offset, size)
+            else:
+                self.stats["bad_accesses"] += 1
+                log.warning("bad MMIO read: offset %#x size %r", offset, size)
+                return 0
+            if self.trace:
+                trace_log.info("R%d %s = %#x", size * 8, register_name(offset), value)
+            return value
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("MMIO read at %#x size %r failed", offset, size)
+            return 0
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        """Write ``size`` (1/2/4/8) bytes at ``offset``; never raises (errors are logged)."""
+        try:
+            self.stats["mmio_writes"] += 1
+            if self.trace:
+                trace_log.info("W%d %s = %#x", size * 8, register_name(offset), value)
+            if size == 4 and not offset & 3 and 0 <= offset < WINDOW_SIZE:
+                self._write32(offset, value & _M32)
+            elif size in _SIZES and 0 <= offset and offset + size <= WINDOW_SIZE:
+                self._write_any(offset, size, value & ((1 << (8 * size)) - 1))
+            else:
+                self.stats["bad_accesses"] += 1
+                log.warning("bad MMIO write: offset %#x size %r", offset, size)
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("MMIO write at %#x size %r failed", offset, size)
+
+    def _read_any(self, offset: int, size: int) -> int:
+        first = offset & ~3
+        last = (offset + size - 1) & ~3
+        data = bytearray()
+        self.control.freeze_time()
+        try:
+            for word in range(first, last + 4, 4):
+                data += _U32.pack(self._read32(word, True))
+        finally:
+            self.control.thaw_time()
+        start = offset - first
+        return int.from_bytes(data[start : start + size], "little")
+
+    def _write_any(self, offset: int, size: int, value: int) -> None:
+        raw = value.to_bytes(size, "little")
+        end = offset + size
+        for word in range(offset & ~3, end, 4):
+            lo, hi = max(offset, word), min(end, word + 4)
+            chunk = raw[lo - offset : hi - offset]
+            if lo == word and hi == word + 4:
+                self._write32(word, _U32.unpack(chunk)[0])
+                continue
+            cur = bytearray(_U32.pack(self._read32(word, False)))
+            cur[lo - word : hi - word] = chunk
+            self._write32(word, _U32.unpack(cur)[0])
+
+    def _unknown(self, kind: str, off: int, count: bool) -> int:
+        if count:
+            self.stats[kind] += 1
+            if self.trace:
+                trace_log.info("%s at %#x (%s)", kind, off, register_name(off))
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("%s at %#x", kind, off)
+        return 0
+
+    def _read32(self, off: int, count: bool) -> int:
+        if off < GPU_CONTROL_SIZE:
+            if self.control.known(off):
+                return self.control.read32(off)
+            return self._unknown("unknown_reads", off, count)
+        if off < MMU_BASE:
+            if off < _JOB_INT_END:
+                return self.job_irq.read(off - JOB_INT_BASE)
+            return self._unknown("unknown_reads", off, count)
+        if off < MMU_BASE + MMU_SIZE:
+            if count and off not in WORD_NAMES:
+                self._unknown("unknown_reads", off, count)
+            return self.mmu.read32(off - MMU_BASE) & _M32
+        if USER_BASE <= off < _USER_END:
+            if off == USER_BASE:
+                return self._flush_id
+            return self._unknown("unknown_reads", off, count)
+        if off >= CSF_DOORBELL_BASE and not off & 0xFFFF:
+            return 0  # doorbell registers read 0
+        return self._unknown("unknown_reads", off, count)
+
+    def _write32(self, off: int, value: int) -> None:
+        if off < GPU_CONTROL_SIZE:
+            if self.control.known(off):
+                self.control.write32(off, value)
+            else:
+                self._unknown("unknown_writes", off, True)
+            return
+        if off < MMU_BASE:
+            if off < _JOB_INT_END:
+                self.job_irq.write(off - JOB_INT_BASE, value)
+            else:
+                self._unknown("unknown_writes", off, True)
+            return
+        if off < MMU_BASE + MMU_SIZE:
+            if off not in WORD_NAMES:
+                self._unknown("unknown_writes", off, True)
+            self.mmu.write32(off - MMU_BASE, value)
+            return
+        if off >= CSF_DOORBELL_BASE and not off & 0xFFFF:
+            index = (off - CSF_DOORBELL_BASE) >> 16
+            self.stats["doorbells"] += 1
+            if self.mcu is None:
+                self.stats["doorbells_dropped"] += 1
+            self._call_mcu("doorbell", index)
+            return
+        if off == USER_BASE:
+            return  # LATEST_FLUSH_ID is read-only
+        self._unknown("unknown_writes", off, True)

@@ -1,0 +1,256 @@
+"""GPU models: the identity/feature register values a Mali CSF part reports, as data.
+
+A :class:`GpuModel` holds what the GPU_CONTROL identity registers read (§2.1, §2.8) plus the
+parameters the CSF firmware model publishes in its interface (§7). ``MODELS`` maps the names
+accepted on the command line to models. Values not read from driver source are marked inferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .regs import (
+    CSF_ID_FIELDS,
+    GPU_FEATURES_RAY_INTERSECTION,
+    GPU_ID_FIELDS,
+    MMU_FEATURES_FIELDS,
+)
+from .regs import field as _field
+
+# io-pgtable accepts these output sizes after clamping to 48 (§2.1 MMU_FEATURES).
+_VALID_PA_BITS = (32, 36, 40, 42, 44)
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """Register values of one GPU part. Field names are the register names in lower case."""
+
+    key: str
+    gpu_id: int
+    l2_features: int
+    core_features: int
+    tiler_features: int
+    mem_features: int
+    mmu_features: int
+    as_present: int
+    csf_id: int
+    thread_max_threads: int
+    thread_max_workgroup_size: int
+    thread_max_barrier_size: int
+    thread_features: int
+    texture_features: tuple[int, int, int, int]
+    coherency_features: int
+    gpu_features: int
+    shader_present: int
+    tiler_present: int
+    l2_present: int
+    gpu_revid: int = 0
+    # Clocks: TIMESTAMP ticks at the guest's CNTFRQ (the driver reports CNTFRQ to userspace as
+    # the timestamp frequency); QEMU >= 9 virt with -cpu max runs the generic timer at 1 GHz.
+    timestamp_hz: int = 1_000_000_000
+    core_clock_hz: int = 800_000_000  # CYCLE_COUNT rate (the GPU core clock)
+    # Firmware interface parameters published by the CSF model (§7.2-§7.4).
+    csg_count: int = 8  # GLB group_num
+    cs_per_csg: int = 8  # CSG stream_num
+    cs_reg_count: int = 96  # CS_FEATURES work registers
+    scoreboards: int = 8  # CS_FEATURES scoreboard count
+    glb_version: tuple[int, int, int] = (1, 1, 0)
+    glb_features: int = 0
+    instr_features: int = 0x71
+    csg_features: int = 0
+    csg_suspend_size: int = 0x4000
+    csg_protm_suspend_size: int = 0x4000
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"GPU model {self.key!r} is inconsistent: " + "; ".join(problems))
+
+    # -- decoded fields -----------------------------------------------------------------
+    @property
+    def arch_major(self) -> int:
+        return _field(self.gpu_id, GPU_ID_FIELDS, "ARCH_MAJOR")
+
+    @property
+    def arch_minor(self) -> int:
+        return _field(self.gpu_id, GPU_ID_FIELDS, "ARCH_MINOR")
+
+    @property
+    def arch_rev(self) -> int:
+        return _field(self.gpu_id, GPU_ID_FIELDS, "ARCH_REV")
+
+    @property
+    def prod_major(self) -> int:
+        return _field(self.gpu_id, GPU_ID_FIELDS, "PROD_MAJOR")
+
+    @property
+    def va_bits(self) -> int:
+        return _field(self.mmu_features, MMU_FEATURES_FIELDS, "VA_BITS")
+
+    @property
+    def pa_bits(self) -> int:
+        return _field(self.mmu_features, MMU_FEATURES_FIELDS, "PA_BITS")
+
+    @property
+    def shader_core_count(self) -> int:
+        return self.shader_present.bit_count()
+
+    @property
+    def csf_id_fields(self) -> dict[str, int]:
+        return {name: _field(self.csf_id, CSF_ID_FIELDS, name) for name in CSF_ID_FIELDS}
+
+    @property
+    def firmware_path(self) -> str:
+        """The file panthor requests: ``arm/mali/arch<major>.<minor>/mali_csffw.bin`` (§1.3)."""
+        return f"arm/mali/arch{self.arch_major}.{self.arch_minor}/mali_csffw.bin"
+
+    @property
+    def glb_version_word(self) -> int:
+        """GLB control ``version``: ``(major << 24) + (minor << 16) + patch``."""
+        major, minor, patch = self.glb_version
+        return (major << 24) | (minor << 16) | patch
+
+    @property
+    def cs_features(self) -> int:
+        """CS control ``features``: regs-1, scoreboards<<8, COMPUTE|FRAGMENT|TILER (§7.4)."""
+        return (self.cs_reg_count - 1) | (self.scoreboards << 8) | (0b111 << 16)
+
+    @property
+    def model_name(self) -> str:
+        return panthor_model_name(self.gpu_id, self.shader_present, self.gpu_features)
+
+    # -- consistency --------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Violations of what the 7.2 driver and this emulator accept (§2.8, §7.1)."""
+        out: list[str] = []
+        if self.gpu_id == 0:
+            out.append("GPU_ID must be non-zero")
+        if not 10 <= self.arch_major <= 13:
+            out.append("arch major must be 10..13 (arch 14 PWR_CONTROL is not modelled)")
+        if self.arch_major == 10 and self.gpu_features:
+            out.append("GPU_FEATURES does not exist on arch 10 (must read 0)")
+        if not 32 <= self.va_bits <= 48:
+            out.append("VA bits must be 32..48")
+        if self.pa_bits not in _VALID_PA_BITS and self.pa_bits < 48:
+            out.append(f"PA bits must be one of {_VALID_PA_BITS} or >= 48")
+        asp = self.as_present
+        if not asp & 1 or asp & 0xFFFFFFFE == 0 or asp & (asp + 1) or asp >> 16:
+            out.append("AS_PRESENT must be contiguous from bit 0 with 2..16 slots")
+        for name in ("shader_present", "tiler_present", "l2_present"):
+            if getattr(self, name) == 0:
+                out.append(f"{name.upper()} must be non-zero")
+        if len(self.texture_features) != 4:
+            out.append("TEXTURE_FEATURES has 4 words")
+        if not 3 <= self.csg_count <= 31:
+            out.append("csg_count must be 3..31")
+        if not 8 <= self.cs_per_csg <= 32:
+            out.append("cs_per_csg must be 8..32")
+        if not 8 <= self.cs_reg_count <= 256 or self.cs_reg_count % 2:
+            out.append("cs_reg_count must be even, 8..256")
+        if not 1 <= self.scoreboards <= 16:
+            out.append("scoreboards must be 1..16")
+        if self.csg_suspend_size <= 0 or self.csg_protm_suspend_size <= 0:
+            out.append("suspend sizes must be > 0")
+        if self.timestamp_hz <= 0 or self.core_clock_hz <= 0:
+            out.append("clock rates must be > 0")
+        return out
+
+
+def panthor_model_name(gpu_id: int, shader_present: int, gpu_features: int) -> str:
+    """``get_gpu_model_name`` of panthor 7.2 (§1.5): key = (ARCH_MAJOR << 24) | PROD_MAJOR."""
+    arch = _field(gpu_id, GPU_ID_FIELDS, "ARCH_MAJOR")
+    prod = _field(gpu_id, GPU_ID_FIELDS, "PROD_MAJOR")
+    cores = shader_present.bit_count()
+    ray = bool(gpu_features & GPU_FEATURES_RAY_INTERSECTION)
+    fixed = {
+        (10, 2): "Mali-G710",
+        (10, 3): "Mali-G510",
+        (10, 4): "Mali-G310",
+        (10, 7): "Mali-G610",
+        (11, 3): "Mali-G615",
+        (12, 1): "Mali-G620",
+        (13, 1): "Mali-G625",
+        (14, 0): "Mali-G1-Ultra",
+        (14, 1): "Mali-G1-Premium",
+        (14, 3): "Mali-G1-Pro",
+    }
+    # (arch, prod): (immortalis name, big name, big-core threshold, fall-through name)
+    tiered = {
+        (11, 2): ("Mali-G715-Immortalis", "Mali-G715", 7, "Mali-G615"),
+        (12, 0): ("Mali-G720-Immortalis", "Mali-G720", 6, "Mali-G620"),
+        (13, 0): ("Mali-G925-Immortalis", "Mali-G725", 6, "Mali-G625"),
+    }
+    if (arch, prod) in tiered:
+        immortalis, big, threshold, small = tiered[(arch, prod)]
+        if cores >= 10 and ray:
+            return immortalis
+        return big if cores >= threshold else small
+    return fixed.get((arch, prod), "(Unknown Mali GPU)")
+
+
+# Mali-G610 MC4 as on RK3588 (§2.8; values from public boot logs / Mesa, inferred).
+G610 = GpuModel(
+    key="g610",
+    gpu_id=0xA8670005,  # arch 10.8 rev 6, prod 7, r0p0 status 5
+    l2_features=0x07120306,  # 64-byte lines
+    core_features=0x00000000,
+    tiler_features=0x00000809,
+    mem_features=0x00000301,
+    mmu_features=0x00002830,  # VA 48, PA 40
+    as_present=0xFF,
+    csf_id=0x040A0412,  # CSHW 1.0 rev 10, MCU 1.1.2 (inferred)
+    thread_max_threads=2048,
+    thread_max_workgroup_size=1024,
+    thread_max_barrier_size=1024,
+    thread_features=0x04010000,  # 4 tasks/core, 65536 registers/core
+    texture_features=(0xC1FFFF9E, 0, 0, 0),
+    # ACE-Lite advertised like the real part; the coherency actually used is chosen by the
+    # device tree (dma-coherent) and written to COHERENCY_PROTOCOL (31 = NONE by default).
+    coherency_features=0x1,
+    gpu_features=0,  # arch 10 has no GPU_FEATURES
+    shader_present=0x50005,  # 4 cores
+    tiler_present=0x1,
+    l2_present=0x1,
+    gpu_revid=0,
+    aliases=("mali-g610", "rk3588"),
+)
+
+# Mali-G720 MC6 (arch 12.8): a consistent second value set so nothing is G610-only by
+# accident (all values inferred; firmware path arch12.8 is in panthor's MODULE_FIRMWARE).
+G720 = GpuModel(
+    key="g720",
+    gpu_id=0xC8001005,  # arch 12.8 rev 0, prod 0, r1p0 status 5
+    l2_features=0x07130206,
+    core_features=0x00000000,
+    tiler_features=0x00000809,
+    mem_features=0x00000101,
+    mmu_features=0x00002830,
+    as_present=0xFF,
+    csf_id=0x0C000823,  # CSHW 3.0, MCU 2.2.3 (inferred)
+    thread_max_threads=2048,
+    thread_max_workgroup_size=1024,
+    thread_max_barrier_size=1024,
+    thread_features=0x04010000,
+    texture_features=(0xC1FFFF9E, 0, 0, 0),
+    coherency_features=0x1,
+    gpu_features=GPU_FEATURES_RAY_INTERSECTION,
+    shader_present=0x70007,  # 6 cores: "Mali-G720" (Immortalis needs >= 10 with ray)
+    tiler_present=0x1,
+    l2_present=0x1,
+    gpu_revid=0,
+    csg_count=16,
+    glb_version=(3, 0, 0),
+    aliases=("mali-g720",),
+)
+
+MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720)}
+
+
+def lookup_model(name: str) -> GpuModel:
+    """Model by key or alias (case-insensitive); ``KeyError`` listing the choices otherwise."""
+    want = name.strip().lower()
+    for m in MODELS.values():
+        if want == m.key or want in m.aliases:
+            return m
+    raise KeyError(f"unknown GPU model {name!r}; choose one of {', '.join(sorted(MODELS))}")

@@ -1,0 +1,310 @@
+"""Mali CSF register map (GPU_CONTROL, JOB_INT, MMU, USER page, doorbells) declared as data.
+
+Offsets and names follow panthor's ``panthor_gpu_regs.h`` / ``panthor_mmu_regs.h`` /
+``panthor_fw_regs.h`` as summarised in the hardware reference (§2, §3, §4.1). A 64-bit register
+is two 32-bit words, LO at ``off`` and HI at ``off + 4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+# -- window layout -------------------------------------------------------------------
+WINDOW_SIZE = 0x200000
+PAGE_SIZE = 0x1000
+
+GPU_CONTROL_BASE = 0x0000
+GPU_CONTROL_SIZE = 0x1000
+JOB_CONTROL_BASE = 0x1000  # JOB_INT block
+JOB_CONTROL_SIZE = 0x1000
+MMU_BASE = 0x2000  # MMU_INT block at +0, AS n at +0x400 + n*0x40
+MMU_SIZE = 0x1000
+MMU_AS_BASE = 0x2400
+MMU_AS_STRIDE = 0x40
+MMU_MAX_AS = 16
+
+USER_BASE = 0x10000  # CSF USER page
+CSF_GPU_LATEST_FLUSH_ID = 0x10000
+CSF_DOORBELL_BASE = 0x80000
+CSF_DOORBELL_STRIDE = 0x10000
+DOORBELL_COUNT = (WINDOW_SIZE - CSF_DOORBELL_BASE) // CSF_DOORBELL_STRIDE  # 24 pages fit
+
+
+def CSF_DOORBELL(i: int) -> int:
+    """Offset of doorbell page ``i``."""
+    return CSF_DOORBELL_BASE + i * CSF_DOORBELL_STRIDE
+
+
+# -- IRQ blocks ------------------------------------------------------------------------
+GPU_INT_BASE = 0x20
+JOB_INT_BASE = 0x1000
+MMU_INT_BASE = 0x2000
+INT_RAWSTAT, INT_CLEAR, INT_MASK, INT_STAT = 0x0, 0x4, 0x8, 0xC
+
+
+class GpuIrq(IntFlag):
+    """GPU_INT_* bits (§2.2)."""
+
+    FAULT = 1 << 0
+    PROTM_FAULT = 1 << 1
+    RESET_COMPLETED = 1 << 8
+    POWER_CHANGED = 1 << 9
+    POWER_CHANGED_ALL = 1 << 10
+    CLEAN_CACHES_COMPLETED = 1 << 17
+    DOORBELL_MIRROR = 1 << 18
+    MCU_STATUS_CHANGED = 1 << 19
+
+
+GPU_IRQ_DEFAULT_MASK = 0x00020103  # what panthor enables
+JOB_INT_GLOBAL_IF = 1 << 31  # JOB_INT bit 31; bits 0..30 = CSG slot n
+
+
+# -- GPU_CMD (§2.3) ------------------------------------------------------------------------
+class GpuCmdType(IntEnum):
+    """GPU_CMD[7:0] command type. Types other than RESET/FLUSH_CACHES are from kbase (inferred)."""
+
+    NOP = 0
+    RESET = 1
+    TIME = 3  # cycle-counter enable/disable (payload 1/0)
+    FLUSH_CACHES = 4
+    SET_PROTECTED_MODE = 5
+    FINISH_HALT = 6
+    CLEAR_FAULT = 7
+    FLUSH_PA_RANGE = 8
+
+
+class ResetPayload(IntEnum):
+    SOFT = 1
+    HARD = 2
+
+
+CACHE_CLEAN = 1 << 0
+CACHE_INV = 1 << 1
+
+
+def GPU_CMD_DEF(type_: int, payload: int) -> int:
+    return type_ | (payload << 8)
+
+
+def GPU_FLUSH_CACHES(l2: int, lsc: int, oth: int) -> int:
+    return GPU_CMD_DEF(GpuCmdType.FLUSH_CACHES, l2 | (lsc << 4) | (oth << 8))
+
+
+GPU_SOFT_RESET = GPU_CMD_DEF(GpuCmdType.RESET, ResetPayload.SOFT)  # 0x101
+GPU_HARD_RESET = GPU_CMD_DEF(GpuCmdType.RESET, ResetPayload.HARD)  # 0x201
+GPU_CMD_TYPE_MASK = 0xFF
+
+
+# -- MCU (§2.1) ------------------------------------------------------------------------
+class McuControl(IntEnum):
+    DISABLE = 0
+    ENABLE = 1
+    AUTO = 2
+
+
+class McuStatus(IntEnum):
+    DISABLED = 0
+    ENABLED = 1
+    HALT = 2
+    FATAL = 3
+
+
+class Coherency(IntEnum):
+    """COHERENCY_PROTOCOL values; COHERENCY_FEATURES has bit (1 << value) for 0/1."""
+
+    ACE_LITE = 0
+    ACE = 1
+    NONE = 31
+
+
+GPU_PWR_KEY_UNLOCK = 0x2968A819
+GPU_L2_CONFIG_ASN_HASH_ENABLE = 1 << 24
+GPU_FEATURES_RAY_INTERSECTION = 1 << 2
+GPU_FEATURES_RAY_TRAVERSAL = 1 << 5
+
+
+class GpuStatus(IntFlag):
+    ACTIVE = 1 << 0
+    PWR_ACTIVE = 1 << 1
+    PAGE_FAULT = 1 << 4
+    PROTM_ACTIVE = 1 << 7
+    DBG_ENABLED = 1 << 8
+
+
+# -- bit fields as (shift, width) ------------------------------------------------------
+GPU_ID_FIELDS: dict[str, tuple[int, int]] = {
+    "ARCH_MAJOR": (28, 4),
+    "ARCH_MINOR": (24, 4),
+    "ARCH_REV": (20, 4),
+    "PROD_MAJOR": (16, 4),
+    "VER_MAJOR": (12, 4),
+    "VER_MINOR": (4, 8),
+    "VER_STATUS": (0, 4),
+}
+MMU_FEATURES_FIELDS: dict[str, tuple[int, int]] = {"VA_BITS": (0, 8), "PA_BITS": (8, 8)}
+CSF_ID_FIELDS: dict[str, tuple[int, int]] = {
+    "CSHW_MAJOR": (26, 6),
+    "CSHW_MINOR": (20, 6),
+    "CSHW_REV": (16, 4),
+    "MCU_MAJOR": (10, 6),
+    "MCU_MINOR": (4, 6),
+    "MCU_REV": (0, 4),
+}
+
+
+def field(value: int, fields: dict[str, tuple[int, int]], name: str) -> int:
+    shift, width = fields[name]
+    return (value >> shift) & ((1 << width) - 1)
+
+
+# -- GPU_CONTROL register table --------------------------------------------------------
+class Access(IntEnum):
+    RO = 0  # writes ignored
+    RW = 1
+    WO = 2  # reads 0
+
+
+@dataclass(frozen=True)
+class Reg:
+    name: str
+    offset: int
+    width: int = 32  # 32 or 64
+    access: Access = Access.RO
+
+
+_RO, _RW, _WO = Access.RO, Access.RW, Access.WO
+
+GPU_CONTROL_REGS: tuple[Reg, ...] = (
+    Reg("GPU_ID", 0x000),
+    Reg("L2_FEATURES", 0x004),
+    Reg("CORE_FEATURES", 0x008),
+    Reg("TILER_FEATURES", 0x00C),
+    Reg("MEM_FEATURES", 0x010),
+    Reg("MMU_FEATURES", 0x014),
+    Reg("AS_PRESENT", 0x018),
+    Reg("CSF_ID", 0x01C),
+    Reg("GPU_INT_RAWSTAT", 0x020, access=_RW),
+    Reg("GPU_INT_CLEAR", 0x024, access=_WO),
+    Reg("GPU_INT_MASK", 0x028, access=_RW),
+    Reg("GPU_INT_STAT", 0x02C),
+    Reg("GPU_CMD", 0x030, access=_WO),
+    Reg("GPU_STATUS", 0x034),
+    Reg("GPU_FAULT_STATUS", 0x03C),
+    Reg("GPU_FAULT_ADDR", 0x040, 64),
+    Reg("L2_CONFIG", 0x048, access=_RW),
+    Reg("PWR_KEY", 0x050, access=_RW),
+    Reg("PWR_OVERRIDE0", 0x054, access=_RW),
+    Reg("PWR_OVERRIDE1", 0x058, access=_RW),
+    Reg("GPU_FEATURES", 0x060, 64),
+    Reg("TIMESTAMP_OFFSET", 0x088, 64, _RW),
+    Reg("CYCLE_COUNT", 0x090, 64),
+    Reg("TIMESTAMP", 0x098, 64),
+    Reg("THREAD_MAX_THREADS", 0x0A0),
+    Reg("THREAD_MAX_WORKGROUP_SIZE", 0x0A4),
+    Reg("THREAD_MAX_BARRIER_SIZE", 0x0A8),
+    Reg("THREAD_FEATURES", 0x0AC),
+    *(Reg(f"TEXTURE_FEATURES{n}", 0x0B0 + 4 * n) for n in range(4)),
+    Reg("SHADER_PRESENT", 0x100, 64),
+    Reg("TILER_PRESENT", 0x110, 64),
+    Reg("L2_PRESENT", 0x120, 64),
+    Reg("SHADER_READY", 0x140, 64),
+    Reg("TILER_READY", 0x150, 64),
+    Reg("L2_READY", 0x160, 64),
+    Reg("SHADER_PWRON", 0x180, 64, _WO),
+    Reg("TILER_PWRON", 0x190, 64, _WO),
+    Reg("L2_PWRON", 0x1A0, 64, _WO),
+    Reg("SHADER_PWROFF", 0x1C0, 64, _WO),
+    Reg("TILER_PWROFF", 0x1D0, 64, _WO),
+    Reg("L2_PWROFF", 0x1E0, 64, _WO),
+    Reg("SHADER_PWRTRANS", 0x200, 64),
+    Reg("TILER_PWRTRANS", 0x210, 64),
+    Reg("L2_PWRTRANS", 0x220, 64),
+    Reg("SHADER_PWRACTIVE", 0x240, 64),
+    Reg("TILER_PWRACTIVE", 0x250, 64),
+    Reg("L2_PWRACTIVE", 0x260, 64),
+    Reg("GPU_REVID", 0x280),
+    *(Reg(f"ASN_HASH{n}", 0x2C0 + 4 * n, access=_RW) for n in range(3)),
+    Reg("COHERENCY_FEATURES", 0x300),
+    Reg("COHERENCY_PROTOCOL", 0x304, access=_RW),
+    Reg("MCU_CONTROL", 0x700, access=_RW),
+    Reg("MCU_STATUS", 0x704),
+)
+
+GPU_CONTROL: dict[str, int] = {r.name: r.offset for r in GPU_CONTROL_REGS}
+
+
+@dataclass(frozen=True)
+class PowerDomain:
+    """Offsets of one power domain's 64-bit register set (§2.1, §2.4)."""
+
+    name: str
+    present: int
+    ready: int
+    pwron: int
+    pwroff: int
+    pwrtrans: int
+    pwractive: int
+
+
+POWER_DOMAINS: dict[str, PowerDomain] = {
+    d: PowerDomain(
+        d,
+        *(
+            GPU_CONTROL[f"{d.upper()}_{s}"]
+            for s in ("PRESENT", "READY", "PWRON", "PWROFF", "PWRTRANS", "PWRACTIVE")
+        ),
+    )
+    for d in ("shader", "tiler", "l2")
+}
+
+# -- MMU register names (for decode/trace; behaviour lives in qemu_panthor.mmu) --------
+AS_REGS: tuple[Reg, ...] = (
+    Reg("AS_TRANSTAB", 0x00, 64, _RW),
+    Reg("AS_MEMATTR", 0x08, 64, _RW),
+    Reg("AS_LOCKADDR", 0x10, 64, _RW),
+    Reg("AS_COMMAND", 0x18, access=_WO),
+    Reg("AS_FAULTSTATUS", 0x1C),
+    Reg("AS_FAULTADDRESS", 0x20, 64),
+    Reg("AS_STATUS", 0x28),
+    Reg("AS_TRANSCFG", 0x30, 64, _RW),
+    Reg("AS_FAULTEXTRA", 0x38, 64),
+)
+
+
+def _word_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+
+    def add(reg: Reg, base: int = 0, prefix: str = "") -> None:
+        off = base + reg.offset
+        if reg.width == 64:
+            names[off] = f"{prefix}{reg.name}_LO"
+            names[off + 4] = f"{prefix}{reg.name}_HI"
+        else:
+            names[off] = f"{prefix}{reg.name}"
+
+    for r in GPU_CONTROL_REGS:
+        add(r)
+    for blk, base in (("JOB_INT", JOB_INT_BASE), ("MMU_INT", MMU_INT_BASE)):
+        for n, o in (("RAWSTAT", 0), ("CLEAR", 4), ("MASK", 8), ("STAT", 0xC)):
+            names[base + o] = f"{blk}_{n}"
+    for asn in range(MMU_MAX_AS):
+        for r in AS_REGS:
+            add(r, MMU_AS_BASE + asn * MMU_AS_STRIDE, f"AS{asn}.")
+    names[CSF_GPU_LATEST_FLUSH_ID] = "CSF_GPU_LATEST_FLUSH_ID"
+    for i in range(DOORBELL_COUNT):
+        names[CSF_DOORBELL(i)] = f"CSF_DOORBELL({i})"
+    return names
+
+
+#: 32-bit word offset -> register name, for every register the model decodes.
+WORD_NAMES: dict[int, str] = _word_names()
+
+
+def register_name(offset: int) -> str:
+    """Name of the register word containing ``offset`` (or a hex placeholder)."""
+    word = offset & ~3
+    name = WORD_NAMES.get(word)
+    if name is None:
+        return f"?{offset:#x}"
+    return name if word == offset else f"{name}+{offset - word}"

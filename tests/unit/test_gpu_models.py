@@ -1,0 +1,159 @@
+"""GPU models: identity decoding, firmware path, and panthor's model-name table (§1.3, §1.5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from qemu_panthor.gpu.models import G610, MODELS, GpuModel, lookup_model, panthor_model_name
+
+# MODULE_FIRMWARE entries of panthor 7.2 (§1.3).
+MODULE_FIRMWARE = {
+    f"arm/mali/arch{v}/mali_csffw.bin"
+    for v in ("10.8", "10.10", "10.12", "11.8", "12.8", "13.8", "14.8")
+}
+
+
+def oracle_name(gpu_id: int, shader_present: int, gpu_features: int) -> str:
+    """§1.5 table written out independently of the product code."""
+    arch = gpu_id >> 28
+    prod = (gpu_id >> 16) & 0xF
+    cores = bin(shader_present).count("1")
+    ray = (gpu_features >> 2) & 1 == 1
+    if arch == 10:
+        return {2: "Mali-G710", 3: "Mali-G510", 4: "Mali-G310", 7: "Mali-G610"}.get(
+            prod, "(Unknown Mali GPU)"
+        )
+    if arch == 11:
+        if prod == 2:
+            if cores >= 10 and ray:
+                return "Mali-G715-Immortalis"
+            if cores >= 7:
+                return "Mali-G715"
+            return "Mali-G615"
+        return "Mali-G615" if prod == 3 else "(Unknown Mali GPU)"
+    if arch == 12:
+        if prod == 0:
+            if cores >= 10 and ray:
+                return "Mali-G720-Immortalis"
+            return "Mali-G720" if cores >= 6 else "Mali-G620"
+        return "Mali-G620" if prod == 1 else "(Unknown Mali GPU)"
+    if arch == 13:
+        if prod == 0:
+            if cores >= 10 and ray:
+                return "Mali-G925-Immortalis"
+            return "Mali-G725" if cores >= 6 else "Mali-G625"
+        return "Mali-G625" if prod == 1 else "(Unknown Mali GPU)"
+    if arch == 14:
+        return {0: "Mali-G1-Ultra", 1: "Mali-G1-Premium", 3: "Mali-G1-Pro"}.get(
+            prod, "(Unknown Mali GPU)"
+        )
+    return "(Unknown Mali GPU)"
+
+
+def test_g610_identity_matches_reference_values() -> None:
+    m = MODELS["g610"]
+    # §2.8 / §11 example set
+    assert m.gpu_id == 0xA8670005
+    assert m.mmu_features == 0x2830
+    assert m.as_present == 0xFF
+    assert m.shader_present == 0x50005
+    assert (m.l2_present, m.tiler_present) == (1, 1)
+    assert m.l2_features == 0x07120306
+    assert m.tiler_features == 0x809
+    assert m.mem_features == 0x301
+    assert m.gpu_features == 0
+    assert (m.arch_major, m.arch_minor, m.arch_rev, m.prod_major) == (10, 8, 6, 7)
+    assert (m.va_bits, m.pa_bits) == (48, 40)
+    assert m.firmware_path == "arm/mali/arch10.8/mali_csffw.bin"
+    assert m.model_name == "Mali-G610"
+    # firmware interface as G610 firmware reports it (§2.8): v1.1.0, instr features 0x71
+    assert m.glb_version_word == 0x01010000
+    assert m.instr_features == 0x71
+    # §7.4 suggested CS features for 96 regs / 8 scoreboards
+    assert m.cs_features == 0x0007085F
+    assert 1 << 6 == 64 == 1 << (m.l2_features & 0xFF)  # 64-byte cache lines
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_every_model_is_accepted_by_the_driver_rules(key: str) -> None:
+    m = MODELS[key]
+    assert 10 <= m.arch_major <= 13
+    assert m.firmware_path in MODULE_FIRMWARE
+    assert m.as_present & 1 and m.as_present & 0xFFFFFFFE
+    assert m.as_present & (m.as_present + 1) == 0  # contiguous from bit 0
+    assert m.pa_bits in (32, 36, 40, 42, 44) or m.pa_bits >= 48
+    assert m.va_bits <= 48
+    assert m.model_name == oracle_name(m.gpu_id, m.shader_present, m.gpu_features)
+    assert m.model_name != "(Unknown Mali GPU)"
+    assert 3 <= m.csg_count <= 31 and 8 <= m.cs_per_csg <= 32
+    assert m.csg_suspend_size > 0 and m.csg_protm_suspend_size > 0
+
+
+def test_second_model_is_another_arch_with_its_own_firmware() -> None:
+    other = [m for m in MODELS.values() if m.arch_major != 10]
+    assert other, "need a non-arch-10 model so nothing is G610-only by accident"
+    g720 = MODELS["g720"]
+    assert (g720.arch_major, g720.arch_minor) == (12, 8)
+    assert g720.firmware_path == "arm/mali/arch12.8/mali_csffw.bin"
+    assert g720.model_name == "Mali-G720"
+    assert g720.firmware_path != G610.firmware_path
+
+
+def test_model_name_table() -> None:
+    shapes = [
+        (0x1, 0),
+        (0x3F, 0),
+        (0x7F, 0),
+        (0x3FF, 0),
+        (0x3FF, 0x4),
+        (0x1FF, 0x4),
+        (0xFFFF, 0x20),
+    ]
+    for arch in range(9, 16):
+        for prod in range(16):
+            for shader_present, features in shapes:
+                gpu_id = (arch << 28) | (8 << 24) | (prod << 16) | 0x5
+                want = oracle_name(gpu_id, shader_present, features)
+                assert panthor_model_name(gpu_id, shader_present, features) == want, hex(gpu_id)
+
+
+def test_known_names_spot_checks() -> None:
+    assert panthor_model_name(0xA8670005, 0x50005, 0) == "Mali-G610"
+    assert panthor_model_name(0xB8020000, 0x3FF, 0x4) == "Mali-G715-Immortalis"
+    assert panthor_model_name(0xB8020000, 0x3FF, 0x0) == "Mali-G715"
+    assert panthor_model_name(0xB8020000, 0x3F, 0x4) == "Mali-G615"
+    assert panthor_model_name(0xE8030000, 0x1, 0) == "Mali-G1-Pro"
+    assert panthor_model_name(0xA8090000, 0x1, 0) == "(Unknown Mali GPU)"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gpu_id": 0},
+        {"gpu_id": 0x98670005},  # arch 9
+        {"gpu_id": 0xE8000000},  # arch 14 (PWR_CONTROL not modelled)
+        {"as_present": 0x1},  # needs an AS besides the MCU's
+        {"as_present": 0x5},  # not contiguous
+        {"mmu_features": 0x2730},  # PA 39
+        {"mmu_features": 0x2831},  # VA 49
+        {"gpu_features": 0x4},  # arch 10 has no GPU_FEATURES
+        {"csg_count": 2},
+        {"cs_per_csg": 4},
+        {"csg_suspend_size": 0},
+        {"l2_present": 0},
+    ],
+)
+def test_inconsistent_models_are_rejected(change: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="inconsistent"):
+        dataclasses.replace(G610, **change)  # type: ignore[arg-type]
+
+
+def test_lookup_by_key_and_alias() -> None:
+    assert lookup_model("G610") is G610
+    assert lookup_model("rk3588") is G610
+    assert lookup_model("mali-g720") is MODELS["g720"]
+    with pytest.raises(KeyError, match="g610"):
+        lookup_model("g999")
+    assert isinstance(G610, GpuModel)
