@@ -1,1 +1,21 @@
-"""mmu package."""
+"""The Mali GPU MMU: address-space slots, AS commands, LPAE stage-1 walker, TLB, faults.
+
+See docs/mmu.md. Public API (docs/architecture.md): :class:`Mmu`, :class:`Access`,
+:class:`Translation`, :class:`MmuFault`.
+"""
+
+from .engine import Access, MapAttrs, Mapping, MappingList, Mmu, MmuFault, Translation
+from .regs import AdrMode, AsCommand, ExceptionType
+
+__all__ = [
+    "Access",
+    "AdrMode",
+    "AsCommand",
+    "ExceptionType",
+    "MapAttrs",
+    "Mapping",
+    "MappingList",
+    "Mmu",
+    "MmuFault",
+    "Translation",
+]

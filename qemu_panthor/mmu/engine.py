@@ -1,0 +1,583 @@
+"""The Mali MMU: MMU_INT, the AS slots and their commands, translation and fault reporting.
+
+Models (reference §4, §5.3):
+* per-AS registers for every slot in AS_PRESENT (absent slots read 0 and ignore writes);
+* AS_COMMAND executed synchronously (AS_STATUS.AS_ACTIVE always reads 0): UPDATE latches
+  TRANSTAB/MEMATTR/TRANSCFG into the active configuration the walker uses and flushes the AS's
+  TLB; LOCK records AS_LOCKADDR's region; UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the
+  locked region in the TLB and unlock;
+* GPU accesses through an AS: a TLB lookup, a table walk on a miss, then the guest-RAM access;
+  faults come back as :class:`MmuFault` values and, for GPU accesses (``report=True``), are
+  latched into AS_FAULTSTATUS/AS_FAULTADDRESS with MMU_INT bit ``as_nr`` raised; while that
+  bit is pending the first fault's registers are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from ..irqblock import IrqBlock
+from ..memory import BusError, PhysMem
+from . import regs
+from .tlb import DEFAULT_CAPACITY, Tlb
+from .walker import (
+    NEED,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PERM_W,
+    PERM_X,
+    WalkConfig,
+    collect_leaves,
+    walk,
+)
+
+log = logging.getLogger(__name__)
+
+_M32 = 0xFFFF_FFFF
+_M64 = 0xFFFF_FFFF_FFFF_FFFF
+_PAGE_MASK = PAGE_SIZE - 1
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class Access(IntEnum):
+    """AS_FAULTSTATUS ACCESS_TYPE."""
+
+    ATOMIC = 0
+    EXECUTE = 1
+    READ = 2
+    WRITE = 3
+
+
+@dataclass(frozen=True)
+class Translation:
+    pa: int
+    writable: bool
+    executable: bool
+    attr_index: int
+    level: int
+
+
+@dataclass(frozen=True)
+class MmuFault:
+    """A fault as the MMU reports it. ``bus`` marks bus faults (AS_FAULTSTATUS bit 10)."""
+
+    as_nr: int
+    va: int
+    access: Access
+    exception_type: int
+    bus: bool = False
+
+    @property
+    def faultstatus(self) -> int:
+        """The AS_FAULTSTATUS value this fault latches (source id 0)."""
+        return (
+            self.exception_type
+            | int(self.access) << regs.FAULTSTATUS_ACCESS_TYPE_SHIFT
+            | (regs.FAULTSTATUS_DECODER_FAULT if self.bus else 0)
+        )
+
+    def __str__(self) -> str:
+        kind = "bus fault" if self.bus else "fault"
+        return (
+            f"AS{self.as_nr} {kind} {regs.exception_name(self.exception_type)} "
+            f"({self.exception_type:#x}) on {self.access.name} at VA {self.va:#x}"
+        )
+
+
+class MapAttrs(NamedTuple):
+    writable: bool
+    executable: bool
+    attr_index: int
+    af: bool
+
+
+class Mapping(NamedTuple):
+    va: int
+    pa: int
+    size: int
+    attrs: MapAttrs
+
+
+class MappingList(list[Mapping]):
+    """``Mmu.mappings`` result; ``truncated`` is set when the entry cap cut the walk short."""
+
+    truncated: bool = False
+
+
+_BUS_CODES = frozenset(range(regs.TRANSTAB_BUS_FAULT, regs.TRANSTAB_BUS_FAULT + 4)) | {
+    regs.GPU_BUS_FAULT
+}
+
+
+class AsSlot:
+    """One address space: its registers, the latched (UPDATE'd) walk config, lock and TLB."""
+
+    __slots__ = (
+        "bad_commands",
+        "cfg",
+        "commands",
+        "faultaddress",
+        "faultextra",
+        "faults",
+        "faults_dropped",
+        "faults_latched",
+        "faultstatus",
+        "lockaddr",
+        "locked",
+        "memattr",
+        "nr",
+        "tlb",
+        "transcfg",
+        "transtab",
+    )
+
+    def __init__(self, nr: int, cfg: WalkConfig, tlb_capacity: int) -> None:
+        self.nr = nr
+        self.tlb = Tlb(tlb_capacity)
+        self.commands = [0] * len(regs.AsCommand)
+        self.bad_commands = 0
+        self.faults = 0
+        self.faults_latched = 0
+        self.faults_dropped = 0
+        self.reset(cfg)
+
+    def reset(self, cfg: WalkConfig) -> None:
+        self.transtab = 0
+        self.memattr = 0
+        self.lockaddr = 0
+        self.transcfg = 0
+        self.faultstatus = 0
+        self.faultaddress = 0
+        self.faultextra = 0
+        self.cfg = cfg
+        self.locked: list[tuple[int, int]] = []
+        self.tlb.flush()
+
+
+class Mmu:
+    """MMU register block (relative to GPU offset 0x2000) plus GPU-VA access services."""
+
+    def __init__(
+        self,
+        mem: PhysMem,
+        irq: IrqBlock,
+        *,
+        as_present: int,
+        va_bits: int,
+        pa_bits: int,
+        strict: bool = False,
+        tlb_capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self.mem = mem
+        self.irq = irq
+        self.as_present = as_present & ((1 << regs.MAX_AS) - 1)
+        self.va_bits = va_bits
+        self.pa_bits = pa_bits
+        #: Re-walk on every TLB hit and report translations the page tables no longer agree with.
+        self.strict = strict
+        #: Called with the AS number after UPDATE / UNLOCK / FLUSH_PT / FLUSH_MEM and after an
+        #: MMU_INT_CLEAR that cleared that AS's bit: waiters on a faulted access may retry.
+        self.on_as_update: Callable[[int], None] | None = None
+        self.stats = {"unknown_reads": 0, "unknown_writes": 0, "absent_as": 0, "stale_hits": 0}
+        self._read_u64 = mem.read_u64
+        self._slots: list[AsSlot | None] = [
+            AsSlot(n, self._cfg(0, 0, 0), tlb_capacity) if self.as_present >> n & 1 else None
+            for n in range(regs.MAX_AS)
+        ]
+
+    def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
+        return WalkConfig(
+            transtab, transcfg, memattr, hw_va_bits=self.va_bits, hw_pa_bits=self.pa_bits
+        )
+
+    # -- registers ----------------------------------------------------------------------------
+    def read32(self, off: int) -> int:
+        if off < regs.MMU_INT_END and not off & 3 and off >= 0:
+            return self.irq.read(off)
+        st = self._reg_slot(off)
+        if st is None:
+            self.stats["unknown_reads"] += 1
+            return 0
+        reg = off & (regs.AS_STRIDE - 1)
+        sh = (reg & 4) << 3
+        base = reg & ~4
+        if base == regs.AS_TRANSTAB:
+            return (st.transtab >> sh) & _M32
+        if base == regs.AS_MEMATTR:
+            return (st.memattr >> sh) & _M32
+        if base == regs.AS_LOCKADDR:
+            return (st.lockaddr >> sh) & _M32
+        if reg == regs.AS_FAULTSTATUS:
+            return st.faultstatus
+        if base == regs.AS_FAULTADDRESS:
+            return (st.faultaddress >> sh) & _M32
+        if base == regs.AS_TRANSCFG:
+            return (st.transcfg >> sh) & _M32
+        if base == regs.AS_FAULTEXTRA:
+            return (st.faultextra >> sh) & _M32
+        # AS_COMMAND is write-only; AS_STATUS: commands complete synchronously, never ACTIVE.
+        return 0
+
+    def write32(self, off: int, value: int) -> None:
+        value &= _M32
+        if off < regs.MMU_INT_END and not off & 3 and off >= 0:
+            before = self.irq.rawstat
+            self.irq.write(off, value)
+            if off == regs.MMU_INT_CLEAR:
+                cleared = before & ~self.irq.rawstat
+                cleared = (cleared | cleared >> regs.MMU_INT_BUS_FAULT_SHIFT) & self.as_present
+                for n in range(regs.MAX_AS):
+                    if cleared >> n & 1:
+                        self._notify(n)
+            return
+        st = self._reg_slot(off)
+        if st is None:
+            self.stats["unknown_writes"] += 1
+            return
+        reg = off & (regs.AS_STRIDE - 1)
+        sh = (reg & 4) << 3
+        base = reg & ~4
+        keep = ~(_M32 << sh) & _M64
+        if base == regs.AS_TRANSTAB:
+            st.transtab = (st.transtab & keep) | value << sh
+        elif base == regs.AS_MEMATTR:
+            st.memattr = (st.memattr & keep) | value << sh
+        elif base == regs.AS_LOCKADDR:
+            st.lockaddr = (st.lockaddr & keep) | value << sh
+        elif base == regs.AS_TRANSCFG:
+            st.transcfg = (st.transcfg & keep) | value << sh
+        elif reg == regs.AS_COMMAND:
+            self._command(st, value)
+        # FAULTSTATUS / FAULTADDRESS / STATUS / FAULTEXTRA are read-only.
+
+    def _reg_slot(self, off: int) -> AsSlot | None:
+        if off & 3 or not regs.AS_BASE <= off < regs.AS_END:
+            return None
+        return self._slots[(off - regs.AS_BASE) // regs.AS_STRIDE]
+
+    def _command(self, st: AsSlot, cmd: int) -> None:
+        if cmd >= len(regs.AsCommand):
+            st.bad_commands += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("AS%d: unknown AS_COMMAND %#x ignored", st.nr, cmd)
+            return
+        st.commands[cmd] += 1
+        if cmd == regs.AsCommand.UPDATE:
+            st.cfg = self._cfg(st.transtab, st.transcfg, st.memattr)
+            st.tlb.flush()
+        elif cmd == regs.AsCommand.LOCK:
+            st.locked.append(regs.decode_lock_region(st.lockaddr))
+            return
+        elif cmd != regs.AsCommand.NOP:  # UNLOCK, FLUSH_PT, FLUSH_MEM
+            # Invalidate what was locked and what AS_LOCKADDR names now (a driver may issue
+            # UNLOCK with only LOCKADDR programmed); over-invalidating is always allowed.
+            regions = [*st.locked, regs.decode_lock_region(st.lockaddr)]
+            st.locked = []
+            for base, size in regions:
+                st.tlb.invalidate(base, size)
+        else:
+            return
+        self._notify(st.nr)
+
+    def _notify(self, as_nr: int) -> None:
+        hook = self.on_as_update
+        if hook is not None:
+            try:
+                hook(as_nr)
+            except Exception:  # a waiter's bug must not escape into an MMIO write
+                log.exception("on_as_update hook failed for AS%d", as_nr)
+
+    def reset(self) -> None:
+        """GPU reset: every AS register 0 (ADRMODE 0 behaves as UNMAPPED), TLBs and locks
+        dropped, MMU_INT RAWSTAT and MASK cleared."""
+        for st in self._slots:
+            if st is not None:
+                st.reset(self._cfg(0, 0, 0))
+        self.irq.reset()
+
+    # -- faults ---------------------------------------------------------------------------------
+    def fault_pending(self, as_nr: int) -> bool:
+        """MMU_INT page-fault bit of ``as_nr`` raised and not yet cleared by the driver."""
+        return 0 <= as_nr < regs.MAX_AS and bool(self.irq.rawstat >> as_nr & 1)
+
+    def _fault(
+        self, st: AsSlot | None, as_nr: int, va: int, access: int, code: int, report: bool
+    ) -> MmuFault:
+        f = MmuFault(as_nr, va & _M64, Access(access), code, code in _BUS_CODES)
+        if st is None:
+            self.stats["absent_as"] += 1
+            return f
+        st.faults += 1
+        if report:
+            bit = 1 << st.nr
+            if self.irq.rawstat & bit:
+                st.faults_dropped += 1  # first fault wins until the driver clears it
+            else:
+                st.faultstatus = f.faultstatus
+                st.faultaddress = f.va
+                st.faults_latched += 1
+                self.irq.raise_bits(bit)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s%s", f, "" if report else " (not reported)")
+        return f
+
+    # -- translation ----------------------------------------------------------------------------
+    def _slot(self, as_nr: int) -> AsSlot | None:
+        if 0 <= as_nr < regs.MAX_AS:
+            return self._slots[as_nr]
+        return None
+
+    def _lookup(self, st: AsSlot, va: int) -> tuple[int, int, int, int, int, int] | int:
+        """TLB entry for ``va``'s page (walking and filling on a miss), or a fault code."""
+        tlb = st.tlb
+        e = tlb.entries.get(va >> PAGE_SHIFT)
+        if e is not None:
+            tlb.hits += 1
+            if self.strict:
+                self._check_stale(st, va, e)
+            return e
+        if tlb.blocks:
+            e = tlb.block_hit(va)
+            if e is not None:
+                tlb.hits += 1
+                if self.strict:
+                    self._check_stale(st, va, e)
+                return e
+        tlb.misses += 1
+        r = walk(self._read_u64, st.cfg, va)
+        if r[0]:
+            return r[0]
+        return tlb.insert(va, r[2], r[3], r[4], r[1], r[5])
+
+    def _check_stale(self, st: AsSlot, va: int, e: tuple[int, ...]) -> None:
+        r = walk(self._read_u64, st.cfg, va)
+        now = None if r[0] else (r[2] + ((va & (r[3] - 1)) & ~_PAGE_MASK), r[4], r[1], r[3])
+        if now != (e[0], e[1], e[2], e[4]):
+            st.tlb.stale_hits += 1
+            self.stats["stale_hits"] += 1
+            log.warning(
+                "AS%d: stale TLB entry for VA %#x: TLB gives PA %#x perm %d, tables give %s "
+                "(page tables changed without LOCK/UNLOCK or UPDATE)",
+                st.nr, va, e[0] | (va & _PAGE_MASK), e[1],
+                "a fault" if now is None else f"PA {now[0] | (va & _PAGE_MASK):#x} perm {now[1]}",
+            )
+
+    def _pa(self, st: AsSlot, va: int, access: int, report: bool) -> int | MmuFault:
+        e = self._lookup(st, va)
+        if e.__class__ is int:
+            return self._fault(st, st.nr, va, access, e, report)  # type: ignore[arg-type]
+        if NEED[access] & ~e[1]:  # type: ignore[index]
+            return self._fault(st, st.nr, va, access, regs.PERM_FAULT + e[2], report)  # type: ignore[index]
+        return e[0] | (va & _PAGE_MASK)  # type: ignore[index]
+
+    def translate(self, as_nr: int, va: int, access: Access) -> Translation | MmuFault:
+        """What the GPU would use for ``va``: the TLB (filled on a miss, so possibly stale, as on
+        hardware) else a walk. Never touches registers or MMU_INT."""
+        st = self._slot(as_nr)
+        if st is None:
+            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, False)
+        e = self._lookup(st, va)
+        if e.__class__ is int:
+            return self._fault(st, as_nr, va, access, e, False)  # type: ignore[arg-type]
+        pa, perm, level, _, _, attr = e  # type: ignore[misc]
+        if NEED[access] & ~perm:
+            return self._fault(st, as_nr, va, access, regs.PERM_FAULT + level, False)
+        return Translation(pa | (va & _PAGE_MASK), bool(perm & PERM_W), bool(perm & PERM_X),
+                           attr, level)
+
+    def walk(self, as_nr: int, va: int, access: Access = Access.READ) -> Translation | MmuFault:
+        """What the page tables say now (no TLB, no side effects): for introspection."""
+        st = self._slot(as_nr)
+        if st is None:
+            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, False)
+        code, level, oa, size, perm, attr, _ = walk(self._read_u64, st.cfg, va)
+        if not code:
+            code = regs.PERM_FAULT + level if NEED[access] & ~perm else 0
+        if code:
+            return self._fault(st, as_nr, va, access, code, False)
+        return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
+                           attr, level)
+
+    # -- accesses -------------------------------------------------------------------------------
+    def read(
+        self, as_nr: int, va: int, size: int, access: Access = Access.READ, *, report: bool = True
+    ) -> bytes | MmuFault:
+        """A GPU read of ``size`` bytes at ``va``; split per page, each page translated."""
+        st = self._slot(as_nr)
+        if st is None:
+            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, report)
+        if size <= 0:
+            return b""
+        if (va & _PAGE_MASK) + size <= PAGE_SIZE:
+            pa = self._pa(st, va, access, report)
+            if pa.__class__ is not int:
+                return pa  # type: ignore[return-value]
+            try:
+                return self.mem.read(pa, size)  # type: ignore[arg-type]
+            except BusError:
+                return self._fault(st, as_nr, va, access, regs.GPU_BUS_FAULT, report)
+        out = bytearray()
+        end = va + size
+        cur = va
+        while cur < end:
+            n = min(PAGE_SIZE - (cur & _PAGE_MASK), end - cur)
+            pa = self._pa(st, cur, access, report)
+            if pa.__class__ is not int:
+                return pa  # type: ignore[return-value]
+            try:
+                out += self.mem.read(pa, n)  # type: ignore[arg-type]
+            except BusError:
+                return self._fault(st, as_nr, cur, access, regs.GPU_BUS_FAULT, report)
+            cur += n
+        return bytes(out)
+
+    def write(
+        self, as_nr: int, va: int, data: bytes | bytearray | memoryview, *, report: bool = True
+    ) -> MmuFault | None:
+        """A GPU write. Every page is translated before any byte is stored, so a translation
+        fault writes nothing; a bus error part-way leaves the earlier pages written."""
+        st = self._slot(as_nr)
+        w = Access.WRITE
+        if st is None:
+            return self._fault(None, as_nr, va, w, regs.TRANSLATION_FAULT, report)
+        size = len(data)
+        if size == 0:
+            return None
+        if (va & _PAGE_MASK) + size <= PAGE_SIZE:
+            pa = self._pa(st, va, w, report)
+            if pa.__class__ is not int:
+                return pa  # type: ignore[return-value]
+            try:
+                self.mem.write(pa, data)  # type: ignore[arg-type]
+            except BusError:
+                return self._fault(st, as_nr, va, w, regs.GPU_BUS_FAULT, report)
+            return None
+        chunks: list[tuple[int, int, int]] = []
+        end = va + size
+        cur = va
+        while cur < end:
+            n = min(PAGE_SIZE - (cur & _PAGE_MASK), end - cur)
+            pa = self._pa(st, cur, w, report)
+            if pa.__class__ is not int:
+                return pa  # type: ignore[return-value]
+            chunks.append((cur, pa, n))  # type: ignore[arg-type]
+            cur += n
+        view = memoryview(data).cast("B")
+        for cva, pa, n in chunks:
+            off = cva - va
+            try:
+                self.mem.write(pa, view[off : off + n])
+            except BusError:
+                return self._fault(st, as_nr, cva, w, regs.GPU_BUS_FAULT, report)
+        return None
+
+    def read_u32(
+        self, as_nr: int, va: int, access: Access = Access.READ, *, report: bool = True
+    ) -> int | MmuFault:
+        r = self.read(as_nr, va, 4, access, report=report)
+        return r if isinstance(r, MmuFault) else _U32.unpack(r)[0]
+
+    def read_u64(
+        self, as_nr: int, va: int, access: Access = Access.READ, *, report: bool = True
+    ) -> int | MmuFault:
+        r = self.read(as_nr, va, 8, access, report=report)
+        return r if isinstance(r, MmuFault) else _U64.unpack(r)[0]
+
+    def write_u32(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
+        return self.write(as_nr, va, _U32.pack(value & _M32), report=report)
+
+    def write_u64(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
+        return self.write(as_nr, va, _U64.pack(value & _M64), report=report)
+
+    # -- introspection --------------------------------------------------------------------------
+    def as_state(self, as_nr: int) -> dict[str, Any]:
+        """Registers, the latched configuration, fault state and TLB counters of one AS."""
+        st = self._slot(as_nr)
+        if st is None:
+            return {"as": as_nr, "present": False}
+        cfg = st.cfg
+        try:
+            mode = regs.AdrMode(cfg.adrmode).name
+        except ValueError:
+            mode = f"RESERVED_{cfg.adrmode}"
+        tlb = st.tlb
+        return {
+            "as": as_nr,
+            "present": True,
+            "registers": {
+                "TRANSTAB": st.transtab,
+                "MEMATTR": st.memattr,
+                "LOCKADDR": st.lockaddr,
+                "FAULTSTATUS": st.faultstatus,
+                "FAULTADDRESS": st.faultaddress,
+                "STATUS": 0,
+                "TRANSCFG": st.transcfg,
+                "FAULTEXTRA": st.faultextra,
+            },
+            "active": {
+                "TRANSTAB": cfg.transtab,
+                "MEMATTR": cfg.memattr,
+                "TRANSCFG": cfg.transcfg,
+                "adrmode": mode,
+                "va_bits": cfg.va_bits,
+                "pa_bits": cfg.pa_bits,
+                "start_level": cfg.start_level,
+            },
+            "locked": list(st.locked),
+            "fault_pending": self.fault_pending(as_nr),
+            "fault": {
+                "exception": regs.exception_name(st.faultstatus & 0xFF),
+                "access": Access((st.faultstatus >> 8) & 3).name,
+                "address": st.faultaddress,
+            },
+            "faults": st.faults,
+            "faults_latched": st.faults_latched,
+            "faults_dropped": st.faults_dropped,
+            "commands": {c.name: st.commands[c] for c in regs.AsCommand},
+            "bad_commands": st.bad_commands,
+            "tlb": {
+                "entries": len(tlb),
+                "block_entries": len(tlb.blocks),
+                "hits": tlb.hits,
+                "misses": tlb.misses,
+                "flushes": tlb.flushes,
+                "invalidations": tlb.invalidations,
+                "evictions": tlb.evictions,
+                "stale_hits": tlb.stale_hits,
+            },
+        }
+
+    def mappings(self, as_nr: int, max_entries: int = 1 << 20) -> MappingList:
+        """The active page tables of ``as_nr`` as coalesced (va, pa, size, attrs) ranges.
+
+        Reads at most ``max_entries`` descriptors (``.truncated`` says if it stopped early), so
+        hostile tables cannot hang it; tables outside RAM and invalid descriptors are skipped.
+        """
+        out = MappingList()
+        st = self._slot(as_nr)
+        if st is None:
+            return out
+        cfg = st.cfg
+        if cfg.adrmode == regs.AdrMode.IDENTITY:
+            out.append(Mapping(0, 0, 1 << cfg.pa_bits, MapAttrs(True, True, 0, True)))
+            return out
+        leaves, out.truncated = collect_leaves(self.mem.read, cfg, max_entries)
+        for lf in leaves:
+            attrs = MapAttrs(bool(lf.perm & PERM_W), bool(lf.perm & PERM_X), lf.attr_index, lf.af)
+            if out:
+                last = out[-1]
+                if (
+                    last.va + last.size == lf.va
+                    and last.pa + last.size == lf.oa
+                    and last.attrs == attrs
+                ):
+                    out[-1] = Mapping(last.va, last.pa, last.size + lf.size, attrs)
+                    continue
+            out.append(Mapping(lf.va, lf.oa, lf.size, attrs))
+        return out

@@ -1,0 +1,217 @@
+"""MMU register map, AS_COMMAND codes, TRANSCFG / FAULTSTATUS fields and exception codes.
+
+Declared once, as data (reference §4.1-§4.4). Offsets are relative to the MMU block base
+(GPU offset 0x2000): MMU_INT at +0x0, address space n at +0x400 + n*0x40.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# -- MMU_INT (an irqblock.IrqBlock) ---------------------------------------------------------
+MMU_INT_RAWSTAT = 0x000
+MMU_INT_CLEAR = 0x004
+MMU_INT_MASK = 0x008
+MMU_INT_STAT = 0x00C
+MMU_INT_END = 0x010
+
+#: MMU_INT bits 0..15: page fault on AS n. Bits 16..31: kbase's per-AS bus-fault bits
+#: (panthor calls them REQ_COMPLETE and never unmasks them). See docs/mmu.md.
+MMU_INT_PAGE_FAULT_SHIFT = 0
+MMU_INT_BUS_FAULT_SHIFT = 16
+
+# -- address-space slots ----------------------------------------------------------------------
+AS_BASE = 0x400
+AS_STRIDE = 0x40
+#: The MMU_INT layout has 16 page-fault bits, so hardware has at most 16 AS slots.
+MAX_AS = 16
+AS_END = AS_BASE + MAX_AS * AS_STRIDE
+
+# Per-AS register offsets (relative to the AS base). 64-bit registers: LO at off, HI at off+4.
+AS_TRANSTAB = 0x00
+AS_MEMATTR = 0x08
+AS_LOCKADDR = 0x10
+AS_COMMAND = 0x18
+AS_FAULTSTATUS = 0x1C
+AS_FAULTADDRESS = 0x20
+AS_STATUS = 0x28
+AS_TRANSCFG = 0x30
+AS_FAULTEXTRA = 0x38
+
+#: name -> (offset, width in bits, writable by software)
+AS_REGISTERS: dict[str, tuple[int, int, bool]] = {
+    "TRANSTAB": (AS_TRANSTAB, 64, True),
+    "MEMATTR": (AS_MEMATTR, 64, True),
+    "LOCKADDR": (AS_LOCKADDR, 64, True),
+    "COMMAND": (AS_COMMAND, 32, True),
+    "FAULTSTATUS": (AS_FAULTSTATUS, 32, False),
+    "FAULTADDRESS": (AS_FAULTADDRESS, 64, False),
+    "STATUS": (AS_STATUS, 32, False),
+    "TRANSCFG": (AS_TRANSCFG, 64, True),
+    "FAULTEXTRA": (AS_FAULTEXTRA, 64, False),
+}
+
+AS_STATUS_AS_ACTIVE = 1 << 0
+
+
+def as_reg(as_nr: int, reg: int) -> int:
+    """Offset (relative to the MMU block) of register ``reg`` of address space ``as_nr``."""
+    return AS_BASE + as_nr * AS_STRIDE + reg
+
+
+class AsCommand(IntEnum):
+    """AS_COMMAND codes (§4.1)."""
+
+    NOP = 0
+    UPDATE = 1
+    LOCK = 2
+    UNLOCK = 3
+    FLUSH_PT = 4
+    FLUSH_MEM = 5
+
+
+# -- AS_TRANSCFG (§4.2) -----------------------------------------------------------------------
+TRANSCFG_ADRMODE_MASK = 0xF
+
+
+class AdrMode(IntEnum):
+    """TRANSCFG[3:0] ADRMODE."""
+
+    UNMAPPED = 1
+    IDENTITY = 2
+    AARCH64_4K = 6
+    AARCH64_64K = 8
+
+
+TRANSCFG_INA_BITS_SHIFT = 6
+TRANSCFG_INA_BITS_MASK = 0x1F  # [10:6]: va_bits = 55 - field
+TRANSCFG_OUTA_BITS_SHIFT = 14
+TRANSCFG_SL_CONCAT = 1 << 22
+TRANSCFG_PTW_MEMATTR_SHIFT = 24  # [25:24] 1 NC, 2 WB
+TRANSCFG_PTW_SH_SHIFT = 28  # [29:28] 0 NS, 2 OS, 3 IS
+TRANSCFG_PTW_RA = 1 << 30
+TRANSCFG_DISABLE_HIER_AP = 1 << 33
+TRANSCFG_DISABLE_AF_FAULT = 1 << 34
+TRANSCFG_WXN = 1 << 35
+TRANSCFG_XREADABLE = 1 << 36
+
+
+def transcfg_va_bits(transcfg: int) -> int:
+    """Input address size encoded in TRANSCFG.INA_BITS (va_bits = 55 - field)."""
+    return 55 - ((transcfg >> TRANSCFG_INA_BITS_SHIFT) & TRANSCFG_INA_BITS_MASK)
+
+
+def transcfg_for(va_bits: int, *, coherent: bool = False) -> int:
+    """The TRANSCFG value panthor writes for an enabled AS (§4.2)."""
+    value = (
+        AdrMode.AARCH64_4K
+        | (55 - va_bits) << TRANSCFG_INA_BITS_SHIFT
+        | 2 << TRANSCFG_PTW_MEMATTR_SHIFT
+        | TRANSCFG_PTW_RA
+    )
+    if coherent:
+        value |= 2 << TRANSCFG_PTW_SH_SHIFT
+    return value
+
+
+# -- AS_FAULTSTATUS (§4.4) --------------------------------------------------------------------
+FAULTSTATUS_EXCEPTION_TYPE_MASK = 0xFF
+FAULTSTATUS_ACCESS_TYPE_SHIFT = 8
+FAULTSTATUS_ACCESS_TYPE_MASK = 0x3
+FAULTSTATUS_DECODER_FAULT = 1 << 10  # set: "DECODER FAULT" (AXI DECERR), clear: "SLAVE FAULT"
+FAULTSTATUS_SOURCE_ID_SHIFT = 16
+
+
+class ExceptionType(IntEnum):
+    """Exception type codes (``enum drm_panthor_exception_type``, §4.4), plus the
+    TRANSTAB_BUS_FAULT_n codes of the same hardware space (kbase/panfrost) that this model
+    reports for a page-table walk that hits no RAM."""
+
+    OK = 0x00
+    TERMINATED = 0x04
+    KABOOM = 0x05
+    EUREKA = 0x06
+    ACTIVE = 0x08
+    CS_RES_TERM = 0x0F
+    MAX_NON_FAULT = 0x3F
+    CS_CONFIG_FAULT = 0x40
+    CS_UNRECOVERABLE = 0x41
+    CS_ENDPOINT_FAULT = 0x44
+    CS_BUS_FAULT = 0x48
+    CS_INSTR_INVALID = 0x49
+    CS_CALL_STACK_OVERFLOW = 0x4A
+    CS_INHERIT_FAULT = 0x4B
+    INSTR_INVALID_PC = 0x50
+    INSTR_INVALID_ENC = 0x51
+    INSTR_BARRIER_FAULT = 0x55
+    DATA_INVALID_FAULT = 0x58
+    TILE_RANGE_FAULT = 0x59
+    ADDR_RANGE_FAULT = 0x5A
+    IMPRECISE_FAULT = 0x5B
+    OOM = 0x60
+    CSF_FW_INTERNAL_ERROR = 0x68
+    CSF_RES_EVICTION_TIMEOUT = 0x69
+    GPU_BUS_FAULT = 0x80
+    GPU_SHAREABILITY_FAULT = 0x88
+    SYS_SHAREABILITY_FAULT = 0x89
+    GPU_CACHEABILITY_FAULT = 0x8A
+    TRANSLATION_FAULT_0 = 0xC0
+    TRANSLATION_FAULT_1 = 0xC1
+    TRANSLATION_FAULT_2 = 0xC2
+    TRANSLATION_FAULT_3 = 0xC3
+    TRANSLATION_FAULT_4 = 0xC4
+    PERM_FAULT_0 = 0xC8
+    PERM_FAULT_1 = 0xC9
+    PERM_FAULT_2 = 0xCA
+    PERM_FAULT_3 = 0xCB
+    TRANSTAB_BUS_FAULT_0 = 0xD0
+    TRANSTAB_BUS_FAULT_1 = 0xD1
+    TRANSTAB_BUS_FAULT_2 = 0xD2
+    TRANSTAB_BUS_FAULT_3 = 0xD3
+    ACCESS_FLAG_1 = 0xD9
+    ACCESS_FLAG_2 = 0xDA
+    ACCESS_FLAG_3 = 0xDB
+    ADDR_SIZE_FAULT_IN = 0xE0
+    ADDR_SIZE_FAULT_OUT0 = 0xE4
+    ADDR_SIZE_FAULT_OUT1 = 0xE5
+    ADDR_SIZE_FAULT_OUT2 = 0xE6
+    ADDR_SIZE_FAULT_OUT3 = 0xE7
+    MEM_ATTR_FAULT_0 = 0xE8
+    MEM_ATTR_FAULT_1 = 0xE9
+    MEM_ATTR_FAULT_2 = 0xEA
+    MEM_ATTR_FAULT_3 = 0xEB
+
+
+#: Base codes of the per-level MMU fault families: code = base + level.
+TRANSLATION_FAULT = 0xC0
+PERM_FAULT = 0xC8
+TRANSTAB_BUS_FAULT = 0xD0
+ACCESS_FLAG = 0xD8
+ADDR_SIZE_FAULT_IN = 0xE0
+ADDR_SIZE_FAULT_OUT = 0xE4
+GPU_BUS_FAULT = 0x80
+
+#: code -> name, for logs and introspection.
+EXCEPTION_NAMES: dict[int, str] = {int(e): e.name for e in ExceptionType}
+
+
+def exception_name(code: int) -> str:
+    return EXCEPTION_NAMES.get(code, f"UNKNOWN_{code:#04x}")
+
+
+# -- lock region (§4.3) ----------------------------------------------------------------------
+LOCKADDR_WIDTH_MASK = 0x3F
+#: AS_LOCK_REGION_MIN_SIZE = 32 KiB, i.e. width field 14. Smaller encodings are rounded up.
+LOCK_REGION_MIN_WIDTH = 14
+
+
+def decode_lock_region(lockaddr: int) -> tuple[int, int]:
+    """AS_LOCKADDR -> (base, size): size = 2^(LOCKADDR[5:0]+1), base = LOCKADDR & ~(size-1).
+
+    Widths below the 32 KiB hardware minimum are rounded up to it (the region only grows, so
+    the TLB invalidation it drives can only over-invalidate, which hardware may always do).
+    """
+    width = max(lockaddr & LOCKADDR_WIDTH_MASK, LOCK_REGION_MIN_WIDTH)
+    size = 1 << (width + 1)
+    base = lockaddr & ~(size - 1) & 0xFFFFFFFFFFFFFFFF
+    return base, size

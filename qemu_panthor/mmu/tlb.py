@@ -1,0 +1,122 @@
+"""A per-AS translation lookaside buffer that behaves like the hardware one.
+
+It caches successful walks and is *not* coherent with the page tables in memory: only
+AS_COMMAND UPDATE (whole AS) and UNLOCK / FLUSH_PT / FLUSH_MEM (the locked region) drop
+entries, so a driver that edits live tables without LOCK/UNLOCK keeps seeing the old
+translation, as on real hardware. Faulting walks are never cached.
+
+A 2 MiB / 1 GiB block is cached as one block entry (so every page of the block hits it, even
+pages never touched before, like a hardware TLB entry for a block); lookups go through a per-page
+index filled from those entries. An invalidation drops every entry whose *block* overlaps the
+region. Capacity is bounded (oldest entries are evicted first); eviction
+is invisible except that a stale entry may disappear early, which hardware also allows.
+"""
+
+from __future__ import annotations
+
+from .walker import PAGE_SHIFT, PAGE_SIZE
+
+#: (page_pa, perm, level, block_va, block_size, attr_index)
+TlbEntry = tuple[int, int, int, int, int, int]
+
+DEFAULT_CAPACITY = 1 << 16
+
+
+class Tlb:
+    """One address space's TLB plus its hit/miss counters."""
+
+    __slots__ = (
+        "_max_block",
+        "blocks",
+        "capacity",
+        "entries",
+        "evictions",
+        "flushes",
+        "hits",
+        "invalidations",
+        "misses",
+        "stale_hits",
+    )
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.entries: dict[int, TlbEntry] = {}  # by 4 KiB VPN
+        self.blocks: dict[tuple[int, int], TlbEntry] = {}  # by (size, va // size)
+        self.capacity = capacity
+        self._max_block = PAGE_SIZE
+        self.hits = 0
+        self.misses = 0
+        self.flushes = 0
+        self.invalidations = 0
+        self.evictions = 0
+        self.stale_hits = 0
+
+    def insert(
+        self, va: int, oa: int, size: int, perm: int, level: int, attr_index: int
+    ) -> TlbEntry:
+        """Cache the walk result for the 4 KiB page containing ``va``."""
+        entries = self.entries
+        if len(entries) >= self.capacity:
+            del entries[next(iter(entries))]
+            self.evictions += 1
+        block_va = va & ~(size - 1)
+        entry = (oa + ((va - block_va) & ~(PAGE_SIZE - 1)), perm, level, block_va, size, attr_index)
+        entries[va >> PAGE_SHIFT] = entry
+        if size > PAGE_SIZE:
+            blocks = self.blocks
+            if len(blocks) >= self.capacity:
+                del blocks[next(iter(blocks))]
+                self.evictions += 1
+            blocks[(size, va // size)] = (oa, perm, level, block_va, size, attr_index)
+            if size > self._max_block:
+                self._max_block = size
+        return entry
+
+    def block_hit(self, va: int) -> TlbEntry | None:
+        """A cached block covering ``va`` (the page index missed); indexes the page too."""
+        for size in (1 << 21, 1 << 30):
+            b = self.blocks.get((size, va // size))
+            if b is not None:
+                entry = (b[0] + ((va - b[3]) & ~(PAGE_SIZE - 1)), b[1], b[2], b[3], b[4], b[5])
+                if len(self.entries) >= self.capacity:
+                    del self.entries[next(iter(self.entries))]
+                    self.evictions += 1
+                self.entries[va >> PAGE_SHIFT] = entry
+                return entry
+        return None
+
+    def flush(self) -> None:
+        """Drop everything (AS_COMMAND UPDATE)."""
+        self.entries.clear()
+        self.blocks.clear()
+        self._max_block = PAGE_SIZE
+        self.flushes += 1
+
+    def invalidate(self, base: int, size: int) -> int:
+        """Drop every entry whose page/block overlaps [base, base+size); return how many."""
+        self.invalidations += 1
+        end = base + size
+        blocks = self.blocks
+        if blocks:
+            for k in [k for k, b in blocks.items() if b[3] < end and base < b[3] + b[4]]:
+                del blocks[k]
+        entries = self.entries
+        if not entries:
+            return 0
+        blk = self._max_block
+        lo = base & ~(blk - 1)
+        hi = (end + blk - 1) & ~(blk - 1)
+        npages = (hi - lo) >> PAGE_SHIFT
+        if npages <= len(entries):
+            keys = [k for k in range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT) if k in entries]
+        else:
+            keys = list(entries)
+        dropped = 0
+        for k in keys:
+            e = entries[k]
+            if e[3] < end and base < e[3] + e[4]:
+                del entries[k]
+                dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self.entries)

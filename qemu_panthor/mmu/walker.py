@@ -1,0 +1,239 @@
+"""ARM VMSAv8-64 stage-1 translation-table walk, 4 KiB granule (reference §5.3).
+
+Models what the Mali MMU does on a TLB miss: starting at the latched AS_TRANSTAB, read one
+64-bit little-endian descriptor per level through the bus (:class:`~qemu_panthor.memory.PhysMem`)
+and either reach a page/block or stop with the fault code the hardware reports.
+
+Fault priority follows the ARM ARM: input-address size, then per level (bus error on the
+descriptor read, translation fault, output-address size of a next-table address), then at
+the leaf: output-address size, access flag. Permission checks depend on the access type and
+are done by the caller (:func:`perm_fault`), so a successful walk can be cached.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ..memory import BusError
+from . import regs
+
+OA_MASK = 0x0000_FFFF_FFFF_F000  # descriptor output address [47:12]
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+MAX_HW_BITS = 48  # 4 KiB granule without LPA2: at most 48-bit VA and OA
+
+# Descriptor bits (§5.2).
+DESC_VALID = 1 << 0
+DESC_TABLE = 1 << 1  # table (L0-L2) / page (L3) when set; block (L1, L2) when clear
+ATTR_INDX_SHIFT = 2
+AP_UNPRIV = 1 << 6  # AP[1]: no effect for the GPU
+AP_RDONLY = 1 << 7  # AP[2]
+AF = 1 << 10
+NG = 1 << 11
+XN_BITS = (1 << 53) | (1 << 54)  # PXN | UXN: either forbids execution
+# Hierarchical attributes in table descriptors (panthor writes none of them).
+PXN_TABLE = 1 << 59
+UXN_TABLE = 1 << 60
+AP_TABLE_RDONLY = 1 << 62  # APTable[1]
+
+#: perm bits of a successful walk
+PERM_W = 1
+PERM_X = 2
+
+#: perm bits an access needs, indexed by Access (ATOMIC, EXECUTE, READ, WRITE)
+NEED = (PERM_W, PERM_X, 0, PERM_W)
+
+_TABLE_READ = struct.Struct("<512Q")
+_AARCH64_4K = int(regs.AdrMode.AARCH64_4K)
+_IDENTITY = int(regs.AdrMode.IDENTITY)
+
+
+class WalkConfig:
+    """The translation configuration an AS_COMMAND UPDATE latched (TRANSTAB/TRANSCFG/MEMATTR),
+    pre-decoded for the walk."""
+
+    __slots__ = (
+        "adrmode",
+        "check_af",
+        "hier_ap",
+        "memattr",
+        "pa_bits",
+        "start_level",
+        "start_mask",
+        "start_shift",
+        "table",
+        "transcfg",
+        "transtab",
+        "va_bits",
+        "wxn",
+    )
+
+    def __init__(
+        self, transtab: int, transcfg: int, memattr: int, *, hw_va_bits: int, hw_pa_bits: int
+    ) -> None:
+        self.transtab = transtab
+        self.transcfg = transcfg
+        self.memattr = memattr
+        self.adrmode = transcfg & regs.TRANSCFG_ADRMODE_MASK
+        # INA_BITS larger than the hardware supports is clamped to the hardware VA size.
+        self.va_bits = min(regs.transcfg_va_bits(transcfg), hw_va_bits, MAX_HW_BITS)
+        self.pa_bits = min(hw_pa_bits, MAX_HW_BITS)
+        levels = -(-(self.va_bits - PAGE_SHIFT) // 9)
+        self.start_level = 4 - levels
+        self.start_shift = PAGE_SHIFT + 9 * (3 - self.start_level)
+        self.start_mask = (1 << (self.va_bits - self.start_shift)) - 1
+        self.table = transtab & ~(PAGE_SIZE - 1) & 0xFFFF_FFFF_FFFF_FFFF
+        self.check_af = not transcfg & regs.TRANSCFG_DISABLE_AF_FAULT
+        self.hier_ap = not transcfg & regs.TRANSCFG_DISABLE_HIER_AP
+        self.wxn = bool(transcfg & regs.TRANSCFG_WXN)
+
+    @property
+    def start_entries(self) -> int:
+        return self.start_mask + 1
+
+
+#: walk() result: (code, level, oa, size, perm, attr_index, desc). code 0 is success, otherwise
+#: the exception type raised at ``level``. ``oa`` is the output address of the page/block
+#: containing the VA (size-aligned), ``size`` 4 KiB / 2 MiB / 1 GiB, ``desc`` the leaf
+#: descriptor. A plain tuple: this is the TLB-miss path.
+WalkResult = tuple[int, int, int, int, int, int, int]
+
+
+def _fault(code: int, level: int) -> WalkResult:
+    return (code, level, 0, 0, 0, 0, 0)
+
+
+def walk(read_u64: Callable[[int], int], cfg: WalkConfig, va: int) -> WalkResult:
+    """Translate ``va`` with ``cfg``, reading descriptors with ``read_u64`` (raises BusError
+    outside RAM). Never raises; hostile tables terminate within 4 descriptor reads."""
+    mode = cfg.adrmode
+    if mode != _AARCH64_4K:
+        if mode == _IDENTITY:
+            if va < 0 or va >> cfg.pa_bits:
+                return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)
+            return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_W | PERM_X, 0, 0)
+        # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
+        return _fault(regs.TRANSLATION_FAULT, 0)
+    if va < 0 or va >> cfg.va_bits:
+        return _fault(regs.ADDR_SIZE_FAULT_IN, 0)
+    pa_bits = cfg.pa_bits
+    table = cfg.table
+    if table >> pa_bits:
+        return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)  # TTBR address size: level 0
+    lvl = cfg.start_level
+    shift = cfg.start_shift
+    idx = (va >> shift) & cfg.start_mask
+    tattr = 0
+    while True:
+        try:
+            desc = read_u64(table + (idx << 3))
+        except BusError:
+            return _fault(regs.TRANSTAB_BUS_FAULT + lvl, lvl)
+        if not desc & DESC_VALID:
+            return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
+        if desc & DESC_TABLE:
+            if lvl == 3:
+                break  # page
+            table = desc & OA_MASK
+            if table >> pa_bits:
+                return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+            tattr |= desc
+            lvl += 1
+            shift -= 9
+            idx = (va >> shift) & 0x1FF
+            continue
+        if lvl == 0 or lvl == 3:
+            # Block at L0 (4 KiB granule) / reserved encoding at L3.
+            return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
+        break  # block at L1 (1 GiB) or L2 (2 MiB)
+    size = 1 << shift
+    oa = desc & OA_MASK & ~(size - 1)
+    if oa >> pa_bits:
+        return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+    if not desc & AF and cfg.check_af:
+        return _fault(regs.ACCESS_FLAG + lvl, lvl)
+    perm = PERM_W | PERM_X
+    if desc & AP_RDONLY or (tattr & AP_TABLE_RDONLY and cfg.hier_ap):
+        perm = PERM_X
+    if desc & XN_BITS or (tattr & (PXN_TABLE | UXN_TABLE) and cfg.hier_ap) or (
+        cfg.wxn and perm & PERM_W
+    ):
+        perm &= ~PERM_X
+    return (0, lvl, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, desc)
+
+
+def perm_fault(perm: int, level: int, access: int) -> int:
+    """Exception code for ``access`` against a translation with ``perm``; 0 if allowed."""
+    if NEED[access] & ~perm:
+        return regs.PERM_FAULT + level
+    return 0
+
+
+class Leaf(NamedTuple):
+    va: int
+    oa: int
+    size: int
+    perm: int
+    attr_index: int
+    af: bool
+    level: int
+
+
+def collect_leaves(
+    read: Callable[[int, int], bytes], cfg: WalkConfig, max_entries: int
+) -> tuple[list[Leaf], bool]:
+    """Every valid leaf of the table tree in VA order, and whether the walk was cut short after
+    reading ``max_entries`` descriptors (hostile or huge tables). Tables outside RAM and
+    invalid descriptors are skipped; recursion depth is bounded by the 4 levels, so a table
+    pointing at itself cannot loop."""
+    leaves: list[Leaf] = []
+    if cfg.adrmode != regs.AdrMode.AARCH64_4K or cfg.table >> cfg.pa_bits:
+        return leaves, False
+    budget = max_entries
+    truncated = False
+    pa_bits = cfg.pa_bits
+
+    def visit(table: int, lvl: int, va_base: int, n: int, tattr: int) -> None:
+        nonlocal budget, truncated
+        if budget < n:
+            truncated = True
+            return
+        try:
+            raw = read(table, n * 8)
+        except BusError:
+            return
+        budget -= n
+        descs = _TABLE_READ.unpack(raw) if n == 512 else struct.unpack(f"<{n}Q", raw)
+        shift = PAGE_SHIFT + 9 * (3 - lvl)
+        size = 1 << shift
+        for i, desc in enumerate(descs):
+            if not desc & DESC_VALID:
+                continue
+            va = va_base + (i << shift)
+            if desc & DESC_TABLE and lvl < 3:
+                nxt = desc & OA_MASK
+                if not nxt >> pa_bits:
+                    visit(nxt, lvl + 1, va, 512, tattr | desc)
+                    if truncated:
+                        return
+                continue
+            if not desc & DESC_TABLE and lvl in (0, 3):
+                continue
+            oa = desc & OA_MASK & ~(size - 1)
+            if oa >> pa_bits:
+                continue
+            perm = PERM_W | PERM_X
+            if desc & AP_RDONLY or (tattr & AP_TABLE_RDONLY and cfg.hier_ap):
+                perm = PERM_X
+            if desc & XN_BITS or (tattr & (PXN_TABLE | UXN_TABLE) and cfg.hier_ap) or (
+                cfg.wxn and perm & PERM_W
+            ):
+                perm &= ~PERM_X
+            leaves.append(
+                Leaf(va, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, bool(desc & AF), lvl)
+            )
+
+    visit(cfg.table, cfg.start_level, 0, cfg.start_entries, 0)
+    return leaves, truncated
