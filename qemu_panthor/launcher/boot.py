@@ -57,7 +57,7 @@ def _firmware_files(gpu: str) -> dict[str, bytes]:
     from ..gpu.models import MODELS
 
     model = MODELS[gpu]
-    return {model.firmware_path: build_image(arch=(model.arch_major, model.arch_minor))}
+    return {model.firmware_path: build_image(model=model)}
 
 
 def guest_files() -> dict[str, tuple[bytes, int]]:
@@ -162,11 +162,16 @@ class Boot:
             accept = asyncio.create_task(qmp.accept())
             done, _ = await asyncio.wait({accept, asyncio.ensure_future(self._qemu.wait())},
                                          timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if accept not in done:
+            if accept not in done or accept.exception() is not None:
                 accept.cancel()
+                with contextlib.suppress(BaseException):
+                    await accept
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._qemu.wait(), 10)
                 await console
                 tail = "\n".join(self.result.console[-10:])
-                raise UserError(f"QEMU did not start (exit {self._qemu.returncode}):\n{tail}")
+                raise UserError(f"QEMU did not start (exit {self._qemu.returncode}):\n{tail}"
+                                + self._backend_tail())
             if self.with_gpu:
                 await self._check_pci(qmp)
             try:
@@ -195,6 +200,13 @@ class Boot:
             if not self.keep:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.result
+
+    def _backend_tail(self) -> str:
+        try:
+            lines = (self.run_dir / "backend.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return ("\nbackend log:\n" + "\n".join(lines[-10:])) if lines else ""
 
     async def _check_pci(self, qmp: QMPClient) -> None:
         buses = await qmp.execute("query-pci")

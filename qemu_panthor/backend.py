@@ -1,0 +1,72 @@
+"""``qemu-panthor serve``: the device backend, following the vfio-user backend conventions
+(``--socket-path`` or an inherited ``--fd``, no daemonizing, SIGTERM ends it cleanly,
+``--print-capabilities`` prints JSON and exits)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def capabilities() -> dict:
+    from .gpu.models import MODELS
+
+    return {"type": "gpu", "features": ["mali-csf"], "models": sorted(MODELS)}
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .device import MaliPciFunction
+    from .gpu.models import MODELS
+    from .vfio_user import VfioUserServer
+
+    loop = asyncio.get_running_loop()
+    device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop)
+    server = VfioUserServer(device, trace=args.trace)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.fd is not None:
+        try:
+            os.fstat(args.fd)
+        except OSError:
+            raise UserError(f"--fd {args.fd} is not an open file descriptor") from None
+        task = asyncio.create_task(server.serve_fd(args.fd))
+    else:
+        try:
+            await server.listen_path(args.socket_path)
+        except OSError as e:
+            raise UserError(f"cannot listen on {args.socket_path}: {e.strerror}") from None
+        task = asyncio.create_task(server.serve())
+    log.info("serving %s on %s", device.model.model_name, args.socket_path or f"fd {args.fd}")
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await server.close()
+    for t in (task, stopper):
+        t.cancel()
+    await asyncio.gather(task, stopper, return_exceptions=True)
+    device.close()
+    return 0
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    if args.print_capabilities:
+        print(json.dumps(capabilities()))
+        return 0
+    if args.socket_path is None and args.fd is None:
+        raise UserError("serve needs --socket-path PATH or --fd N")
+    if args.qmp:
+        raise UserError("--qmp: the backend's QMP server is not implemented yet (issue [qmp])")
+    if args.trace:
+        logging.getLogger("qemu_panthor").setLevel(logging.DEBUG)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(stream=sys.stderr)
+    return asyncio.run(_serve(args))

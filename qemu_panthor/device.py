@@ -1,0 +1,68 @@
+"""The Mali GPU as a PCI function: what the vfio-user server serves and the glue binds.
+
+BAR0 is the GPU's 2 MiB register window (GPU_CONTROL, JOB_CONTROL, MMU, the USER page and
+the doorbell pages). BAR2 holds the MSI-X table and PBA (QEMU emulates them). The three Mali
+interrupt lines are MSI-X vectors 0 (job), 1 (mmu) and 2 (gpu); without MSI-X they share
+INTx, as they would share one wired line on a board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .csf.interp import CsInterpreter
+from .csf.mcu import CsfFirmware
+from .gpu.device import MaliGpu
+from .gpu.models import GpuModel
+from .vfio_user.pci import BarSpec, MsixCapability, PciFunction
+
+log = logging.getLogger(__name__)
+
+PCI_VENDOR_ARM = 0x13B5
+PCI_DEVICE_MALI_CSF = 0xC5F0  # the qemu-panthor GPU function (guest/glue binds it)
+PCI_CLASS_ACCELERATOR = 0x120000  # processing accelerator
+BAR_GPU = 0
+BAR_MSIX = 2
+GPU_WINDOW = 0x200000
+VECTORS = {"job": 0, "mmu": 1, "gpu": 2}
+
+
+class MaliPciFunction(PciFunction):
+    """A Mali CSF GPU behind a PCI function (``model`` picks the GPU)."""
+
+    def __init__(self, model: GpuModel, *, trace: bool = False,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(
+            vendor_id=PCI_VENDOR_ARM,
+            device_id=PCI_DEVICE_MALI_CSF,
+            class_code=PCI_CLASS_ACCELERATOR,
+            revision=model.arch_major,
+            subsystem_vendor_id=PCI_VENDOR_ARM,
+            subsystem_id=model.gpu_id >> 16,
+            bars={BAR_GPU: BarSpec(GPU_WINDOW, is64=True), BAR_MSIX: BarSpec(0x1000)},
+            msix=MsixCapability(vectors=len(VECTORS), table_bar=BAR_MSIX, table_offset=0,
+                                pba_bar=BAR_MSIX, pba_offset=0x800),
+            intx=True,
+        )
+        self.model = model
+        self.gpu = MaliGpu(model, self.dma, on_irq=self._on_irq, trace=trace)
+        self.firmware = CsfFirmware.attach(
+            self.gpu, interp=CsInterpreter(self.gpu.mmu, self.gpu), loop=loop
+        )
+
+    def _on_irq(self, line: str, level: bool) -> None:
+        self.set_irq(VECTORS[line], level)
+
+    def bar_read(self, bar: int, offset: int, size: int) -> int:
+        if bar == BAR_GPU:
+            return self.gpu.mmio_read(offset, size)
+        return 0
+
+    def bar_write(self, bar: int, offset: int, size: int, value: int) -> None:
+        if bar == BAR_GPU:
+            self.gpu.mmio_write(offset, size, value)
+
+    def reset(self) -> None:
+        """PCI function reset: the GPU returns to its power-on state."""
+        self.gpu.reset()
