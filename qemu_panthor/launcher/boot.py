@@ -60,12 +60,10 @@ def _firmware_files(gpu: str) -> dict[str, bytes]:
     return {model.firmware_path: build_image(model=model)}
 
 
-def guest_files() -> dict[str, tuple[bytes, int]]:
-    files: dict[str, tuple[bytes, int]] = {}
-    st = recipes.GUEST_DIR / "selftests" / "qp-selftests"
-    if st.is_file():
-        files["bin/qp-selftests"] = (st.read_bytes(), 0o755)
-    return files
+def guest_files(images: Images) -> dict[str, tuple[bytes, int]]:
+    """The selftest suite: the built C binary, else the shell probe."""
+    st = images.selftests or recipes.GUEST_DIR / "selftests" / "qp-selftests"
+    return {"bin/qp-selftests": (st.read_bytes(), 0o755)} if st.is_file() else {}
 
 
 async def _write(path: Path, data: bytes) -> None:
@@ -136,7 +134,7 @@ class Boot:
         spec = InitramfsSpec(
             modules_dir=self.images.modules_dir, busybox=self.images.busybox,
             init_script=recipes.GUEST_DIR / "init", glue_ko=self.images.glue_ko,
-            firmware=model_fw, extra_files=guest_files(),
+            firmware=model_fw, extra_files=guest_files(self.images),
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await asyncio.to_thread(build_initramfs, spec))

@@ -41,6 +41,7 @@ class Images:
     modules_dir: Path  # .../lib/modules/<kver>
     busybox: Path
     glue_ko: Path | None
+    selftests: Path | None = None
 
 
 # -- subprocess helpers -------------------------------------------------------------------
@@ -304,6 +305,39 @@ def ensure_glue(cache: Cache, root: ToolRoot, kver: str, modules_dir: Path) -> P
     return ko
 
 
+SELFTEST_CFLAGS = ["-static", "-O2", "-g0", "-Wall", "-Wextra", "-Werror", "-std=gnu11",
+                   "-pthread"]
+
+
+def ensure_selftests(cache: Cache, root: ToolRoot) -> Path | None:
+    """guest/selftests/*.c built into one static arm64 binary with the root's cross gcc."""
+    src = recipes.GUEST_DIR / "selftests"
+    sources = sorted(p for p in src.glob("*.[ch]")) if src.is_dir() else []
+    if not any(p.suffix == ".c" for p in sources):
+        return None
+    h = hashlib.sha256(" ".join(SELFTEST_CFLAGS).encode())
+    for p in sources:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    final = cache.path("selftests", h.hexdigest()[:16])
+    binary = final / "qp-selftests"
+    if binary.is_file():
+        return binary
+    progress("building the guest selftests (static arm64)")
+    build = root.path / "qp-selftests"
+    remove_tree(build)
+    build.mkdir()
+    for p in sources:
+        shutil.copy2(p, build / p.name)
+    cfiles = [f"/qp-selftests/{p.name}" for p in sources if p.suffix == ".c"]
+    chroot(root.path, "aarch64-linux-gnu-gcc", *SELFTEST_CFLAGS, "-I/qp-selftests",
+           "-o", "/qp-selftests/qp-selftests", *cfiles, desc="build guest selftests")
+    tmp = cache.new_tmp("selftests")
+    shutil.copy2(build / "qp-selftests", tmp / "qp-selftests")
+    cache.commit(tmp, final)
+    remove_tree(build)
+    return binary
+
+
 def _kernel_vermagic(modules_dir: Path) -> str | None:
     for pattern in ("kernel/drivers/gpu/drm/panthor/panthor.ko*", "kernel/drivers/**/*.ko*"):
         for p in modules_dir.glob(pattern):
@@ -342,13 +376,14 @@ def ensure_images(line_name: str, *, refresh: bool = False, cache: Cache | None 
         meta = json.loads((kdir / "kernel.json").read_text())
         modules_dir = kdir / meta["modules"]
         glue = ensure_glue(cache, broot, kver, modules_dir)
+        selftests = ensure_selftests(cache, qroot)
         lines = cache.manifest().get("lines", {})
         lines[line.name] = {"kver": kver, "kernel_dir": str(kdir.relative_to(cache.root)),
                             "resolved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         cache.update_manifest("lines", lines)
     progress(f"set-up for kernel line {line.name} done in {time.monotonic() - t0:.1f} s")
     return Images(line.name, kver, qroot, qinfo["qemu"], broot, kdir / meta["image"],
-                  modules_dir, busybox, glue)
+                  modules_dir, busybox, glue, selftests)
 
 
 def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Images | None:
@@ -370,12 +405,14 @@ def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Im
     modules_dir = kdir / meta["modules"]
     src = recipes.GUEST_DIR / "glue" / "panthor_glue.c"
     glue = None
-    if src.is_file():
-        # The glue is keyed by its source hash: rebuild (under the lock) when it changed.
-        with cache.locked():
+    # The glue and the selftests are keyed by their source hash: rebuilt (under the lock)
+    # when the sources changed, without the network.
+    with cache.locked():
+        if src.is_file():
             glue = ensure_glue(cache, broot, entry["kver"], modules_dir)
+        selftests = ensure_selftests(cache, qroot)
     return Images(line.name, entry["kver"], qroot, qinfo["qemu"], broot, kdir / meta["image"],
-                  modules_dir, busybox, glue)
+                  modules_dir, busybox, glue, selftests)
 
 
 def setup_main(args: argparse.Namespace) -> int:
@@ -386,5 +423,6 @@ def setup_main(args: argparse.Namespace) -> int:
     print(f"QEMU          {images.qemu_version} ({images.qemu.path})")
     print(f"busybox       {images.busybox}")
     print(f"glue module   {images.glue_ko or '(guest/glue has no source yet)'}")
+    print(f"selftests     {images.selftests or '(shell probe only)'}")
     print(f"set-up took {time.monotonic() - t0:.1f} s")
     return 0
