@@ -1,0 +1,43 @@
+"""[gpu]/[glue]/[firmware] first light, seen from the host: the unmodified panthor probes our
+GPU through firmware boot, with no timeouts or errors in its log."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# The one error line panthor prints on every board without a "mali" supply: the OPP core
+# reports the missing regulator, and panthor tolerates -ENODEV (reference §1.2).
+HARMLESS = re.compile(r"no regulator \(mali\) found")
+
+
+async def test_panthor_probes_g610(boot_guest, images) -> None:
+    r = await boot_guest(run="none", timeout=240)
+    text = "\n".join(r.console)
+    assert r.rc == 0, text[-3000:]
+    assert "panthor_glue 0000:00:02.0: created device-tree nodes" in text, text[-3000:]
+    assert re.search(r"panthor qemu-panthor\.\d+: \[drm\] Mali-G610 id 0xa867 major 0x0 "
+                     r"minor 0x0 status 0x5", text)
+    assert "Features: L2:0x7120306 Tiler:0x809 Mem:0x301 MMU:0x2830 AS:0xff" in text
+    assert "shader_present=0x50005 l2_present=0x1 tiler_present=0x1" in text
+    assert "CSF FW using interface v1.1.0, Features 0x0 Instrumentation features 0x71" in text
+    assert re.search(r"Initialized panthor 1\.\d+\.\d+ for qemu-panthor\.\d+ on minor 0", text)
+    bad = [line for line in r.console
+           if re.search(r"\bpanthor qemu-panthor\.\d+:", line) and re.search(r"timeout|timed out|failed|error", line, re.I)
+           and not HARMLESS.search(line)]
+    assert not bad, "\n".join(bad)
+    # query-pci through qemu.qmp listed our function (Arm vendor, processing accelerator).
+    gpu = [d for d in r.pci if d["id"]["vendor"] == 0x13B5]
+    assert gpu and gpu[0]["id"]["device"] == 0xC5F0
+
+
+async def test_second_model_probes(boot_guest) -> None:
+    """A part of another architecture (arch 12) probes too: nothing is G610-only."""
+    r = await boot_guest(run="none", gpu="g720", timeout=240)
+    text = "\n".join(r.console)
+    assert r.rc == 0, text[-3000:]
+    assert re.search(r"\[drm\] Mali-G720 id 0xc", text), text[-3000:]
+    assert "Initialized panthor" in text
