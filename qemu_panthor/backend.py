@@ -11,8 +11,14 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .device import MaliPciFunction
+    from .qmp import MaliEvents, QmpServer
+    from .vfio_user import VfioUserServer
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +53,13 @@ async def _serve(args: argparse.Namespace) -> int:
             raise UserError(f"cannot listen on {args.socket_path}: {e.strerror}") from None
         task = asyncio.create_task(server.serve())
     log.info("serving %s on %s", device.model.model_name, args.socket_path or f"fd {args.fd}")
+    qmp = await _start_qmp(args.qmp, device, server) if args.qmp else None
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if qmp is not None:
+        qmp_server, events = qmp
+        events.detach()
+        await qmp_server.close()
     await server.close()
     for t in (task, stopper):
         t.cancel()
@@ -57,14 +68,28 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _start_qmp(
+    path: str, device: MaliPciFunction, vfio: VfioUserServer
+) -> tuple[QmpServer, MaliEvents]:
+    """The QMP introspection server (docs/qmp.md) on ``path``, in this event loop."""
+    from .qmp import build_server
+
+    qmp_server, events = build_server(device, vfio)
+    try:
+        await qmp_server.start(path)
+    except OSError as e:
+        events.detach()
+        raise UserError(f"--qmp: cannot listen on {path}: {e.strerror}") from None
+    log.info("QMP on %s", path)
+    return qmp_server, events
+
+
 def serve_main(args: argparse.Namespace) -> int:
     if args.print_capabilities:
         print(json.dumps(capabilities()))
         return 0
     if args.socket_path is None and args.fd is None:
         raise UserError("serve needs --socket-path PATH or --fd N")
-    if args.qmp:
-        raise UserError("--qmp: the backend's QMP server is not implemented yet (issue [qmp])")
     if args.trace:
         logging.getLogger("qemu_panthor").setLevel(logging.DEBUG)
         if not logging.getLogger().handlers:

@@ -98,6 +98,7 @@ class RunResult:
     instructions: int = 0
     sync_update: bool = False  # a system-scope SYNC_ADD/SET ran (-> CSG SYNC_UPDATE)
     csg_sync_update: bool = False  # a CSG-scope SYNC_ADD/SET ran (wakes CSes of this CSG only)
+    jobs: int = 0  # system-scope SYNC_ADDs run from the ring itself (kernel job completions)
     cmd_ptr: int = 0  # VA of the current instruction (status_cmd_ptr)
     fault: Any = None  # mmu_fault: the MmuFault
     exception_type: int = 0  # fatal: CS_FATAL.EXCEPTION_TYPE
@@ -596,6 +597,8 @@ def _sync_update(it: CsInterpreter, st: CsExecState, w: int, is64: bool, add: bo
         it._csg_sync = True
     else:
         it._sync = True
+        if add and not st.in_buf:
+            it._jobs += 1
     return _RESYNC if it._resync else None
 
 
@@ -819,6 +822,7 @@ class CsInterpreter:
         self._resync = False
         self._sync = False
         self._csg_sync = False
+        self._jobs = 0
         self._n = 0
 
     # -- memory access helpers (used by handlers) ---------------------------------------
@@ -853,6 +857,7 @@ class CsInterpreter:
     def run(self, st: CsExecState, budget: int) -> RunResult:
         """Execute up to ``budget`` instructions of ``st``; never raises."""
         self._sync = self._csg_sync = False
+        self._jobs = 0
         self._pages = {}
         self._n = 0
         try:
@@ -866,6 +871,7 @@ class CsInterpreter:
         self._seg_lo = self._seg_hi = 0
         res.sync_update = self._sync
         res.csg_sync_update = self._csg_sync
+        res.jobs = self._jobs
         if res.kind == "fatal" and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "CS fatal %#x at %#x (info %#x: %s)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,11 @@ class CsfFirmware:
         self.glb: dict[str, int] = {}  # configuration the host sent (timers, core mask...)
         self.boots = 0
         self.fast_boots = 0
+        #: cs_instructions: CS instructions executed; jobs: kernel job-ring sequences completed
+        #: (system-scope SYNC_ADDs executed from a ring itself, not from a CALLed buffer).
+        self.stats: Counter[str] = Counter()
+        #: Called as (csg, cs, exception_type, exception_data, info) on every CS FATAL event.
+        self.on_cs_fatal: Callable[[int, int, int, int, int], None] | None = None
         self._control_image = self._build_control_blocks()
         self._hook_mmu()
 
@@ -561,6 +567,8 @@ class CsfFirmware:
                 self.report_cs_fatal(cs, I.EXC_CSF_FW_INTERNAL_ERROR, 0, 0, why=str(e))
                 self.flush_events(csg)
                 return
+            self.stats["cs_instructions"] += res.instructions
+            self.stats["jobs"] += getattr(res, "jobs", 0)
             self._apply_result(csg, cs, res)
             self.flush_events(csg)
         except McuFault as e:
@@ -645,6 +653,12 @@ class CsfFirmware:
         """CS FATAL event (§7.4): fatal/fatal_info, toggle CS ack bit 30 and cs_irq_req[j]."""
         log.warning("CSG%d CS%d FATAL: exception %#x data %#x info %#x %s", cs.csg, cs.index,
                     exc_type, exc_data, info, why)
+        self.stats["cs_fatal"] += 1
+        if self.on_cs_fatal is not None:
+            try:
+                self.on_cs_fatal(cs.csg, cs.index, exc_type, exc_data, info)
+            except Exception:  # an observer's bug must not take the MCU down
+                log.exception("on_cs_fatal hook failed")
         o = I.CS_OUTPUT
         out_va = self._cs_out(cs.csg, cs.index)
         self.bus.write32(out_va + o.off["fatal"], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))

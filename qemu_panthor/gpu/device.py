@@ -79,6 +79,8 @@ class MaliGpu:
         self.trace = trace
         self.stats: Counter[str] = Counter()
         self.mcu: McuHooks | None = None
+        #: Called after a reset with its kind: "soft"/"hard" (GPU_CMD) or "device" (PCI/power-on).
+        self.on_reset: Callable[[str], None] | None = None
         self._mcu_status = 0
         self._flush_id = 1
         self.user_page: bytearray | memoryview = bytearray(PAGE_SIZE)
@@ -180,11 +182,22 @@ class MaliGpu:
         # RESET_COMPLETED in one step so the line does not glitch.
         self.gpu_irq.rawstat = 0
         self.gpu_irq.raise_bits(GpuIrq.RESET_COMPLETED)
+        self._reset_done("hard" if hard else "soft")
 
     def reset(self) -> None:
         """Device-level reset (PCI DEVICE_RESET / power-on): everything, GPU_INT_MASK too."""
         self._reset_blocks()
         self.gpu_irq.reset()
+        self._reset_done("device")
+
+    def _reset_done(self, kind: str) -> None:
+        hook = self.on_reset
+        if hook is not None:
+            try:
+                hook(kind)
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("on_reset(%s) hook failed", kind)
 
     def _reset_blocks(self) -> None:
         self._call_mcu("gpu_reset")

@@ -184,6 +184,9 @@ class Mmu:
         #: Called with the AS number after UPDATE / UNLOCK / FLUSH_PT / FLUSH_MEM and after an
         #: MMU_INT_CLEAR that cleared that AS's bit: waiters on a faulted access may retry.
         self.on_as_update: Callable[[int], None] | None = None
+        #: Called with every fault a GPU access reports (``report=True``) and whether it was
+        #: latched (False: an earlier fault of that AS is still pending). For introspection.
+        self.on_fault: Callable[[MmuFault, bool], None] | None = None
         self.stats = {"unknown_reads": 0, "unknown_writes": 0, "absent_as": 0, "stale_hits": 0}
         self._read_u64 = mem.read_u64
         self._slots: list[AsSlot | None] = [
@@ -316,13 +319,20 @@ class Mmu:
         st.faults += 1
         if report:
             bit = 1 << st.nr
-            if self.irq.rawstat & bit:
+            latched = not self.irq.rawstat & bit
+            if not latched:
                 st.faults_dropped += 1  # first fault wins until the driver clears it
             else:
                 st.faultstatus = f.faultstatus
                 st.faultaddress = f.va
                 st.faults_latched += 1
                 self.irq.raise_bits(bit)
+            hook = self.on_fault
+            if hook is not None:
+                try:
+                    hook(f, latched)
+                except Exception:  # an observer's bug must not escape into a GPU access
+                    log.exception("on_fault hook failed for %s", f)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s%s", f, "" if report else " (not reported)")
         return f
@@ -395,12 +405,12 @@ class Mmu:
         """What the page tables say now (no TLB, no side effects): for introspection."""
         st = self._slot(as_nr)
         if st is None:
-            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, False)
+            return MmuFault(as_nr, va & _M64, Access(access), regs.TRANSLATION_FAULT)
         code, level, oa, size, perm, attr, _ = walk(self._read_u64, st.cfg, va)
         if not code:
             code = regs.PERM_FAULT + level if NEED[access] & ~perm else 0
-        if code:
-            return self._fault(st, as_nr, va, access, code, False)
+        if code:  # built here, not by _fault(): introspection leaves even the counters alone
+            return MmuFault(as_nr, va & _M64, Access(access), code, code in _BUS_CODES)
         return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
                            attr, level)
 

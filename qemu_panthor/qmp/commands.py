@@ -1,0 +1,350 @@
+"""The Mali introspection commands and events of the backend's QMP server (docs/qmp.md).
+
+Every query reads model state directly (never through MMIO, so it counts no register access
+and latches nothing); ``x-query-mali-translate`` and ``x-query-mali-page-table`` walk the
+page tables with ``Mmu.walk`` / ``Mmu.mappings``, which fill no TLB and raise no fault.
+Events come from the models' observer hooks: ``Mmu.on_fault`` (MALI_MMU_FAULT),
+``CsfFirmware.on_cs_fatal`` (MALI_CS_FATAL) and ``MaliGpu.on_reset`` (MALI_GPU_RESET).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..csf import iface as I
+from ..mmu import Access, MmuFault, Translation
+from ..mmu import regs as mregs
+from .schema import Arg, Command, CommandTable, generic
+
+if TYPE_CHECKING:
+    from ..device import MaliPciFunction
+    from ..irqblock import IrqBlock
+    from .protocol import QmpServer
+
+ACCESS_CHOICES = ("read", "write", "execute", "atomic")
+MAX_PAGE_TABLE_RANGES = 65536
+#: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
+MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18
+_MCU_STATUS = {I.MCU_STATUS_DISABLED: "DISABLED", I.MCU_STATUS_ENABLED: "ENABLED",
+               I.MCU_STATUS_HALT: "HALT", I.MCU_STATUS_FATAL: "FATAL"}
+_IDENTITY = (
+    ("GPU_ID", "gpu_id"), ("GPU_REVID", "gpu_revid"), ("CSF_ID", "csf_id"),
+    ("L2_FEATURES", "l2_features"), ("CORE_FEATURES", "core_features"),
+    ("TILER_FEATURES", "tiler_features"), ("MEM_FEATURES", "mem_features"),
+    ("MMU_FEATURES", "mmu_features"), ("AS_PRESENT", "as_present"),
+    ("GPU_FEATURES", "gpu_features"), ("THREAD_FEATURES", "thread_features"),
+    ("THREAD_MAX_THREADS", "thread_max_threads"),
+    ("THREAD_MAX_WORKGROUP_SIZE", "thread_max_workgroup_size"),
+    ("THREAD_MAX_BARRIER_SIZE", "thread_max_barrier_size"),
+    ("COHERENCY_FEATURES", "coherency_features"), ("SHADER_PRESENT", "shader_present"),
+    ("TILER_PRESENT", "tiler_present"), ("L2_PRESENT", "l2_present"),
+)
+
+
+def _irq(block: IrqBlock) -> dict[str, Any]:
+    return {"rawstat": block.rawstat, "mask": block.mask, "stat": block.stat,
+            "level": block.level, "raised": block.raised_count}
+
+
+def _fault_dict(f: MmuFault) -> dict[str, Any]:
+    return {"exception-type": f.exception_type,
+            "exception-name": mregs.exception_name(f.exception_type),
+            "access": f.access.name.lower(), "bus": f.bus, "faultstatus": f.faultstatus}
+
+
+class MaliIntrospection:
+    """The query commands over one :class:`MaliPciFunction` (and its vfio-user server)."""
+
+    def __init__(self, device: MaliPciFunction, vfio: Any = None) -> None:
+        self.device = device
+        self.gpu = device.gpu
+        self.mmu = device.gpu.mmu
+        self.fw = device.firmware
+        self.vfio = vfio
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _as_slots(self) -> list[int]:
+        return [n for n in range(mregs.MAX_AS) if self.mmu.as_present >> n & 1]
+
+    def _check_as(self, as_nr: int) -> None:
+        if not self.mmu.as_present >> as_nr & 1:
+            raise generic(f"Address space {as_nr} is not present "
+                          f"(AS_PRESENT {self.mmu.as_present:#x})")
+
+    def _in_ram(self, pa: int) -> bool | None:
+        regions = getattr(self.mmu.mem, "regions", None)
+        if regions is None:
+            return None
+        return any(r.base <= pa < r.end for r in regions)
+
+    # -- query-mali-gpu ------------------------------------------------------------------------
+    def query_gpu(self) -> dict[str, Any]:
+        m = self.gpu.model
+        ctl = self.gpu.control
+        status = self.gpu.mcu_status
+        return {
+            "model": m.key,
+            "name": m.model_name,
+            "arch": f"{m.arch_major}.{m.arch_minor}.{m.arch_rev}",
+            "identity": {reg: getattr(m, attr) for reg, attr in _IDENTITY}
+            | {f"TEXTURE_FEATURES{n}": v for n, v in enumerate(m.texture_features)},
+            "power": {dom: {"present": ctl.present[dom], "ready": ctl.ready[dom]}
+                      for dom in ("l2", "shader", "tiler")},
+            "mcu": {
+                "MCU_CONTROL": ctl.mcu_control,
+                "MCU_STATUS": status,
+                "status": _MCU_STATUS.get(status, f"UNKNOWN_{status}"),
+                "running": bool(getattr(self.fw, "running", False)),
+                "halted": bool(getattr(self.fw, "halted", False)),
+                "boots": int(getattr(self.fw, "boots", 0)),
+            },
+            "irq": {"gpu": _irq(self.gpu.gpu_irq), "job": _irq(self.gpu.job_irq),
+                    "mmu": _irq(self.gpu.mmu_irq)},
+            "fault": {"GPU_FAULTSTATUS": ctl.fault_status, "GPU_FAULTADDRESS": ctl.fault_addr},
+            "latest-flush-id": self.gpu.latest_flush_id,
+        }
+
+    # -- query-mali-mmu ------------------------------------------------------------------------
+    def _as_info(self, n: int) -> dict[str, Any]:
+        s = self.mmu.as_state(n)
+        regs, act = s["registers"], s["active"]
+        fs = regs["FAULTSTATUS"]
+        return {
+            "as": n,
+            "registers": dict(regs),
+            "active": {"TRANSTAB": act["TRANSTAB"], "MEMATTR": act["MEMATTR"],
+                       "TRANSCFG": act["TRANSCFG"], "adrmode": act["adrmode"],
+                       "va-bits": act["va_bits"], "pa-bits": act["pa_bits"],
+                       "start-level": act["start_level"]},
+            "enabled": act["adrmode"] in ("AARCH64_4K", "AARCH64_64K", "IDENTITY"),
+            "locked": [{"base": b, "size": z} for b, z in s["locked"]],
+            "fault": {"pending": s["fault_pending"], "FAULTSTATUS": fs,
+                      "FAULTADDRESS": regs["FAULTADDRESS"],
+                      "exception-type": fs & mregs.FAULTSTATUS_EXCEPTION_TYPE_MASK,
+                      "exception-name": s["fault"]["exception"],
+                      "access": s["fault"]["access"].lower()},
+            "faults": {"seen": s["faults"], "latched": s["faults_latched"],
+                       "dropped": s["faults_dropped"]},
+            "commands": dict(s["commands"]),
+            "tlb": dict(s["tlb"]),
+        }
+
+    def query_mmu(self, as_: int | None = None) -> list[dict[str, Any]]:
+        if as_ is not None:
+            self._check_as(as_)
+            return [self._as_info(as_)]
+        return [self._as_info(n) for n in self._as_slots()]
+
+    # -- x-query-mali-translate -----------------------------------------------------------------
+    def translate(self, as_: int, va: int, access: str = "read") -> dict[str, Any]:
+        self._check_as(as_)
+        acc = Access[access.upper()]
+        r = self.mmu.walk(as_, va, acc)
+        out: dict[str, Any] = {"as": as_, "va": va, "access": access}
+        if isinstance(r, Translation):
+            memattr = self.mmu.as_state(as_)["active"]["MEMATTR"]
+            out |= {"translated": True, "pa": r.pa, "writable": r.writable,
+                    "executable": r.executable, "attr-index": r.attr_index,
+                    "memattr": (memattr >> (8 * r.attr_index)) & 0xFF, "level": r.level}
+            ram = self._in_ram(r.pa)
+            if ram is not None:
+                out["ram"] = ram  # False: the access itself would take a GPU_BUS_FAULT
+        else:
+            out |= {"translated": False, "fault": _fault_dict(r)}
+        return out
+
+    # -- x-query-mali-page-table ---------------------------------------------------------------
+    def page_table(self, as_: int, max_ranges: int = 1024) -> dict[str, Any]:
+        self._check_as(as_)
+        maps = self.mmu.mappings(as_, MAX_PAGE_TABLE_DESCRIPTORS)
+        act = self.mmu.as_state(as_)["active"]
+        ranges = [{"va": m.va, "pa": m.pa, "size": m.size, "writable": m.attrs.writable,
+                   "executable": m.attrs.executable, "attr-index": m.attrs.attr_index,
+                   "access-flag": m.attrs.af} for m in maps[:max_ranges]]
+        return {"as": as_, "adrmode": act["adrmode"], "TRANSTAB": act["TRANSTAB"],
+                "ranges": ranges, "total-ranges": len(maps),
+                "truncated": bool(maps.truncated) or len(maps) > max_ranges}
+
+    # -- query-mali-csg ------------------------------------------------------------------------
+    @staticmethod
+    def _blocked_on(cs: Any) -> dict[str, Any] | None:
+        if cs.fatal:
+            return {"reason": "fatal"}
+        if cs.fault_pending:
+            return {"reason": "fault-ack"}
+        if cs.stalled_as is not None:
+            return {"reason": "mmu-fault", "as": cs.stalled_as}
+        w = cs.wait
+        if w is not None:
+            return {"reason": "sync-wait", "address": w.ptr, "value": w.value,
+                    "condition": w.cond, "64bit": w.is_64}
+        return None
+
+    def _stream(self, cs: Any) -> dict[str, Any]:
+        st = cs.st
+        insert = getattr(st, "insert", 0) if st is not None else 0
+        extract = getattr(st, "extract", 0) if st is not None else 0
+        blocked = self._blocked_on(cs)
+        if blocked is not None:
+            state = "blocked"
+        elif cs.runnable:
+            state = "running"
+        else:
+            state = "idle"
+        out = {"index": cs.index, "state": state, "priority": cs.priority,
+               "doorbell": cs.doorbell, "ring-base": cs.ring_base, "ring-size": cs.ring_size,
+               "insert": insert, "extract": extract, "blocked-on": blocked}
+        if st is not None:
+            cmd = getattr(st, "cmd_ptr", None)
+            if isinstance(cmd, int):
+                out["cmd-ptr"] = cmd
+        return out
+
+    def query_csg(self) -> dict[str, Any]:
+        fw = self.fw
+        slots = []
+        for g in fw.csgs:
+            slots.append({
+                "index": g.index, "active": g.active,
+                "state": ("idle" if g.idle_reported else "running") if g.active else "inactive",
+                "priority": g.priority, "as": g.as_nr, "endpoint-req": g.endpoint_req,
+                "suspend-buf": g.suspend_buf,
+                "streams": [self._stream(cs) for cs in g.streams if cs.started],
+            })
+        return {"running": bool(fw.running), "halted": bool(fw.halted), "slots": slots}
+
+    # -- query-mali-stats ----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        g = self.gpu.stats
+        hits = misses = latched = dropped = 0
+        for n in self._as_slots():
+            s = self.mmu.as_state(n)
+            hits += s["tlb"]["hits"]
+            misses += s["tlb"]["misses"]
+            latched += s["faults_latched"]
+            dropped += s["faults_dropped"]
+        fw_stats = getattr(self.fw, "stats", {})
+        out: dict[str, Any] = {
+            "mmio": {"reads": g["mmio_reads"], "writes": g["mmio_writes"],
+                     "unknown-reads": g["unknown_reads"], "unknown-writes": g["unknown_writes"],
+                     "bad-accesses": g["bad_accesses"]},
+            "irqs": {line: g[f"irq_{line}"] for line in ("gpu", "job", "mmu")},
+            "tlb": {"hits": hits, "misses": misses},
+            "mmu-faults": {"latched": latched, "dropped": dropped},
+            "cs": {"instructions": fw_stats.get("cs_instructions", 0),
+                   "jobs": fw_stats.get("jobs", 0), "fatal": fw_stats.get("cs_fatal", 0),
+                   "slices": getattr(self.fw.sched, "slices", 0)},
+            "gpu": {"resets": g["gpu_resets"], "cache-flushes": g["cache_flushes"],
+                    "doorbells": g["doorbells"]},
+        }
+        v = self.vfio
+        if v is not None:
+            from ..vfio_user.protocol import Command as VuCommand
+
+            def cmd_name(c: int) -> str:
+                try:
+                    return VuCommand(c).name
+                except ValueError:
+                    return f"UNKNOWN_{c}"
+
+            st = v.stats
+            out["vfio-user"] = {
+                "connections": st.connections,
+                "messages": {cmd_name(c): n for c, n in sorted(st.commands.items())},
+                "errors": {errno.errorcode.get(e, str(e)): n for e, n in sorted(st.errors.items())},
+                "resets": st.resets,
+            }
+        return out
+
+    # -- table -------------------------------------------------------------------------------------
+    def register(self, table: CommandTable) -> None:
+        as_arg = Arg("as", "int", doc="address space slot", minimum=0,
+                     maximum=mregs.MAX_AS - 1)
+        table.register(Command("query-mali-gpu", self.query_gpu, (),
+                               "Model, identity registers, power, MCU, IRQ blocks."))
+        table.register(Command(
+            "query-mali-mmu", self.query_mmu,
+            (Arg("as", "int", optional=True, doc="only this AS", minimum=0,
+                 maximum=mregs.MAX_AS - 1),),
+            "Per address space: registers, latched config, fault state, TLB counters."))
+        table.register(Command(
+            "x-query-mali-translate", self.translate,
+            (as_arg, Arg("va", "int", doc="GPU virtual address", minimum=0,
+                         maximum=(1 << 64) - 1),
+             Arg("access", "str", optional=True, doc="access type (default read)",
+                 choices=ACCESS_CHOICES)),
+            "AS + VA -> PA and attributes, or the fault; no TLB fill, no fault latched."))
+        table.register(Command(
+            "x-query-mali-page-table", self.page_table,
+            (as_arg, Arg("max-ranges", "int", optional=True, doc="at most this many ranges",
+                         minimum=1, maximum=MAX_PAGE_TABLE_RANGES)),
+            "An AS's active page tables as coalesced ranges."))
+        table.register(Command("query-mali-csg", self.query_csg, (),
+                               "CSG slots and their command streams."))
+        table.register(Command("query-mali-stats", self.stats, (),
+                               "Counters: MMIO, IRQs, TLB, CS, vfio-user."))
+        table.register(Command("x-query-mali-schema", table.describe, (),
+                               "Every command with its arguments."))
+
+
+class MaliEvents:
+    """Wires the models' hooks to ``emit(event, data)``; :meth:`detach` restores them."""
+
+    def __init__(self, device: MaliPciFunction,
+                 emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self.device = device
+        self.emit = emit
+        gpu, mmu, fw = device.gpu, device.gpu.mmu, device.firmware
+        self._prev = (mmu.on_fault, fw.on_cs_fatal, gpu.on_reset)
+        p_fault, p_fatal, p_reset = self._prev
+
+        def on_fault(f: MmuFault, latched: bool) -> None:
+            if p_fault is not None:
+                p_fault(f, latched)
+            self.emit("MALI_MMU_FAULT", {"as": f.as_nr, "va": f.va, "latched": latched}
+                      | _fault_dict(f))
+
+        def on_cs_fatal(csg: int, cs: int, exc: int, data: int, info: int) -> None:
+            if p_fatal is not None:
+                p_fatal(csg, cs, exc, data, info)
+            self.emit("MALI_CS_FATAL", {"csg": csg, "cs": cs, "exception-type": exc,
+                                        "exception-name": mregs.exception_name(exc),
+                                        "exception-data": data, "info": info})
+
+        def on_reset(kind: str) -> None:
+            if p_reset is not None:
+                p_reset(kind)
+            self.emit("MALI_GPU_RESET", {"kind": kind})
+
+        mmu.on_fault = on_fault
+        fw.on_cs_fatal = on_cs_fatal
+        gpu.on_reset = on_reset
+
+    def detach(self) -> None:
+        gpu, mmu, fw = self.device.gpu, self.device.gpu.mmu, self.device.firmware
+        mmu.on_fault, fw.on_cs_fatal, gpu.on_reset = self._prev
+
+
+def version() -> dict[str, Any]:
+    """query-version / greeting: qemu-panthor's version in QEMU's VersionInfo shape."""
+    from .. import __version__
+
+    nums = [int(x) if x.isdigit() else 0 for x in __version__.split(".")[:3]]
+    nums += [0] * (3 - len(nums))
+    return {"qemu": {"major": nums[0], "minor": nums[1], "micro": nums[2]},
+            "package": f"qemu-panthor {__version__}"}
+
+
+def build_server(device: MaliPciFunction, vfio: Any = None) -> tuple[QmpServer, MaliEvents]:
+    """A QMP server offering the Mali commands, and its event wiring (not yet listening)."""
+    from .protocol import QmpServer
+
+    table = CommandTable()
+    MaliIntrospection(device, vfio).register(table)
+    server = QmpServer(table, version=version())
+    return server, MaliEvents(device, server.emit)
+
+
+__all__ = ["MaliEvents", "MaliIntrospection", "build_server", "version"]
