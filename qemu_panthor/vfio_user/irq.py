@@ -1,0 +1,162 @@
+"""Device interrupt levels -> the client's eventfds (INTx or MSI-X), losslessly.
+
+INTx (VFIO index 0) is the OR of all device vectors and behaves like VFIO's automasked
+level interrupt: the server writes the trigger eventfd once and masks; it does not write it
+again until the client sends SET_IRQS UNMASK (QEMU does so after the guest's EOI), and on that
+UNMASK it writes again if the line is still asserted.
+
+MSI-X (VFIO index 2) is edge: one eventfd per vector, written on a rising level. A vector that
+rises while it has no eventfd or is masked is written when it gets one / is unmasked, if it is
+still asserted and not yet delivered. Exactly one message per assertion episode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .pci import IrqSink, PciFunction
+
+log = logging.getLogger("qemu_panthor.vfio_user.trace")
+
+_ONE = (1).to_bytes(8, "little")
+
+
+def _signal(fd: int) -> None:
+    try:
+        os.write(fd, _ONE)
+    except OSError as e:  # a closed or full eventfd: the interrupt cannot be delivered
+        log.warning("eventfd %d write failed: %s", fd, e)
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class IrqRouter(IrqSink):
+    """Per-connection interrupt routing state for one :class:`PciFunction`."""
+
+    def __init__(self, device: PciFunction, *, trace: bool = False) -> None:
+        self.device = device
+        self.trace = trace
+        self.msix_count = device.msix.vectors if device.msix else 0
+        self.intx_count = 1 if device.intx else 0
+        self.intx_fd: int | None = None
+        self.intx_masked = False
+        self.msix_enabled = False
+        self.msix_fds: list[int | None] = [None] * self.msix_count
+        self.msix_masked = [False] * self.msix_count
+        self.msix_delivered = [False] * self.msix_count
+        self.fired_intx = 0
+        self.fired_msix = [0] * self.msix_count
+
+    # -- device side -------------------------------------------------------------------
+    def level_changed(self, vector: int, level: bool, old_mask: int, new_mask: int) -> None:
+        if self.trace:
+            log.debug("irq vector %d -> %d", vector, level)
+        if self.msix_enabled:
+            if vector < self.msix_count:
+                if level:
+                    self._msix_try(vector)
+                else:
+                    self.msix_delivered[vector] = False
+        elif new_mask and not old_mask:
+            self._intx_try()
+
+    # -- delivery ----------------------------------------------------------------------
+    def _intx_try(self) -> None:
+        fd = self.intx_fd
+        if fd is None or self.intx_masked or self.msix_enabled or not self.device.irq_levels:
+            return
+        self._fire_intx(fd)
+
+    def _fire_intx(self, fd: int) -> None:
+        self.intx_masked = True  # automasked until the client's UNMASK
+        self.fired_intx += 1
+        if self.trace:
+            log.debug("INTx fire (eventfd %d)", fd)
+        _signal(fd)
+
+    def _msix_try(self, v: int) -> None:
+        fd = self.msix_fds[v]
+        if (
+            fd is None
+            or self.msix_masked[v]
+            or self.msix_delivered[v]
+            or not self.device.irq_level(v)
+        ):
+            return
+        self._fire_msix(v, fd)
+
+    def _fire_msix(self, v: int, fd: int) -> None:
+        self.msix_delivered[v] = True
+        self.fired_msix[v] += 1
+        if self.trace:
+            log.debug("MSI-X vector %d fire (eventfd %d)", v, fd)
+        _signal(fd)
+
+    # -- client side (SET_IRQS) ------------------------------------------------------------
+    def intx_set_trigger(self, fd: int | None) -> None:
+        """Assign (or with None de-assign) the INTx trigger eventfd; a new one starts unmasked."""
+        _close(self.intx_fd)
+        self.intx_fd = fd
+        self.intx_masked = False
+        self._intx_try()
+
+    def intx_disable(self) -> None:
+        self.intx_set_trigger(None)
+
+    def intx_mask(self) -> None:
+        self.intx_masked = True
+
+    def intx_unmask(self) -> None:
+        self.intx_masked = False
+        self._intx_try()
+
+    def intx_trigger(self) -> None:
+        """Client-requested trigger (DATA_NONE/BOOL|TRIGGER)."""
+        if self.intx_fd is not None:
+            self._fire_intx(self.intx_fd)
+
+    def msix_set_trigger(self, vector: int, fd: int | None) -> None:
+        """Assign (None: de-assign) a vector's eventfd; enables MSI-X mode (INTx goes quiet)."""
+        self.msix_enabled = True
+        _close(self.msix_fds[vector])
+        self.msix_fds[vector] = fd
+        if fd is not None:
+            self._msix_try(vector)
+
+    def msix_disable(self) -> None:
+        for v, fd in enumerate(self.msix_fds):
+            _close(fd)
+            self.msix_fds[v] = None
+            self.msix_masked[v] = False
+            self.msix_delivered[v] = False
+        self.msix_enabled = False
+        self._intx_try()
+
+    def msix_mask(self, vector: int) -> None:
+        self.msix_masked[vector] = True
+
+    def msix_unmask(self, vector: int) -> None:
+        self.msix_masked[vector] = False
+        self._msix_try(vector)
+
+    def msix_trigger(self, vector: int) -> None:
+        fd = self.msix_fds[vector]
+        if fd is not None:
+            self._fire_msix(vector, fd)
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def detach(self) -> None:
+        """Close every eventfd the client passed (client disconnect)."""
+        _close(self.intx_fd)
+        self.intx_fd = None
+        for fd in self.msix_fds:
+            _close(fd)
+        self.msix_fds = [None] * self.msix_count
+        self.msix_enabled = False
