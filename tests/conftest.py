@@ -36,3 +36,20 @@ def boot_guest(images: Images):
         return await b.run()
 
     return _boot
+
+
+@pytest.fixture(scope="session")
+def images_612() -> Images:
+    """Debian's 6.12 (trixie) kernel line: no CONFIG_OF_DYNAMIC, older panthor uAPI."""
+    return ensure_images("6.12")
+
+
+@pytest.fixture
+def boot_guest_612(images_612: Images):
+    async def _boot(run: str = "none", *, gpu: str = "g610", timeout: float = 300,
+                    append: str = "") -> BootResult:
+        b = Boot(images_612, gpu=gpu, run=run, qmp=None, trace=False, timeout=timeout,
+                 append=append, echo=False, keep=False)
+        return await b.run()
+
+    return _boot

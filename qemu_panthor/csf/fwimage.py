@@ -388,7 +388,8 @@ def build_image(*, arch: tuple[int, int] = (10, 8), config: FwConfig | None = No
         "version_hash": version_hash, "padding2": 0, "size": hdr_size}))
     out += _entry(ENTRY_TYPE_IFACE, shared + shared_name)
     out += _entry(ENTRY_TYPE_IFACE, code + code_name)
-    out += _entry(ENTRY_TYPE_BUILD_INFO_METADATA, binfo)
+    # OPTIONAL: drivers older than build-info support (6.12) skip it instead of failing.
+    out += _entry(ENTRY_TYPE_BUILD_INFO_METADATA, binfo, optional=True)
     assert len(out) == hdr_size
     out += payload + build_info
     out += b"\0" * (total - len(out))

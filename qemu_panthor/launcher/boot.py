@@ -29,8 +29,9 @@ from ..errors import UserError
 from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images, ensure_images
+from .dtb import build_boot_dtb
 from .ktap import parse_ktap
-from .qemu import QemuConfig, qemu_argv
+from .qemu import QemuConfig, machine_argv, qemu_argv
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,13 @@ class Boot:
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive)
+        if recipes.kernel_line(self.images.line).boot_dtb_nodes and self.with_gpu:
+            from ..gpu.models import MODELS
+
+            cfg.dtb = await build_boot_dtb(
+                self.images.qemu, machine_argv(self.images.qemu, cfg), self.run_dir / "boot.dtb",
+                coherent=bool(MODELS[self.gpu].coherency_features & 1),
+            )
         argv = qemu_argv(self.images.qemu, cfg)
         async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:
             await fh.write(" ".join(argv) + "\n")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..setup.toolroot import ToolRoot
+from .dtb import GPU_PCI_ADDR
 
 # Pointer authentication: -cpu max emulates QARMA5 by default, which is slow under TCG.
 # pauth-impdef=on uses QEMU's cheap implementation-defined algorithm (measured in
@@ -25,9 +26,11 @@ class QemuConfig:
     smp: int = 2
     cpu: str = field(default_factory=lambda: CPU)
     interactive: bool = False
+    dtb: Path | None = None
 
 
-def qemu_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
+def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
+    """The machine alone (no GPU device, no QMP): also what dumpdtb runs."""
     argv = [
         *root.qemu_argv(),
         "-M", "virt,gic-version=3",
@@ -45,11 +48,21 @@ def qemu_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
         "-kernel", str(cfg.kernel),
         "-initrd", str(cfg.initrd),
         "-append", cfg.append,
+    ]
+    if cfg.dtb is not None:
+        argv += ["-dtb", str(cfg.dtb)]
+    return argv
+
+
+def qemu_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
+    argv = [
+        *machine_argv(root, cfg),
         "-chardev", f"socket,id=qmp,path={cfg.qmp_socket}",
         "-qmp", "chardev:qmp",
     ]
     if cfg.gpu_socket is not None:
-        dev = {"driver": "vfio-user-pci", "id": "gpu0",
+        # A fixed slot: the glue names its device-tree nodes after the PCI address.
+        dev = {"driver": "vfio-user-pci", "id": "gpu0", "addr": GPU_PCI_ADDR,
                "socket": {"type": "unix", "path": str(cfg.gpu_socket)}}
         argv += ["-device", json.dumps(dev, separators=(",", ":"))]
     return argv

@@ -121,7 +121,9 @@ class InitramfsSpec:
 def build_initramfs(spec: InitramfsSpec) -> bytes:
     recipe = recipes.initramfs_recipe()
     deps = parse_modules_dep((spec.modules_dir / "modules.dep").read_text())
-    order = load_order(deps, list(recipe["modules"]))
+    known = {module_name(p) for p in deps}
+    optional = [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in known]
+    order = load_order(deps, optional + list(recipe["modules"]))
     w = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc/qp", "lib/modules", "lib/firmware",
               "mnt", "root", "run"):

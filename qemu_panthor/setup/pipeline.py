@@ -12,6 +12,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,11 +102,23 @@ def _require_root() -> None:
 
 # -- tool roots ---------------------------------------------------------------------------
 def _root_kver(root: Path) -> str:
+    """The suite's arm64 kernel version: the installed headers', else the metapackage's."""
     mods = root / "usr/lib/modules"
     kvers = sorted(p.name for p in mods.iterdir()) if mods.is_dir() else []
-    if len(kvers) != 1:
+    if len(kvers) == 1:
+        return kvers[0]
+    if kvers:
         raise UserError(f"tool root {root}: expected one kernel headers tree, found {kvers}")
-    return kvers[0]
+    out = chroot(root, "apt-cache", "show", "linux-image-arm64:arm64",
+                 desc="resolve the suite's arm64 kernel", capture=True)
+    m = re.search(r"^Depends:.*?\blinux-image-(\S+-arm64)\b", out, re.M)
+    if not m:
+        raise UserError(f"tool root {root}: cannot resolve the arm64 kernel version")
+    return m.group(1)
+
+
+def _recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _pkg_version(root: Path, pkg: str) -> str:
@@ -117,10 +130,12 @@ def ensure_root(cache: Cache, suite: str, *, refresh: bool) -> tuple[ToolRoot, d
     """A mmdebstrap'ed tool root for ``suite``, keyed by the versions it resolved to."""
     roots = cache.manifest().get("roots", {})
     entry = roots.get(suite)
-    if entry and not refresh and (cache.path("roots", entry["dir"]) / "usr").is_dir():
+    recipe = recipes.root_recipe(suite)
+    rhash = _recipe_hash(recipe)
+    if (entry and not refresh and entry.get("recipe") == rhash
+            and (cache.path("roots", entry["dir"]) / "usr").is_dir()):
         return ToolRoot(cache.path("roots", entry["dir"])), entry
     _require_root()
-    recipe = recipes.root_recipe(suite)
     t0 = time.monotonic()
     progress(f"tool root '{suite}': resolving and unpacking Debian packages (mmdebstrap) ...")
     tmp = cache.new_tmp(f"root-{suite}")
@@ -131,15 +146,16 @@ def ensure_root(cache: Cache, suite: str, *, refresh: bool) -> tuple[ToolRoot, d
             '--aptopt=Acquire::Check-Valid-Until "false"',
             '--aptopt=APT::Sandbox::User "root"',
             "--skip=cleanup/apt/lists",
-            f"--include={','.join(recipe['include'])}",
+            *([f"--include={','.join(recipe['include'])}"] if recipe["include"] else []),
             suite, str(tmp),
         ],
         desc=f"mmdebstrap {suite}",
     )
-    info = {"suite": suite, "kver": _root_kver(tmp)}
+    info = {"suite": suite, "kver": _root_kver(tmp), "recipe": rhash}
     if "qemu-system-arm" in recipe["include"]:
         info["qemu"] = _pkg_version(tmp, "qemu-system-arm")
-    name = f"{suite}-{info['kver']}" + (f"-qemu{info['qemu']}" if "qemu" in info else "")
+    name = (f"{suite}-{info['kver']}" + (f"-qemu{info['qemu']}" if "qemu" in info else "")
+            + f"-{rhash}")
     name = name.replace(":", "_")
     final = cache.path("roots", name)
     if final.exists():
@@ -250,6 +266,25 @@ def ensure_busybox(cache: Cache, root: ToolRoot) -> Path:
     return final / "busybox"
 
 
+def ensure_headers(line: recipes.KernelLine, source: ToolRoot, build: ToolRoot,
+                   kver: str) -> None:
+    """Unpack ``line``'s kernel headers (from ``source``'s suite) into the build root."""
+    if not line.header_packages or (build.path / f"usr/lib/modules/{kver}/build").exists():
+        return
+    kbase = kver.removesuffix("-arm64")
+    pkgs = [p.format(kver=kver, kbase=kbase).removesuffix(":all") for p in line.header_packages]
+    debs = _download(source, pkgs, f"kernel headers {kver}")
+    dl = build.path / "qp-dl"
+    remove_tree(dl)
+    dl.mkdir()
+    for deb in debs:
+        shutil.move(str(deb), dl / deb.name)
+        chroot(build.path, "dpkg-deb", "-x", f"/qp-dl/{deb.name}", "/",
+               desc=f"unpack {deb.name}")
+    remove_tree(dl)
+    remove_tree(source.path / "qp-dl")
+
+
 # -- glue module ----------------------------------------------------------------------------
 GLUE_FILES = ("panthor_glue.c", "Kbuild")
 
@@ -287,9 +322,10 @@ def ensure_glue(cache: Cache, root: ToolRoot, kver: str, modules_dir: Path) -> P
     for p in src.iterdir():
         if p.is_file() and (p.suffix in (".c", ".h") or p.name in ("Kbuild", "Makefile")):
             shutil.copy2(p, build / p.name)
+    # CC: the sid root's own cross gcc, whatever version the headers were built with.
     chroot(root.path, "make", "-s", "-C", f"/usr/lib/modules/{kver}/build", "M=/qp-glue",
-           "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "modules",
-           desc=f"build panthor_glue for {kver}")
+           "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "CC=aarch64-linux-gnu-gcc",
+           "modules", desc=f"build panthor_glue for {kver}")
     built = (build / "panthor_glue.ko").read_bytes()
     want = _kernel_vermagic(modules_dir)
     got = modinfo_field(built, "vermagic")
@@ -372,17 +408,18 @@ def ensure_images(line_name: str, *, refresh: bool = False, cache: Cache | None 
                 f"required for line {line.name}"
             )
         kdir = ensure_kernel(cache, line, broot, kver)
+        ensure_headers(line, broot, qroot, kver)
         busybox = ensure_busybox(cache, qroot)
         meta = json.loads((kdir / "kernel.json").read_text())
         modules_dir = kdir / meta["modules"]
-        glue = ensure_glue(cache, broot, kver, modules_dir)
+        glue = ensure_glue(cache, qroot, kver, modules_dir)
         selftests = ensure_selftests(cache, qroot)
         lines = cache.manifest().get("lines", {})
         lines[line.name] = {"kver": kver, "kernel_dir": str(kdir.relative_to(cache.root)),
                             "resolved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         cache.update_manifest("lines", lines)
     progress(f"set-up for kernel line {line.name} done in {time.monotonic() - t0:.1f} s")
-    return Images(line.name, kver, qroot, qinfo["qemu"], broot, kdir / meta["image"],
+    return Images(line.name, kver, qroot, qinfo["qemu"], qroot, kdir / meta["image"],
                   modules_dir, busybox, glue, selftests)
 
 
@@ -399,8 +436,13 @@ def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Im
     except (KeyError, OSError, ValueError):
         return None
     qroot = ToolRoot(cache.path("roots", qinfo["dir"]))
-    broot = ToolRoot(cache.path("roots", binfo["dir"]))
     if binfo["kver"] != entry["kver"] or not busybox.is_file() or not qroot.loader.exists():
+        return None
+    for suite in {qsuite, line.suite}:
+        if roots[suite].get("recipe") != _recipe_hash(recipes.root_recipe(suite)):
+            return None  # the recipe changed: rebuild
+    if line.header_packages and not (qroot.path / f"usr/lib/modules/{entry['kver']}/build"
+                                     ).exists():
         return None
     modules_dir = kdir / meta["modules"]
     src = recipes.GUEST_DIR / "glue" / "panthor_glue.c"
@@ -409,9 +451,9 @@ def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Im
     # when the sources changed, without the network.
     with cache.locked():
         if src.is_file():
-            glue = ensure_glue(cache, broot, entry["kver"], modules_dir)
+            glue = ensure_glue(cache, qroot, entry["kver"], modules_dir)
         selftests = ensure_selftests(cache, qroot)
-    return Images(line.name, entry["kver"], qroot, qinfo["qemu"], broot, kdir / meta["image"],
+    return Images(line.name, entry["kver"], qroot, qinfo["qemu"], qroot, kdir / meta["image"],
                   modules_dir, busybox, glue, selftests)
 
 

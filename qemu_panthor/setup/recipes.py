@@ -31,12 +31,15 @@ class KernelLine:
     suite: str
     min_kernel: str
     kernel_packages: tuple[str, ...]
+    header_packages: tuple[str, ...] = ()
+    boot_dtb_nodes: bool = False
 
 
 def kernel_lines() -> dict[str, KernelLine]:
     lines = _load("lines.toml")["lines"]
     return {
-        name: KernelLine(name, d["suite"], d["min_kernel"], tuple(d["kernel_packages"]))
+        name: KernelLine(name, d["suite"], d["min_kernel"], tuple(d["kernel_packages"]),
+                         tuple(d.get("header_packages", ())), bool(d.get("boot_dtb_nodes")))
         for name, d in lines.items()
     }
 

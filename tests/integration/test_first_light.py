@@ -41,3 +41,19 @@ async def test_second_model_probes(boot_guest) -> None:
     assert r.rc == 0, text[-3000:]
     assert re.search(r"\[drm\] Mali-G720 id 0xc", text), text[-3000:]
     assert "Initialized panthor" in text
+
+
+async def test_panthor_probes_on_612_line(boot_guest_612, images_612) -> None:
+    """Debian 6.12: the glue takes its nodes from the boot device tree (no OF_DYNAMIC) and
+    the older panthor needs a "mali" supply; it probes through firmware boot too."""
+    r = await boot_guest_612(run="none", timeout=240)
+    text = "\n".join(r.console)
+    assert r.rc == 0, text[-3000:]
+    assert f"kernel={images_612.kver}" in text
+    assert "using boot device-tree node /qemu-panthor@10/gpu" in text, text[-3000:]
+    assert "CSF FW v1.1.0, Features 0x0 Instrumentation features 0x71" in text, text[-3000:]
+    assert re.search(r"Initialized panthor 1\.\d+\.\d+ for qemu-panthor\.\d+ on minor 0", text)
+    bad = [line for line in r.console
+           if re.search(r"\bpanthor qemu-panthor\.\d+:", line)
+           and re.search(r"timeout|timed out|failed|error", line, re.I)]
+    assert not bad, "\n".join(bad)

@@ -210,3 +210,17 @@ def test_fw_info_invalid_and_missing(tmp_path: Path, capsys: pytest.CaptureFixtu
     err_out = capsys.readouterr().err
     assert err_out.startswith("qemu-panthor: ") and "nope.bin" in err_out
     assert "Traceback" not in err_out
+
+
+def test_build_info_entry_is_optional_for_older_drivers() -> None:
+    """6.12's panthor rejects unknown non-optional entries (type 6 came later): ours is
+    flagged OPTIONAL (entry header bit 31) so both driver generations accept the image."""
+    data = build_image()
+    size = struct.unpack_from("<I", data, 0x10)[0]
+    off, seen = 0x14, []
+    while off < size:
+        hdr = struct.unpack_from("<I", data, off)[0]
+        seen.append((hdr & 0xFF, bool(hdr >> 31 & 1)))
+        off += (hdr >> 8) & 0xFF
+    assert (6, True) in seen
+    assert all(opt is False for etype, opt in seen if etype == 0)
