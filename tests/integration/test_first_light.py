@@ -26,7 +26,8 @@ async def test_panthor_probes_g610(boot_guest, images) -> None:
     assert "CSF FW using interface v1.1.0, Features 0x0 Instrumentation features 0x71" in text
     assert re.search(r"Initialized panthor 1\.\d+\.\d+ for qemu-panthor\.\d+ on minor 0", text)
     bad = [line for line in r.console
-           if re.search(r"\bpanthor qemu-panthor\.\d+:", line) and re.search(r"timeout|timed out|failed|error", line, re.I)
+           if re.search(r"\bpanthor qemu-panthor\.\d+:", line)
+           and re.search(r"timeout|timed out|failed|error", line, re.I)
            and not HARMLESS.search(line)]
     assert not bad, "\n".join(bad)
     # query-pci through qemu.qmp listed our function (Arm vendor, processing accelerator).

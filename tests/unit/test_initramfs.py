@@ -50,13 +50,15 @@ def test_cpio_rejects_duplicates() -> None:
         w.add_file("x", b"")
 
 
-DEP = """\
-kernel/drivers/gpu/drm/panthor/panthor.ko.xz: kernel/drivers/gpu/drm/drm_gpuvm.ko.xz kernel/drivers/gpu/drm/drm_exec.ko.xz kernel/drivers/gpu/drm/scheduler/gpu-sched.ko.xz kernel/drivers/gpu/drm/drm.ko.xz
-kernel/drivers/gpu/drm/drm_gpuvm.ko.xz: kernel/drivers/gpu/drm/drm_exec.ko.xz kernel/drivers/gpu/drm/drm.ko.xz
-kernel/drivers/gpu/drm/drm_exec.ko.xz: kernel/drivers/gpu/drm/drm.ko.xz
-kernel/drivers/gpu/drm/scheduler/gpu-sched.ko.xz:
-kernel/drivers/gpu/drm/drm.ko.xz:
-"""
+_D = "kernel/drivers/gpu/drm/"
+DEP = "\n".join([
+    f"{_D}panthor/panthor.ko.xz: {_D}drm_gpuvm.ko.xz {_D}drm_exec.ko.xz "
+    f"{_D}scheduler/gpu-sched.ko.xz {_D}drm.ko.xz",
+    f"{_D}drm_gpuvm.ko.xz: {_D}drm_exec.ko.xz {_D}drm.ko.xz",
+    f"{_D}drm_exec.ko.xz: {_D}drm.ko.xz",
+    f"{_D}scheduler/gpu-sched.ko.xz:",
+    f"{_D}drm.ko.xz:",
+]) + "\n"
 
 
 def test_load_order_dependencies_first() -> None:
