@@ -53,6 +53,11 @@ class IrqRouter(IrqSink):
         self.msix_delivered = [False] * self.msix_count
         self.fired_intx = 0
         self.fired_msix = [0] * self.msix_count
+        # The ERR (AER) interrupt: one vector, so QEMU enables its error recovery path.
+        # Our function never reports an uncorrectable error; the eventfd is held until
+        # replaced or the client goes.
+        self.err_count = 1
+        self.err_fd: int | None = None
 
     # -- device side -------------------------------------------------------------------
     def level_changed(self, vector: int, level: bool, old_mask: int, new_mask: int) -> None:
@@ -151,11 +156,21 @@ class IrqRouter(IrqSink):
         if fd is not None:
             self._fire_msix(vector, fd)
 
+    def err_set_trigger(self, fd: int | None) -> None:
+        _close(self.err_fd)
+        self.err_fd = fd
+
+    def err_trigger(self) -> None:
+        if self.err_fd is not None:
+            _signal(self.err_fd)
+
     # -- lifetime ----------------------------------------------------------------------------
     def detach(self) -> None:
         """Close every eventfd the client passed (client disconnect)."""
         _close(self.intx_fd)
         self.intx_fd = None
+        _close(self.err_fd)
+        self.err_fd = None
         for fd in self.msix_fds:
             _close(fd)
         self.msix_fds = [None] * self.msix_count

@@ -723,6 +723,8 @@ class Connection(DmaPort):
             flags |= I.MASKABLE | I.AUTOMASKED
         elif q.index == P.PciIrq.MSIX:
             count = self.router.msix_count  # no NORESIZE: QEMU enables vectors one by one
+        elif q.index == P.PciIrq.ERR:
+            count = self.router.err_count
         return P.IrqInfo.build({"argsz": 16, "flags": flags, "index": q.index, "count": count})
 
     def h_set_irqs(self, payload: bytes, fds: list[int]) -> bytes:
@@ -741,7 +743,8 @@ class Connection(DmaPort):
         if q.index >= P.NUM_PCI_IRQS:
             raise ProtocolError(errno.EINVAL, f"no IRQ index {q.index}")
         r = self.router
-        n = {P.PciIrq.INTX: r.intx_count, P.PciIrq.MSIX: r.msix_count}.get(q.index, 0)
+        n = {P.PciIrq.INTX: r.intx_count, P.PciIrq.MSIX: r.msix_count,
+             P.PciIrq.ERR: r.err_count}.get(q.index, 0)
         if data != F.DATA_EVENTFD and fds:
             raise ProtocolError(errno.EINVAL, "fds without DATA_EVENTFD")
         if q.count == 0:
@@ -752,6 +755,8 @@ class Connection(DmaPort):
                     r.intx_disable()
                 elif q.index == P.PciIrq.MSIX:
                     r.msix_disable()
+                elif q.index == P.PciIrq.ERR:
+                    r.err_set_trigger(None)
                 self._trace_irqs(q)
             return b""
         if q.start + q.count > n:
@@ -767,6 +772,8 @@ class Connection(DmaPort):
                 fd = fds[i] if fds else None
                 if q.index == P.PciIrq.INTX:
                     r.intx_set_trigger(fd)
+                elif q.index == P.PciIrq.ERR:
+                    r.err_set_trigger(fd)
                 else:
                     r.msix_set_trigger(q.start + i, fd)
             self._trace_irqs(q)
@@ -777,6 +784,11 @@ class Connection(DmaPort):
             selected = [q.start + i for i in range(q.count) if q.data[i]]
         else:
             selected = list(range(q.start, q.start + q.count))
+        if q.index == P.PciIrq.ERR:
+            if action == F.ACTION_TRIGGER and selected:
+                r.err_trigger()
+            self._trace_irqs(q)
+            return b""
         intx = q.index == P.PciIrq.INTX
         for v in selected:
             if action == F.ACTION_MASK:

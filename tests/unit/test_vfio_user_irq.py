@@ -30,11 +30,24 @@ async def test_irq_info() -> None:
         assert await c.irq_info(INTX) == (16, EVENTFD | MASKABLE | AUTOMASKED, INTX, 1)
         assert await c.irq_info(MSI) == (16, EVENTFD, MSI, 0)
         assert await c.irq_info(MSIX) == (16, EVENTFD, MSIX, 3)
-        assert (await c.irq_info(ERR))[3] == 0
+        # One ERR vector: with count == 1 QEMU's vfio-pci enables its error-recovery
+        # notifier instead of warning "Could not enable error recovery for the device".
+        assert await c.irq_info(ERR) == (16, EVENTFD, ERR, 1)
         assert (await c.irq_info(REQ))[3] == 0
         msg = await c.request(7, (16).to_bytes(4, "little") + bytes(4)
                               + (5).to_bytes(4, "little") + bytes(4), check=False)
         assert msg.is_error and msg.error == errno.EINVAL
+
+
+async def test_err_irq_eventfd_held_and_released() -> None:
+    async with served() as (_, server, c):
+        efd = eventfd()
+        await c.set_irqs(ERR, IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER, 0, 1, fds=[efd])
+        await c.set_irqs(ERR, IRQ_DATA_NONE | IRQ_ACTION_TRIGGER, 0, 1)  # client test trigger
+        assert os.eventfd_read(efd) == 1
+        await c.set_irqs(ERR, IRQ_DATA_NONE | IRQ_ACTION_TRIGGER, 0, 0)  # disable
+        assert server.connection.router.err_fd is None
+        os.close(efd)
 
 
 async def arm_intx(c) -> int:  # type: ignore[no-untyped-def]
