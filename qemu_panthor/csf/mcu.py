@@ -560,6 +560,9 @@ class CsfFirmware:
         """Run one slice of ``cs`` and publish its effects (extract, status, events)."""
         csg = self.csgs[cs.csg]
         try:
+            if cs.stalled_fault is not None and not self._retry_allowed(cs):
+                self.flush_events(csg)
+                return
             try:
                 res = self.sched.interpreter.run(cs.st, budget)
             except Exception as e:  # interpreter bug: fail the stream, never the server
@@ -573,6 +576,22 @@ class CsfFirmware:
             self.flush_events(csg)
         except McuFault as e:
             self.mcu_fatal(str(e))
+
+    def _retry_allowed(self, cs: CsRuntime) -> bool:
+        """A CS retrying an access that faulted: allowed only while its AS still holds the
+        tables it faulted in. If the driver disabled the AS (panthor's answer to an unhandled
+        fault) or latched another VM's tables into it, the faulted access is terminated and
+        the CS fails with that fault: hardware never replays it into another address space
+        (doing so raised the old fault in the new owner's name and killed its group)."""
+        fault, root = cs.stalled_fault, cs.stalled_root
+        cs.stalled_fault = None
+        cs.stalled_root = None
+        active = self.gpu.mmu.as_state(fault.as_nr).get("active", {})
+        if active.get("adrmode") != "UNMAPPED" and active.get("TRANSTAB") == root:
+            return True
+        self.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+                             why=f"AS{fault.as_nr} disabled or re-assigned during the fault")
+        return False
 
     def _apply_result(self, csg: CsgRuntime, cs: CsRuntime, res: Any) -> None:
         st = cs.st
@@ -591,7 +610,17 @@ class CsfFirmware:
         elif kind == "mmu_fault":
             cs.runnable = False
             fault = res.fault
-            cs.stalled_as = getattr(fault, "as_nr", csg.as_nr)
+            as_nr = getattr(fault, "as_nr", csg.as_nr)
+            active = self.gpu.mmu.as_state(as_nr).get("active", {})
+            if active.get("adrmode") == "UNMAPPED":
+                # The driver disabled this AS (panthor's answer to an unhandled fault): no
+                # update can resolve the access, the CS fails with the fault.
+                self.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+                                     why=f"access in disabled AS{as_nr}")
+                return
+            cs.stalled_as = as_nr
+            cs.stalled_fault = fault
+            cs.stalled_root = active.get("TRANSTAB")
             log.info("CSG%d CS%d stalled on MMU fault %s", cs.csg, cs.index, fault)
         elif kind == "fatal":
             self.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)
@@ -642,11 +671,20 @@ class CsfFirmware:
 
     def _cs_event(self, cs: CsRuntime, bit: int) -> None:
         i, j = cs.csg, cs.index
-        out_va = self._cs_out(i, j)
-        self.bus.write32(out_va, self.bus.read32(out_va) ^ bit)
-        irq_va = self._csg_out(i) + I.CSG_OUTPUT.off["cs_irq_req"]
-        self.bus.write32(irq_va, self.bus.read32(irq_va) ^ (1 << j))
+        self._raise_event(self._cs_out(i, j), self._cs_in(i, j) + I.CS_INPUT.off["req"], bit)
+        self._raise_event(self._csg_out(i) + I.CSG_OUTPUT.off["cs_irq_req"],
+                          self._csg_in(i) + I.CSG_INPUT.off["cs_irq_ack"], 1 << j)
         self._irq(1 << i)
+
+    def _raise_event(self, out_va: int, in_va: int, bit: int) -> None:
+        """Raise a toggle-style event: output bit := NOT input bit (pending while they differ).
+
+        Idempotent while the host has not acknowledged the event: toggling again would make
+        the bits equal and cancel an event the host has not seen yet (a lost SYNC_UPDATE
+        leaves a finished job's fence unsignalled forever)."""
+        req = self.bus.read32(in_va)
+        cur = self.bus.read32(out_va)
+        self.bus.write32(out_va, (cur & ~bit) | (~req & bit))
 
     def report_cs_fatal(self, cs: CsRuntime, exc_type: int, exc_data: int, info: int,
                         why: str = "") -> None:
@@ -690,7 +728,8 @@ class CsfFirmware:
                          I.CSG_STATUS_STATE_IS_IDLE if idle else 0)
         csg.idle_reported = idle
         if idle:
-            self.bus.write32(out_va, self.bus.read32(out_va) ^ I.CSG_IDLE)
+            self._raise_event(out_va, self._csg_in(csg.index) + I.CSG_INPUT.off["req"],
+                              I.CSG_IDLE)
             self._irq(1 << csg.index)
 
     def flush_events(self, csg: CsgRuntime) -> None:
@@ -699,7 +738,8 @@ class CsfFirmware:
             return
         if csg.sync_pending:
             csg.sync_pending = False
-            out_va = self._csg_out(csg.index)
-            self.bus.write32(out_va, self.bus.read32(out_va) ^ I.CSG_SYNC_UPDATE)
+            self._raise_event(self._csg_out(csg.index),
+                              self._csg_in(csg.index) + I.CSG_INPUT.off["req"],
+                              I.CSG_SYNC_UPDATE)
             self._irq(1 << csg.index)
         self.update_idle(csg)

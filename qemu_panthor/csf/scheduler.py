@@ -55,6 +55,8 @@ class CsRuntime:
     runnable: bool = False
     wait: SyncWait | None = None
     stalled_as: int | None = None  # stalled on an MMU fault in this AS
+    stalled_fault: Any = None  # that fault (an mmu.MmuFault)
+    stalled_root: int | None = None  # the AS's latched TRANSTAB when it faulted
     fault_pending: bool = False
     fatal: bool = False
     written_extract: int = -1
@@ -65,6 +67,8 @@ class CsRuntime:
         self.runnable = False
         self.wait = None
         self.stalled_as = None
+        self.stalled_fault = None
+        self.stalled_root = None
         self.fault_pending = False
         self.fatal = False
         self.written_extract = -1
@@ -112,8 +116,14 @@ class CsfScheduler:
                  loop: asyncio.AbstractEventLoop | None = None,
                  safety_poll: float = 0.05) -> None:
         self.fw = fw
-        self._interp_mod = interp
+        # ``interp`` is the interpreter module (or a stand-in with its API: CsInterpreter,
+        # new_state, CsExecState), or an interpreter instance already bound to the GPU (what
+        # qemu_panthor.device passes); an instance is used as is, state comes from the module.
+        self._interp_mod: Any = interp
         self._interp: Any = None
+        if interp is not None and hasattr(interp, "run") and not hasattr(interp, "new_state"):
+            self._interp_mod = None
+            self._interp = interp
         self.budget = budget
         self.safety_poll = safety_poll
         self._loop = loop
@@ -168,7 +178,8 @@ class CsfScheduler:
         self._task = None
 
     def on_as_update(self, as_nr: int) -> None:
-        """The driver re-programmed/cleared AS ``as_nr``: retry CSs stalled on its faults."""
+        """The driver re-programmed/cleared AS ``as_nr``: retry CSs stalled on its faults
+        (the firmware checks, when the retry runs, that the AS still holds the same tables)."""
         woke = False
         for csg in self.fw.csgs:
             for cs in csg.streams:

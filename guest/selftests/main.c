@@ -1,0 +1,178 @@
+/* qemu-panthor in-guest selftests: the runner (KTAP version 1).
+ *
+ * Usage: qp-selftests [--only name1,name2,...] [--list]
+ * Each test runs in its own forked child with a time limit; its skip reason comes back
+ * through a shared page. One top-level KTAP result per test; diagnostics are "# ..." lines.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "qp.h"
+
+#define T(t_, ...) { .name = #t_, .fn = test_##t_, .timeout_s = 0 __VA_OPT__(+) __VA_ARGS__ }
+#define MANUAL(t_, s_) { .name = #t_, .fn = test_##t_, .timeout_s = s_, .manual = true }
+const struct qp_test qp_tests[] = {
+	/* probe / first light */
+	T(modules_drm), T(modules_drm_exec), T(modules_gpu_sched), T(modules_drm_gpuvm),
+	T(modules_panthor), T(gpu_pci_function), T(glue_bound), T(panthor_probed),
+	T(render_node), T(query_gpu_info), T(query_csif_info), T(query_timestamp_info),
+	T(query_invalid), T(query_group_priorities), T(runtime_pm_cycles, 60),
+	T(kmsg_probe_clean),
+	/* jobs */
+	T(job_store_deadbeef), T(job_1000_sequential, 120), T(job_8_concurrent_groups),
+	T(job_bad_opcode_fatal, 60), T(job_wait_syncobj),
+	/* uAPI coverage */
+	T(gem_create_mmap), T(gem_invalid), T(vm_create_destroy), T(vm_invalid),
+	T(vm_bind_invalid), T(vm_bind_sync_data), T(vm_bind_async), T(vm_partial_unmap_2m),
+	T(vm_unmap_unmapped), T(group_create_invalid), T(group_priorities),
+	T(group_submit_invalid), T(tiler_heap), T(bo_set_label), T(bo_query_info), T(bo_sync),
+	/* scheduling and faults */
+	T(job_many_vms, 60), T(job_mmu_fault, 60), MANUAL(job_fault_among_many_vms, 60), T(group_destroy_in_flight, 60),
+};
+const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
+
+struct shared {
+	char skip_reason[256];
+	int skipped;
+};
+static struct shared *shm;
+
+void qp_diag(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	/* one "# " prefix per line */
+	for (char *line = buf, *nl; line; line = nl) {
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl++ = '\0';
+		if (*line || !nl)
+			printf("# %s\n", line);
+	}
+	fflush(stdout);
+}
+
+int qp_skip(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(shm->skip_reason, sizeof(shm->skip_reason), fmt, ap);
+	va_end(ap);
+	shm->skipped = 1;
+	return QP_SKIP;
+}
+
+static bool selected(const char *only, const struct qp_test *t)
+{
+	const char *name = t->name;
+	if (!only || !*only)
+		return !t->manual;
+	size_t n = strlen(name);
+	for (const char *p = only; *p;) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		if (len == n && !strncmp(p, name, n))
+			return true;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+static int run_one(const struct qp_test *t, int num)
+{
+	int timeout = t->timeout_s ? t->timeout_s : 30;
+	memset(shm, 0, sizeof(*shm));
+	double t0 = qp_now();
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0) {
+		printf("not ok %d %s\n# fork: %s\n", num, t->name, strerror(errno));
+		return QP_FAIL;
+	}
+	if (pid == 0) {
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		signal(SIGALRM, SIG_DFL);
+		alarm(timeout);
+		int r = t->fn();
+		fflush(stdout);
+		_exit(r);
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	double dt = qp_now() - t0;
+	int r;
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		qp_diag("%s: %s (signal %d)", t->name,
+			sig == SIGALRM ? "timed out" : "crashed", sig);
+		if (sig == SIGALRM)
+			qp_diag("time limit %d s", timeout);
+		r = QP_FAIL;
+	} else {
+		r = WEXITSTATUS(status);
+		if (r == QP_SKIP && !shm->skipped)
+			r = QP_FAIL;
+	}
+	printf("# %s: %.2f s\n", t->name, dt);
+	if (r == QP_PASS)
+		printf("ok %d %s\n", num, t->name);
+	else if (r == QP_SKIP)
+		printf("ok %d %s # SKIP %s\n", num, t->name,
+		       shm->skip_reason[0] ? shm->skip_reason : "no reason given");
+	else
+		printf("not ok %d %s\n", num, t->name);
+	fflush(stdout);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	const char *only = NULL;
+	bool list = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only = argv[++i];
+		else if (!strncmp(argv[i], "--only=", 7))
+			only = argv[i] + 7;
+		else if (!strcmp(argv[i], "--list"))
+			list = true;
+		else {
+			fprintf(stderr, "usage: %s [--only a,b,...] [--list]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (list) {
+		for (size_t i = 0; i < qp_ntests; i++)
+			printf("%s\n", qp_tests[i].name);
+		return 0;
+	}
+	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shm == MAP_FAILED) {
+		perror("mmap");
+		return 1;
+	}
+	int n = 0;
+	for (size_t i = 0; i < qp_ntests; i++)
+		n += selected(only, &qp_tests[i]);
+	printf("KTAP version 1\n1..%d\n", n);
+	if (only && n == 0)
+		qp_diag("--only %s selects no test", only);
+	int failed = 0, num = 0;
+	double t0 = qp_now();
+	for (size_t i = 0; i < qp_ntests; i++) {
+		if (!selected(only, &qp_tests[i]))
+			continue;
+		failed += run_one(&qp_tests[i], ++num) == QP_FAIL;
+	}
+	qp_diag("suite: %d tests in %.1f s, %d failed", num, qp_now() - t0, failed);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,228 @@
+/* qemu-panthor in-guest selftests: shared declarations.
+ *
+ * Every test is a function returning QP_PASS, QP_FAIL or QP_SKIP; it runs in a forked child
+ * (crashes and hangs become failures of that test only) and talks to panthor through the raw
+ * uAPI (<drm/panthor_drm.h>, no libdrm). Diagnostics go to stdout as "# ..." KTAP lines.
+ */
+#ifndef QP_H
+#define QP_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <drm/drm.h>
+#include <drm/panthor_drm.h>
+
+enum qp_result { QP_PASS = 0, QP_FAIL = 1, QP_SKIP = 2 };
+
+struct qp_test {
+	const char *name;
+	int (*fn)(void);
+	int timeout_s; /* 0: default */
+	bool manual;   /* only run when named (--only): a known open bug */
+};
+
+extern const struct qp_test qp_tests[];
+extern const size_t qp_ntests;
+
+/* -- reporting ------------------------------------------------------------------------ */
+void qp_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int qp_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define CHECK(cond, fmt, ...)                                                               \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			qp_diag("%s:%d: check failed: %s", __FILE__, __LINE__, #cond);      \
+			qp_diag(fmt, ##__VA_ARGS__);                                        \
+			return QP_FAIL;                                                     \
+		}                                                                           \
+	} while (0)
+
+/* expr returns 0 or -errno */
+#define CHECK_OK(expr)                                                                      \
+	do {                                                                                \
+		int _r = (expr);                                                            \
+		if (_r) {                                                                   \
+			qp_diag("%s:%d: %s failed: %d (%s)", __FILE__, __LINE__, #expr, _r, \
+				strerror(-_r));                                             \
+			return QP_FAIL;                                                     \
+		}                                                                           \
+	} while (0)
+
+#define CHECK_ERR(expr, want)                                                               \
+	do {                                                                                \
+		int _r = (expr);                                                            \
+		if (_r != -(want)) {                                                        \
+			qp_diag("%s:%d: %s returned %d (%s), want -%s", __FILE__, __LINE__, \
+				#expr, _r, _r ? strerror(-_r) : "success", #want);          \
+			return QP_FAIL;                                                     \
+		}                                                                           \
+	} while (0)
+
+/* -- environment -------------------------------------------------------------------- */
+/* /etc/qp/gpu.env value for KEY (hex or decimal); false if absent */
+bool qp_env(const char *key, uint64_t *val);
+uint64_t qp_env_or(const char *key, uint64_t dflt);
+double qp_now(void);               /* CLOCK_MONOTONIC seconds */
+void qp_sleep_ms(unsigned ms);     /* used only inside bounded polls */
+int qp_read_file(const char *path, char *buf, size_t len); /* 0 or -errno; NUL-terminated */
+int qp_write_file(const char *path, const char *s);        /* 0 or -errno */
+bool qp_module_loaded(const char *name);
+/* the panthor platform device directory in sysfs, e.g. /sys/bus/platform/devices/qemu-panthor.16 */
+int qp_panthor_sysfs(char *buf, size_t len);
+uint64_t qp_virt_to_phys(const void *p); /* via /proc/self/pagemap; 0 if unknown */
+
+/* kernel log: open /dev/kmsg positioned at its end (only new records are read) or at its
+ * start; read all records available now into buf (one message per line, text only). */
+int qp_kmsg_open(bool from_end);
+size_t qp_kmsg_drain(int fd, char *buf, size_t len);
+
+/* -- DRM / panthor ------------------------------------------------------------------ */
+int qp_open(void);                          /* /dev/dri/renderD128, aborts the test on failure */
+int qp_ioctl(int fd, unsigned long req, void *arg); /* 0 or -errno (EINTR/EAGAIN retried) */
+int qp_query(int fd, uint32_t type, void *out, uint32_t size);
+int qp_driver_version(int fd, int *major, int *minor, int *patch);
+
+struct qp_bo {
+	uint32_t handle;
+	uint64_t size;
+	uint64_t va;   /* where it is mapped in the test's VM (0: not mapped) */
+	void *map;     /* CPU mapping (NULL: none) */
+};
+
+int qp_vm_create(int fd, uint32_t *vm_id);
+int qp_vm_destroy(int fd, uint32_t vm_id);
+int qp_vm_state(int fd, uint32_t vm_id, uint32_t *state);
+int qp_bo_create(int fd, uint64_t size, uint32_t flags, uint32_t excl_vm, struct qp_bo *bo);
+int qp_bo_mmap(int fd, struct qp_bo *bo);
+int qp_bo_close(int fd, uint32_t handle);
+/* a memfd-backed dma-buf (udmabuf) imported into panthor: bo->map is the memfd mapping,
+ * whose pages /proc/self/pagemap resolves (panthor's own BO mappings are VM_PFNMAP) */
+int qp_udmabuf_bo(int fd, uint64_t size, struct qp_bo *bo);
+int qp_vm_bind_op(int fd, uint32_t vm_id, uint32_t bind_flags, struct drm_panthor_vm_bind_op *op);
+int qp_vm_map(int fd, uint32_t vm_id, struct qp_bo *bo, uint64_t va, uint32_t flags);
+int qp_vm_unmap(int fd, uint32_t vm_id, uint64_t va, uint64_t size);
+/* BO of size bytes, CPU-mapped, zeroed, bound at va in vm (flags: VM_BIND MAP flags) */
+int qp_bo_new_mapped(int fd, uint32_t vm_id, uint64_t size, uint64_t va, uint32_t map_flags,
+		     struct qp_bo *bo);
+
+int qp_group_create_ex(int fd, uint32_t vm_id, uint8_t priority, uint32_t ringbuf_size,
+		       uint32_t nqueues, uint32_t *handle);
+int qp_group_create(int fd, uint32_t vm_id, uint32_t *handle);
+int qp_group_destroy(int fd, uint32_t handle);
+int qp_group_state(int fd, uint32_t handle, uint32_t *state, uint32_t *fatal_queues);
+/* one job on queue 0; signal_syncobj/wait_syncobj 0 = none */
+int qp_submit(int fd, uint32_t group, uint64_t stream_va, uint32_t stream_size,
+	      uint32_t signal_syncobj, uint32_t wait_syncobj);
+
+int qp_syncobj_create(int fd, uint32_t *handle, bool signaled);
+int qp_syncobj_destroy(int fd, uint32_t handle);
+/* 0 when all (or any) signalled, -ETIME on timeout */
+int qp_syncobj_wait(int fd, const uint32_t *handles, uint32_t n, unsigned timeout_ms, bool all);
+/* fence status through a sync_file export: 1 signalled ok, 0 pending, <0 fence error */
+int qp_syncobj_status(int fd, uint32_t handle, int *status);
+
+/* GPU_INFO/CSIF_INFO of the device, queried once per process */
+const struct drm_panthor_gpu_info *qp_gpu(int fd);
+const struct drm_panthor_csif_info *qp_csif(int fd);
+
+/* -- CS instructions (Mali v10, Mesa v10.xml "CS Base"; opcode in [63:56]) -------------- */
+#define CS_OP(op) ((uint64_t)(op) << 56)
+#define CS_NOP() CS_OP(0)
+#define CS_MOV48(reg, imm) (CS_OP(1) | ((uint64_t)(reg) << 48) | ((uint64_t)(imm) & 0xffffffffffffull))
+#define CS_MOV32(reg, imm) (CS_OP(2) | ((uint64_t)(reg) << 48) | ((uint64_t)(imm) & 0xffffffffull))
+#define CS_WAIT(mask) (CS_OP(3) | ((uint64_t)(mask) << 16))
+#define CS_ADD_IMM32(dst, src, imm) \
+	(CS_OP(16) | ((uint64_t)(dst) << 48) | ((uint64_t)(src) << 40) | ((uint64_t)(uint32_t)(imm)))
+#define CS_LOAD_MULTIPLE(base, addr, mask, off) \
+	(CS_OP(20) | ((uint64_t)(base) << 48) | ((uint64_t)(addr) << 40) | \
+	 ((uint64_t)(mask) << 16) | ((uint64_t)(uint16_t)(off)))
+#define CS_STORE_MULTIPLE(base, addr, mask, off) \
+	(CS_OP(21) | ((uint64_t)(base) << 48) | ((uint64_t)(addr) << 40) | \
+	 ((uint64_t)(mask) << 16) | ((uint64_t)(uint16_t)(off)))
+/* L2 clean+invalidate, LSC clean+invalidate, other: none; flush-ID register */
+#define CS_FLUSH_CACHE2(flush_id_reg) \
+	(CS_OP(36) | ((uint64_t)(flush_id_reg) << 40) | (3ull << 4) | 3ull)
+#define CS_SYNC_ADD64(addr, data) (CS_OP(51) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32))
+#define CS_SYNC_SET64(addr, data) (CS_OP(52) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32))
+#define CS_WAIT_ALL 0xffu
+
+struct qp_cs {
+	uint64_t *buf;
+	uint32_t n;
+};
+static inline void cs_emit(struct qp_cs *cs, uint64_t insn) { cs->buf[cs->n++] = insn; }
+/* store the 32-bit value v at va (STORE_MULTIPLE through r0:r1, value in r2) */
+void cs_store32(struct qp_cs *cs, uint64_t va, uint32_t v);
+/* *(u32 *)va += 1 via LOAD_MULTIPLE / ADD_IMMEDIATE32 / STORE_MULTIPLE */
+void cs_inc32(struct qp_cs *cs, uint64_t va);
+/* flush caches and wait, as IGT's streams end */
+void cs_flush(struct qp_cs *cs);
+static inline uint32_t cs_bytes(const struct qp_cs *cs) { return cs->n * 8; }
+
+/* a VM with a 1-queue group, a command BO (executable) and a data BO, all CPU-mapped */
+struct qp_ctx {
+	int fd;
+	uint32_t vm;
+	uint32_t group;
+	struct qp_bo cmd;  /* at QP_CMD_VA */
+	struct qp_bo data; /* at QP_DATA_VA, NOEXEC */
+	uint32_t syncobj;
+};
+#define QP_CMD_VA 0x1000000ull
+#define QP_DATA_VA 0x2000000ull
+int qp_ctx_init(struct qp_ctx *c, int fd, uint64_t cmd_size, uint64_t data_size);
+/* run the stream at cmd offset off (bytes) and wait up to timeout_ms for its fence */
+int qp_ctx_run(struct qp_ctx *c, uint32_t off, uint32_t size, unsigned timeout_ms);
+
+/* tests: t_probe.c */
+int test_modules_drm(void);
+int test_modules_drm_exec(void);
+int test_modules_gpu_sched(void);
+int test_modules_drm_gpuvm(void);
+int test_modules_panthor(void);
+int test_gpu_pci_function(void);
+int test_glue_bound(void);
+int test_panthor_probed(void);
+int test_render_node(void);
+int test_query_gpu_info(void);
+int test_query_csif_info(void);
+int test_query_timestamp_info(void);
+int test_query_invalid(void);
+int test_query_group_priorities(void);
+int test_runtime_pm_cycles(void);
+int test_kmsg_probe_clean(void);
+/* t_jobs.c */
+int test_job_store_deadbeef(void);
+int test_job_1000_sequential(void);
+int test_job_8_concurrent_groups(void);
+int test_job_bad_opcode_fatal(void);
+int test_job_many_vms(void);
+int test_job_fault_among_many_vms(void);
+int test_job_mmu_fault(void);
+int test_group_destroy_in_flight(void);
+int test_job_wait_syncobj(void);
+/* t_uapi.c */
+int test_gem_create_mmap(void);
+int test_gem_invalid(void);
+int test_vm_create_destroy(void);
+int test_vm_invalid(void);
+int test_vm_bind_invalid(void);
+int test_vm_bind_sync_data(void);
+int test_vm_bind_async(void);
+int test_vm_partial_unmap_2m(void);
+int test_vm_unmap_unmapped(void);
+int test_group_create_invalid(void);
+int test_group_priorities(void);
+int test_group_submit_invalid(void);
+int test_tiler_heap(void);
+int test_bo_set_label(void);
+int test_bo_query_info(void);
+int test_bo_sync(void);
+
+#endif

@@ -1,0 +1,61 @@
+"""[selftests] The C selftest suite runs in the real guest against the emulated Mali-G610
+through the raw panthor uAPI; the host parses its KTAP output."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qemu_panthor.launcher.ktap import parse_ktap
+
+pytestmark = pytest.mark.integration
+
+# The acceptance checks of [firmware] and [jobs], plus the uAPI coverage of [selftests].
+KEY_TESTS = {
+    # probe / first light ([firmware])
+    "modules_panthor", "gpu_pci_function", "glue_bound", "panthor_probed", "render_node",
+    "query_gpu_info", "query_csif_info", "query_timestamp_info", "runtime_pm_cycles",
+    "kmsg_probe_clean",
+    # jobs ([jobs])
+    "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
+    "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault",
+    # uAPI coverage
+    "gem_create_mmap", "gem_invalid", "vm_create_destroy", "vm_bind_invalid",
+    "vm_bind_sync_data", "vm_bind_async", "vm_partial_unmap_2m", "group_create_invalid",
+    "group_submit_invalid", "tiler_heap",
+}
+QP_INFO = re.compile(r"# qp-info: job_bo_va=0x([0-9a-f]+) job_bo_pa=0x([0-9a-f]+)")
+
+
+def _tail(console: list[str], n: int = 60) -> str:
+    return "\n".join(console[-n:])
+
+
+async def test_selftest_suite_passes(boot_guest) -> None:
+    r = await boot_guest(run="selftests", timeout=300)
+    s = parse_ktap(r.console)
+    assert s.planned is not None and s.planned >= len(KEY_TESTS), _tail(r.console)
+    assert not s.failed, f"failed: {s.failed}\n{_tail(r.console)}"
+    assert s.total == s.planned
+    missing = KEY_TESTS - set(s.passed)
+    assert not missing, f"not passed: {sorted(missing)} (skipped: {s.skipped})"
+    for name, why in s.skipped:
+        assert why, f"{name} skipped without a reason"
+    assert r.rc == 0
+    # the job test names the data BO page for host-side (QMP) inspection
+    m = next((QP_INFO.search(line) for line in r.console if QP_INFO.search(line)), None)
+    assert m, "no qp-info line"
+    assert int(m.group(1), 16) != 0 and int(m.group(2), 16) >= 0x4000_0000  # guest RAM base
+
+
+async def test_only_and_hold_parameters(boot_guest) -> None:
+    r = await boot_guest(run="selftests", timeout=180,
+                         append="qp.only=query_gpu_info,job_store_deadbeef qp.hold=1")
+    s = parse_ktap(r.console)
+    assert s.planned == 2, _tail(r.console)
+    assert sorted(s.passed) == ["job_store_deadbeef", "query_gpu_info"], _tail(r.console)
+    hold = [i for i, line in enumerate(r.console) if "@qp status phase=hold" in line]
+    result = [i for i, line in enumerate(r.console) if "@qp result rc=0" in line]
+    assert hold and result and hold[0] < result[0], _tail(r.console)
+    assert r.rc == 0
