@@ -25,7 +25,7 @@ const struct qp_test qp_tests[] = {
 	T(job_store_deadbeef), T(job_1000_sequential, 120), T(job_8_concurrent_groups),
 	T(job_bad_opcode_fatal, 60), T(job_wait_syncobj),
 	/* uAPI coverage */
-	T(gem_create_mmap), T(gem_invalid), T(vm_create_destroy), T(vm_invalid),
+	T(gem_create_mmap), T(gem_no_mmap_offset), T(gem_invalid), T(vm_create_destroy), T(vm_invalid),
 	T(vm_bind_invalid), T(vm_bind_sync_data), T(vm_bind_async), T(vm_partial_unmap_2m),
 	T(vm_unmap_unmapped), T(group_create_invalid), T(group_priorities),
 	T(group_submit_invalid), T(tiler_heap), T(bo_set_label), T(bo_query_info), T(bo_sync),

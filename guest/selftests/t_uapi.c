@@ -9,6 +9,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/utsname.h>
+
 #include "qp.h"
 
 #define JOB_TIMEOUT_MS 10000
@@ -44,11 +46,6 @@ int test_gem_create_mmap(void)
 	CHECK(big == MAP_FAILED, "mmap past the end of the BO succeeded");
 	munmap(a, 8192);
 	munmap(b, 8192);
-	/* NO_MMAP objects have no mmap offset */
-	struct qp_bo nom;
-	CHECK_OK(qp_bo_create(fd, 4096, DRM_PANTHOR_BO_NO_MMAP, 0, &nom));
-	mo = (struct drm_panthor_bo_mmap_offset){ .handle = nom.handle };
-	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_MMAP_OFFSET, &mo), EPERM);
 	/* an exclusive-VM BO */
 	uint32_t vm;
 	struct qp_bo ex;
@@ -57,6 +54,30 @@ int test_gem_create_mmap(void)
 	CHECK_OK(qp_vm_map(fd, vm, &ex, 0x100000, 0));
 	CHECK_OK(qp_bo_close(fd, bo.handle));
 	CHECK_ERR(qp_bo_close(fd, bo.handle), EINVAL);
+	close(fd);
+	return QP_PASS;
+}
+
+/* NO_MMAP objects get no mmap offset: "drm/panthor: Don't create a file offset for NO_MMAP
+ * BOs" (2025). Older kernels (Debian's 6.12) hand one out; the check needs a kernel with it. */
+int test_gem_no_mmap_offset(void)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+	if (uname(&u) == 0)
+		sscanf(u.release, "%d.%d", &major, &minor);
+	if (major < 6 || (major == 6 && minor < 16))
+		return qp_skip("kernel %s predates \"Don't create a file offset for NO_MMAP BOs\""
+			       " (checked from 6.16 on)", u.release);
+	int fd = qp_open();
+	struct qp_bo nom;
+	CHECK_OK(qp_bo_create(fd, 4096, DRM_PANTHOR_BO_NO_MMAP, 0, &nom));
+	struct drm_panthor_bo_mmap_offset mo = { .handle = nom.handle };
+	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_MMAP_OFFSET, &mo), EPERM);
+	/* and NO_MMAP together with WB_MMAP is refused at creation */
+	struct qp_bo bad;
+	CHECK_ERR(qp_bo_create(fd, 4096, DRM_PANTHOR_BO_NO_MMAP | DRM_PANTHOR_BO_WB_MMAP, 0, &bad),
+		  EINVAL);
 	close(fd);
 	return QP_PASS;
 }
