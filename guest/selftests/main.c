@@ -30,7 +30,10 @@ const struct qp_test qp_tests[] = {
 	T(vm_unmap_unmapped), T(group_create_invalid), T(group_priorities),
 	T(group_submit_invalid), T(tiler_heap), T(bo_set_label), T(bo_query_info), T(bo_sync),
 	/* scheduling and faults */
-	T(job_many_vms, 60), T(job_mmu_fault, 60), MANUAL(job_fault_among_many_vms, 60), T(group_destroy_in_flight, 60),
+	T(job_many_vms, 60), T(job_mmu_fault, 60), MANUAL(job_fault_among_many_vms, 60),
+	T(group_destroy_in_flight, 60),
+	/* last: reloads the driver and the glue */
+	T(glue_reload_cycles, 90),
 };
 const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
 

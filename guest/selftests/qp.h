@@ -210,6 +210,7 @@ int test_job_wait_syncobj(void);
 /* t_uapi.c */
 int test_gem_create_mmap(void);
 int test_gem_no_mmap_offset(void);
+int test_glue_reload_cycles(void);
 int test_gem_invalid(void);
 int test_vm_create_destroy(void);
 int test_vm_invalid(void);

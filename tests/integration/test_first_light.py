@@ -58,3 +58,28 @@ async def test_panthor_probes_on_612_line(boot_guest_612, images_612) -> None:
            if re.search(r"\bpanthor qemu-panthor\.\d+:", line)
            and re.search(r"timeout|timed out|failed|error", line, re.I)]
     assert not bad, "\n".join(bad)
+
+
+async def test_trace_shows_panthor_probe_reads(images) -> None:
+    """`boot --trace`: the backend log names panthor's first GPU_CONTROL reads, in the order
+    panthor_hw_init issues them (reference §1.4)."""
+    import shutil
+
+    from qemu_panthor.launcher.boot import Boot
+
+    b = Boot(images, gpu="g610", run="none", qmp=None, trace=True, timeout=240, append="",
+             echo=False, keep=True)
+    try:
+        r = await b.run()
+        assert r.rc == 0, "\n".join(r.console[-30:])
+        log = (b.run_dir / "backend.log").read_text()
+    finally:
+        shutil.rmtree(b.run_dir, ignore_errors=True)
+    reads = re.findall(r"R32 (\w+) = (0x[0-9a-f]+)", log)
+    names = [n for n, _ in reads]
+    assert ("GPU_ID", "0xa8670005") in reads
+    order = ["GPU_ID", "CSF_ID", "GPU_REVID", "CORE_FEATURES", "L2_FEATURES",
+             "TILER_FEATURES", "MEM_FEATURES", "MMU_FEATURES"]
+    start = names.index("CSF_ID") - 1
+    assert names[start:start + len(order)] == order, names[:40]
+    assert re.search(r"IRQ|irq", log), "no interrupt trace lines"

@@ -24,6 +24,8 @@ KEY_TESTS = {
     "gem_create_mmap", "gem_no_mmap_offset", "gem_invalid", "vm_create_destroy", "vm_bind_invalid",
     "vm_bind_sync_data", "vm_bind_async", "vm_partial_unmap_2m", "group_create_invalid",
     "group_submit_invalid", "tiler_heap",
+    # [glue]: rmmod panthor; rmmod panthor_glue; insmod both, re-probed, no warnings
+    "glue_reload_cycles",
 }
 QP_INFO = re.compile(r"# qp-info: job_bo_va=0x([0-9a-f]+) job_bo_pa=0x([0-9a-f]+)")
 
