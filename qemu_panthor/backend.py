@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING
 
+from . import tracelog
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -30,6 +30,16 @@ def capabilities() -> dict:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    # --trace: register/IRQ/protocol traces on stderr, written through aiofiles by a task.
+    tracer = tracelog.install(2) if args.trace else None
+    try:
+        return await _serve_device(args)
+    finally:
+        if tracer is not None:
+            await tracer.aclose()
+
+
+async def _serve_device(args: argparse.Namespace) -> int:
     from .device import MaliPciFunction
     from .gpu.models import MODELS
     from .vfio_user import VfioUserServer
@@ -90,8 +100,4 @@ def serve_main(args: argparse.Namespace) -> int:
         return 0
     if args.socket_path is None and args.fd is None:
         raise UserError("serve needs --socket-path PATH or --fd N")
-    if args.trace:
-        logging.getLogger("qemu_panthor").setLevel(logging.DEBUG)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(stream=sys.stderr)
     return asyncio.run(_serve(args))
