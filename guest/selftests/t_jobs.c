@@ -63,11 +63,21 @@ int test_job_store_deadbeef(void)
 		CHECK(qp_virt_to_phys(imp.map) == pa, "imported page moved");
 	}
 	/* qp.hold=N (exported by /init as QP_HOLD): keep the job's VM, BOs and group alive
-	 * for N seconds so a host test can inspect them through the backend's QMP. */
+	 * for N seconds so a host test can inspect them through the backend's QMP. The device
+	 * is kept out of runtime suspend meanwhile (power/control=on), so the VM keeps its AS
+	 * programmed (an idle VM keeps its slot; a suspend would disable every AS). */
 	const char *hold = getenv("QP_HOLD");
 	if (hold && atoi(hold) > 0) {
+		char dev[200], ctl[256];
+		bool pinned = qp_panthor_sysfs(dev, sizeof(dev)) == 0;
+		if (pinned) {
+			snprintf(ctl, sizeof(ctl), "%s/power/control", dev);
+			pinned = qp_write_file(ctl, "on") == 0;
+		}
 		qp_diag("qp-hold: seconds=%d", atoi(hold));
 		sleep((unsigned)atoi(hold));
+		if (pinned)
+			qp_write_file(ctl, "auto");
 	}
 	if (fence_ok(fd, c.syncobj, "job") != QP_PASS)
 		return QP_FAIL;
