@@ -1,7 +1,10 @@
 """The Mali GPU as a PCI function: what the vfio-user server serves and the glue binds.
 
 BAR0 is the GPU's 2 MiB register window (GPU_CONTROL, JOB_CONTROL, MMU, the USER page and
-the doorbell pages). BAR2 holds the MSI-X table and PBA (QEMU emulates them). The three Mali
+the doorbell pages). The USER page (LATEST_FLUSH_ID) has no read side effects, so it is
+served by sparse mmap from a shared memfd page the model keeps current: panthor maps it to
+userspace and those reads never trap. BAR2 holds the MSI-X table and PBA (QEMU emulates
+them). The three Mali
 interrupt lines are MSI-X vectors 0 (job), 1 (mmu) and 2 (gpu); without MSI-X they share
 INTx, as they would share one wired line on a board.
 """
@@ -26,6 +29,8 @@ BAR_GPU = 0
 BAR_MSIX = 2
 GPU_WINDOW = 0x200000
 VECTORS = {"job": 0, "mmu": 1, "gpu": 2}
+PAGE = 0x1000
+USER_PAGES = tuple((off, PAGE) for off in MaliGpu.side_effect_free_pages())
 
 
 class MaliPciFunction(PciFunction):
@@ -40,13 +45,16 @@ class MaliPciFunction(PciFunction):
             revision=model.arch_major,
             subsystem_vendor_id=PCI_VENDOR_ARM,
             subsystem_id=model.gpu_id >> 16,
-            bars={BAR_GPU: BarSpec(GPU_WINDOW, is64=True), BAR_MSIX: BarSpec(0x1000)},
+            bars={BAR_GPU: BarSpec(GPU_WINDOW, is64=True, mmap_areas=USER_PAGES),
+                  BAR_MSIX: BarSpec(0x1000)},
             msix=MsixCapability(vectors=len(VECTORS), table_bar=BAR_MSIX, table_offset=0,
                                 pba_bar=BAR_MSIX, pba_offset=0x800),
             intx=True,
         )
         self.model = model
         self.gpu = MaliGpu(model, self.dma, on_irq=self._on_irq, trace=trace)
+        (user, size), = USER_PAGES
+        self.gpu.attach_user_page(self.bar_memory(BAR_GPU)[user : user + size])
         self.firmware = CsfFirmware.attach(
             self.gpu, interp=CsInterpreter(self.gpu.mmu, self.gpu), loop=loop
         )
