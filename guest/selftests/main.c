@@ -30,8 +30,10 @@ const struct qp_test qp_tests[] = {
 	T(vm_unmap_unmapped), T(group_create_invalid), T(group_priorities),
 	T(group_submit_invalid), T(tiler_heap), T(bo_set_label), T(bo_query_info), T(bo_sync),
 	/* scheduling and faults */
-	T(job_many_vms, 60), T(job_mmu_fault, 60), MANUAL(job_fault_among_many_vms, 60),
-	T(group_destroy_in_flight, 60),
+	T(job_many_vms, 60), T(job_mmu_fault, 60), T(job_fault_among_many_vms, 60),
+	T(group_destroy_in_flight, 60), T(job_timeout_recovery, 60),
+	/* after every fault test: the kernel log holds only the faults they caused */
+	T(kmsg_faults_only_expected),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 };

@@ -150,6 +150,10 @@ const struct drm_panthor_csif_info *qp_csif(int fd);
 	(CS_OP(36) | ((uint64_t)(flush_id_reg) << 40) | (3ull << 4) | 3ull)
 #define CS_SYNC_ADD64(addr, data) (CS_OP(51) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32))
 #define CS_SYNC_SET64(addr, data) (CS_OP(52) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32))
+/* SYNC_WAIT32: wait until *(u32 *)pair(addr) <cond> r(data); cond: LEQUAL 0, GREATER 1 */
+#define CS_SYNC_WAIT32(addr, data, cond) \
+	(CS_OP(39) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32) | ((uint64_t)(cond) << 28))
+#define CS_COND_GREATER 1u
 #define CS_WAIT_ALL 0xffu
 
 struct qp_cs {
@@ -207,6 +211,8 @@ int test_job_fault_among_many_vms(void);
 int test_job_mmu_fault(void);
 int test_group_destroy_in_flight(void);
 int test_job_wait_syncobj(void);
+int test_job_timeout_recovery(void);
+int test_kmsg_faults_only_expected(void);
 /* t_uapi.c */
 int test_gem_create_mmap(void);
 int test_gem_no_mmap_offset(void);

@@ -449,3 +449,77 @@ int test_kmsg_probe_clean(void)
 	CHECK(bad == 0, "%d unexpected panthor timeout/failed/error lines", bad);
 	return QP_PASS;
 }
+
+/* Run after the fault tests: the whole kernel log holds only the faults the suite caused on
+ * purpose. No WARN/BUG/oops anywhere; every panthor line that reports a problem is one of:
+ * the probe's known regulator line, an "Unhandled Page fault" at the suite's hole VA, a
+ * CS_FATAL of a suite process whose exception is a bad opcode (0x49) or a translation fault
+ * at that hole (0xc2), or a "job timeout" of a suite process. A fault reported in another
+ * VM's name, a fetch in a disabled AS (0xc0), a CSG request timeout or a reset all fail. */
+int test_kmsg_faults_only_expected(void)
+{
+	static char log[1 << 20];
+	int fd = qp_kmsg_open(false);
+	CHECK(fd >= 0, "/dev/kmsg: %s", strerror(errno));
+	qp_kmsg_drain(fd, log, sizeof(log));
+	close(fd);
+	static const char *const fatal_kernel[] = { "WARNING:", "BUG:", "Oops", "Call trace:",
+						    "cut here", "Unable to handle kernel",
+						    "kernel BUG", "general protection" };
+	int bad = 0, faults = 0, fatals = 0, timeouts = 0;
+	for (char *line = log, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		for (size_t k = 0; k < sizeof(fatal_kernel) / sizeof(fatal_kernel[0]); k++)
+			if (strstr(line, fatal_kernel[k])) {
+				qp_diag("kernel warning/bug: %.240s", line);
+				bad++;
+			}
+		if (strncmp(line, "panthor ", 8))
+			continue;
+		const char *p;
+		if ((p = strstr(line, "Unhandled Page fault in AS")) && (p = strstr(p, " at VA "))) {
+			faults++;
+			if (strtoull(p + 7, NULL, 16) != 0x7654320ull) {
+				qp_diag("fault at an unexpected VA: %.240s", line);
+				bad++;
+			}
+			continue;
+		}
+		if ((p = strstr(line, "CS_FATAL.EXCEPTION_TYPE: 0x"))) {
+			fatals++;
+			unsigned long type = strtoul(p + 27, NULL, 16);
+			const char *info = strstr(line, "CS_FATAL_INFO.EXCEPTION_DATA: 0x");
+			unsigned long long va = info ? strtoull(info + 32, NULL, 16) : 0;
+			if (type != 0x49 && !(type == 0xc2 && va == 0x7654320ull)) {
+				qp_diag("unexpected CS_FATAL: %.240s", line);
+				bad++;
+			}
+			continue;
+		}
+		if (strstr(line, "CS_FATAL: pid=") || strstr(line, "] job timeout")) {
+			timeouts += strstr(line, "job timeout") != NULL;
+			/* 7.2 names the process (6.12 prints a bare "job timeout") */
+			if (strstr(line, "pid=") && !strstr(line, "comm=qp-selftests")) {
+				qp_diag("not caused by the suite: %.240s", line);
+				bad++;
+			}
+			continue;
+		}
+		if (strstr(line, "no regulator (mali) found"))
+			continue;
+		if (contains_ci(line, "timeout") || contains_ci(line, "timedout") ||
+		    contains_ci(line, "fail") || contains_ci(line, "error") ||
+		    contains_ci(line, "reset") || contains_ci(line, "fault") ||
+		    contains_ci(line, "warn")) {
+			qp_diag("unexpected: %.240s", line);
+			bad++;
+		}
+	}
+	qp_diag("%d page faults, %d CS_FATALs, %d job timeouts in the log, all expected unless "
+		"listed above", faults, fatals, timeouts);
+	CHECK(bad == 0, "%d unexpected kernel log lines", bad);
+	return QP_PASS;
+}

@@ -44,6 +44,9 @@ SUSPEND_VERSION = 1
 _SUSP_HDR = struct.Struct("<IHHI")  # magic, version, cs count, total bytes
 _SUSP_CS = struct.Struct("<HHI")  # cs index, flags, blob length
 _SUSP_FLAG_FAULT_PENDING = 1
+_SUSP_FLAG_FATAL = 2  # the CS raised CS_FATAL: it stays halted after RESUME
+# AS commands that restart transactions stalled on a fault (LOCK and NOP do not).
+_AS_RESTART_COMMANDS = ("UPDATE", "UNLOCK", "FLUSH_PT", "FLUSH_MEM")
 
 
 class McuFault(Exception):
@@ -141,6 +144,14 @@ class CsfFirmware:
             mmu.on_as_update = on_as_update
         except AttributeError:  # pragma: no cover - an MMU without the hook
             log.warning("MMU has no on_as_update hook: MMU-fault stalls only end on terminate")
+
+    def as_restarts(self, as_nr: int) -> int | None:
+        """How many AS commands that restart stalled transactions ``as_nr`` has executed
+        (None if the MMU does not count them: then every update counts as a restart)."""
+        cmds = self.gpu.mmu.as_state(as_nr).get("commands")
+        if not isinstance(cmds, dict):
+            return None
+        return sum(int(cmds.get(c, 0)) for c in _AS_RESTART_COMMANDS)
 
     # -- addresses ---------------------------------------------------------------------------
     @staticmethod
@@ -416,7 +427,7 @@ class CsfFirmware:
         recs: list[bytes] = []
         budget = self.config.suspend_size - _SUSP_HDR.size
         for cs in csg.streams:
-            if not cs.started or cs.st is None or cs.fatal:
+            if not cs.started or cs.st is None:
                 continue
             try:
                 blob = bytes(cs.st.serialise())
@@ -424,8 +435,9 @@ class CsfFirmware:
                 log.exception("CSG%d CS%d: cannot serialise state; it restarts from its "
                               "ring extract on resume", csg.index, cs.index)
                 continue
-            rec = _SUSP_CS.pack(cs.index, _SUSP_FLAG_FAULT_PENDING if cs.fault_pending else 0,
-                                len(blob)) + blob
+            flags = ((_SUSP_FLAG_FAULT_PENDING if cs.fault_pending else 0)
+                     | (_SUSP_FLAG_FATAL if cs.fatal else 0))
+            rec = _SUSP_CS.pack(cs.index, flags, len(blob)) + blob
             if len(rec) > budget:
                 log.error("CSG%d CS%d: state (%d bytes) exceeds the suspend buffer; it "
                           "restarts from its ring extract on resume", csg.index, cs.index,
@@ -520,6 +532,7 @@ class CsfFirmware:
                 st = None
             else:
                 cs.fault_pending = bool(flags & _SUSP_FLAG_FAULT_PENDING)
+                cs.fatal = bool(flags & _SUSP_FLAG_FATAL)
         if st is None:
             st = self.sched.new_state()
             st.extract = self.bus.read64(cs.output_va)
@@ -586,6 +599,7 @@ class CsfFirmware:
         fault, root = cs.stalled_fault, cs.stalled_root
         cs.stalled_fault = None
         cs.stalled_root = None
+        cs.stalled_restarts = None
         active = self.gpu.mmu.as_state(fault.as_nr).get("active", {})
         if active.get("adrmode") != "UNMAPPED" and active.get("TRANSTAB") == root:
             return True
@@ -621,6 +635,7 @@ class CsfFirmware:
             cs.stalled_as = as_nr
             cs.stalled_fault = fault
             cs.stalled_root = active.get("TRANSTAB")
+            cs.stalled_restarts = self.as_restarts(as_nr)
             log.info("CSG%d CS%d stalled on MMU fault %s", cs.csg, cs.index, fault)
         elif kind == "fatal":
             self.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)

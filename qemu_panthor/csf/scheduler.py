@@ -57,6 +57,7 @@ class CsRuntime:
     stalled_as: int | None = None  # stalled on an MMU fault in this AS
     stalled_fault: Any = None  # that fault (an mmu.MmuFault)
     stalled_root: int | None = None  # the AS's latched TRANSTAB when it faulted
+    stalled_restarts: int | None = None  # the AS's restart-command count when it faulted
     fault_pending: bool = False
     fatal: bool = False
     written_extract: int = -1
@@ -69,6 +70,7 @@ class CsRuntime:
         self.stalled_as = None
         self.stalled_fault = None
         self.stalled_root = None
+        self.stalled_restarts = None
         self.fault_pending = False
         self.fatal = False
         self.written_extract = -1
@@ -178,15 +180,28 @@ class CsfScheduler:
         self._task = None
 
     def on_as_update(self, as_nr: int) -> None:
-        """The driver re-programmed/cleared AS ``as_nr``: retry CSs stalled on its faults
-        (the firmware checks, when the retry runs, that the AS still holds the same tables)."""
+        """The driver issued an AS command on ``as_nr`` or cleared its MMU_INT bit.
+
+        A stalled transaction is restarted by an AS command (UPDATE, UNLOCK, FLUSH_PT,
+        FLUSH_MEM), not by clearing the interrupt: clearing only re-arms the fault report
+        (kbase clears *before* the flush that restarts stalled transactions so that a new
+        fault raises a new interrupt). Retrying on the clear alone re-raised the same fault
+        after panthor's handler had cleared it; panthor masks the bit of a faulty AS, the
+        stale bit outlived the VM (and a runtime suspend, which forgets faulty slots) and
+        fired when the slot was unmasked for another VM, killing that VM's group. The
+        firmware checks, when the retry runs, that the AS still holds the same tables."""
+        stalled = [cs for csg in self.fw.csgs for cs in csg.streams
+                   if cs.stalled_as == as_nr and cs.started]
+        if not stalled:
+            return
+        restarts = self.fw.as_restarts(as_nr)
         woke = False
-        for csg in self.fw.csgs:
-            for cs in csg.streams:
-                if cs.stalled_as == as_nr and cs.started:
-                    cs.stalled_as = None
-                    cs.runnable = True
-                    woke = True
+        for cs in stalled:
+            if restarts is not None and restarts == cs.stalled_restarts:
+                continue  # MMU_INT_CLEAR only: the access stays stalled
+            cs.stalled_as = None
+            cs.runnable = True
+            woke = True
         if woke:
             self.kick()
 

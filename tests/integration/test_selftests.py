@@ -19,7 +19,8 @@ KEY_TESTS = {
     "kmsg_probe_clean",
     # jobs ([jobs])
     "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
-    "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault",
+    "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault", "job_fault_among_many_vms",
+    "job_timeout_recovery", "kmsg_faults_only_expected",
     # uAPI coverage
     "gem_create_mmap", "gem_no_mmap_offset", "gem_invalid", "vm_create_destroy", "vm_bind_invalid",
     "vm_bind_sync_data", "vm_bind_async", "vm_partial_unmap_2m", "group_create_invalid",

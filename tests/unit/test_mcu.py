@@ -238,7 +238,8 @@ class Host:
         self.w(doorbell_off(0), 1)
 
     # -- group programming (tick_ctx_apply) -------------------------------------------------------
-    def start_group(self, i: int = 0, *, state: int = I.CSG_STATE_START, prio: int = 15) -> None:
+    def start_group(self, i: int = 0, *, state: int = I.CSG_STATE_START, prio: int = 15,
+                    as_nr: int = 1) -> None:
         c = self.csg[i]
         s = self.cs[i][0]
         si = s["input_va"]
@@ -252,7 +253,7 @@ class Host:
         self.update(si, I.CS_STATE_START | I.CS_IDLE_SYNC_WAIT | I.CS_IDLE_EMPTY, 0x507)
         ci = c["input_va"]
         self.w32(ci + 0x34, (prio << 28) | (1 << 16) | (4 << 8) | 4)
-        self.w32(ci + 0x50, 1)  # AS of the group's VM
+        self.w32(ci + 0x50, as_nr)  # AS of the group's VM
         self.w64(ci + 0x40, SUSPEND_VA + i * 0x10000)
         self.w64(ci + 0x48, 0)
         self.w32(ci + 0x04, 0xFFFFFFFF)

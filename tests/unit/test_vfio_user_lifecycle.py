@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from pathlib import Path
@@ -67,6 +68,7 @@ async def test_1000_connects_without_fd_leak(tmp_path: Path) -> None:
     await one_session()  # warm-up: lazily created objects, loop internals
     while server.connection is not None:
         await asyncio.sleep(0.001)
+    gc.collect()  # fds held by earlier tests' garbage must not close during the count
     before = open_fds()
     for _ in range(1000):
         await one_session()
@@ -75,7 +77,10 @@ async def test_1000_connects_without_fd_leak(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.001)
     assert server.connection is None
-    assert open_fds() == before
+    gc.collect()
+    # No growth: a per-session leak shows as >= 1000 extra fds. Fewer is fine: other
+    # tests' event loops and executors may still be closing theirs meanwhile.
+    assert open_fds() <= before
     assert server.stats.connections == 1001
     assert server.stats.dma_maps_with_fd == 1001
     await server.close()
