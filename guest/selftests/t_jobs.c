@@ -40,6 +40,44 @@ int test_job_store_deadbeef(void)
 		qp_diag("no udmabuf import (%s): job_bo_pa not reported", strerror(-ir));
 	else
 		CHECK_OK(qp_vm_map(fd, c.vm, &imp, IMP_VA, DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC));
+	/* [mmu] a 2 MiB range too, bound at a 2 MiB-aligned VA: the host translates every page
+	 * through QMP while the job holds (qp.hold) and compares with these physical pages. With
+	 * shmem THP the pages are one 2 MiB folio and io-pgtable maps a single level-2 block. */
+	const uint64_t BIND2M_VA = 0x4000000, SZ_2M = 2u << 20;
+	char thp_old[64] = "";
+	const char *thp = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+	if (qp_read_file(thp, thp_old, sizeof(thp_old)) == 0)
+		qp_write_file(thp, "always");
+	struct qp_bo big;
+	int br = ir ? ir : qp_udmabuf_bo(fd, SZ_2M, &big);
+	if (thp_old[0]) { /* "always [never] ...": restore the bracketed setting */
+		char *l = strchr(thp_old, '['), *r = l ? strchr(l, ']') : NULL;
+		if (l && r) {
+			*r = '\0';
+			qp_write_file(thp, l + 1);
+		}
+	}
+	if (!br) {
+		CHECK_OK(qp_vm_map(fd, c.vm, &big, BIND2M_VA, DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC));
+		char runs[4096];
+		size_t o = 0;
+		uint64_t run_pa = 0, n = 0;
+		for (uint64_t off = 0; off <= SZ_2M; off += 4096) {
+			uint64_t pa = off < SZ_2M ? qp_virt_to_phys((char *)big.map + off) : 0;
+			if (off < SZ_2M)
+				CHECK(pa != 0, "no PA for page %" PRIu64 " of the 2 MiB BO", off / 4096);
+			if (n && pa == run_pa + n * 4096) {
+				n++;
+				continue;
+			}
+			if (n && o < sizeof(runs) - 40)
+				o += snprintf(runs + o, sizeof(runs) - o, "%s0x%" PRIx64 ":%" PRIu64,
+					      o ? "," : "", run_pa, n);
+			run_pa = pa;
+			n = 1;
+		}
+		qp_diag("qp-info: bind2m_va=0x%" PRIx64 " bind2m_runs=%s", BIND2M_VA, runs);
+	}
 	struct qp_cs cs = { c.cmd.map, 0 };
 	cs_store32(&cs, c.data.va, 0xdeadbeef);
 	if (!ir)

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 QP_INFO = re.compile(r"qp-info: job_bo_va=0x([0-9a-fA-F]+) job_bo_pa=0x([0-9a-fA-F]+)")
 KERNEL_FAULT = re.compile(r"Unhandled Page fault in AS(\d+) at VA 0x([0-9a-fA-F]+)")
+BIND2M = re.compile(r"# qp-info: bind2m_va=0x([0-9a-f]+) bind2m_runs=(\S+)")
 FAULT_VA = 0x7654320  # test_job_mmu_fault's never-mapped store target
 HOLD_S = 10
 
@@ -89,6 +90,25 @@ async def test_qmp_finds_the_job_as_and_reports_the_mmu_fault(request, tmp_path:
         pt = await qmp.execute("x-query-mali-page-table", {"as": as_nr})
         assert any(r["va"] <= va < r["va"] + r["size"] and r["pa"] + va - r["va"] == pa
                    for r in pt["ranges"])  # type: ignore[index]
+        # [mmu] the 2 MiB range: every page translates to exactly the guest's page, and a
+        # physically contiguous, aligned range is one level-2 block in the page table.
+        m2 = _find(console, BIND2M)
+        assert m2 is not None, "no bind2m qp-info line"
+        va2 = int(m2.group(1), 16)
+        pages = [int(pa, 16) + 0x1000 * i
+                 for run in m2.group(2).split(",")
+                 for pa, n in [run.split(":")] for i in range(int(n))]
+        assert len(pages) == 512
+        for i, want in enumerate(pages):
+            t = await qmp.execute("x-query-mali-translate",
+                                  {"as": as_nr, "va": va2 + 0x1000 * i + 0x18})
+            assert t["translated"] and t["pa"] == want + 0x18, (i, t)  # type: ignore[index]
+        if m2.group(2).endswith(":512") and pages[0] % 0x200000 == 0:
+            assert t["level"] == 2, t  # type: ignore[index]
+            pt = await qmp.execute("x-query-mali-page-table", {"as": as_nr})
+            assert {"va": va2, "pa": pages[0], "size": 0x200000} in [
+                {k: r[k] for k in ("va", "pa", "size")} for r in pt["ranges"]  # type: ignore[index]
+            ], pt
         stats = await qmp.execute("query-mali-stats")
         assert stats["cs"]["jobs"] >= 1 and stats["vfio-user"]["connections"] >= 1  # type: ignore[index]
 
