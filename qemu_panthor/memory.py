@@ -10,6 +10,8 @@ other memory and never escapes as an unexpected exception.
 from __future__ import annotations
 
 import struct
+import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 _U32 = struct.Struct("<I")
@@ -60,11 +62,37 @@ class SparseRam:
 
     Used by the vfio-user DMA accessor (regions are the client's DMA_MAP'd memfd windows) and
     by tests (regions are bytearrays). Lookups hit a one-entry cache first: accesses cluster.
+
+    Users that keep :meth:`view` windows (the MMU's page cache) register with
+    :meth:`add_listener` and drop them when the regions change.
     """
 
     def __init__(self) -> None:
         self._regions: list[RamRegion] = []
         self._last: RamRegion | None = None
+        self._listeners: list[Callable[[], Callable[[], None] | None]] = []
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` after every :meth:`add`, :meth:`remove` and :meth:`clear`.
+
+        It runs before ``remove``/``clear`` return the removed regions, so a cache can drop
+        its views before the caller releases them. A bound method is held weakly.
+        """
+        if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
+            self._listeners.append(weakref.WeakMethod(fn))  # type: ignore[arg-type]
+        else:
+            self._listeners.append(lambda: fn)
+
+    def _changed(self) -> None:
+        if not self._listeners:
+            return
+        alive = []
+        for ref in self._listeners:
+            fn = ref()
+            if fn is not None:
+                fn()
+                alive.append(ref)
+        self._listeners = alive
 
     # -- map management ---------------------------------------------------------------
     def add(self, region: RamRegion) -> None:
@@ -75,6 +103,7 @@ class SparseRam:
                 )
         self._regions.append(region)
         self._regions.sort(key=lambda r: r.base)
+        self._changed()
 
     def remove(self, base: int, size: int) -> list[RamRegion]:
         """Remove the regions lying inside [base, base+size); return them (caller releases)."""
@@ -82,10 +111,12 @@ class SparseRam:
         gone = [r for r in self._regions if r.base >= base and r.end <= end]
         self._regions = [r for r in self._regions if not (r.base >= base and r.end <= end)]
         self._last = None
+        self._changed()
         return gone
 
     def clear(self) -> list[RamRegion]:
         gone, self._regions, self._last = self._regions, [], None
+        self._changed()
         return gone
 
     @property

@@ -31,6 +31,7 @@ from .walker import (
     PAGE_SIZE,
     PERM_W,
     PERM_X,
+    WALK_SHIFT,
     WalkConfig,
     collect_leaves,
     walk,
@@ -43,6 +44,10 @@ _M64 = 0xFFFF_FFFF_FFFF_FFFF
 _PAGE_MASK = PAGE_SIZE - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_U32_UNPACK = _U32.unpack_from
+_U64_UNPACK = _U64.unpack_from
+#: most guest pages whose memoryview the MMU keeps (the cache is emptied when full)
+VIEW_CACHE_CAPACITY = 1 << 16
 
 
 class Access(IntEnum):
@@ -179,8 +184,6 @@ class Mmu:
         self.as_present = as_present & ((1 << regs.MAX_AS) - 1)
         self.va_bits = va_bits
         self.pa_bits = pa_bits
-        #: Re-walk on every TLB hit and report translations the page tables no longer agree with.
-        self.strict = strict
         #: Called with the AS number after UPDATE / UNLOCK / FLUSH_PT / FLUSH_MEM and after an
         #: MMU_INT_CLEAR that cleared that AS's bit: waiters on a faulted access may retry.
         self.on_as_update: Callable[[int], None] | None = None
@@ -193,6 +196,71 @@ class Mmu:
             AsSlot(n, self._cfg(0, 0, 0), tlb_capacity) if self.as_present >> n & 1 else None
             for n in range(regs.MAX_AS)
         ]
+        # Page views: guest page PA -> memoryview of that 4 KiB page, or False when the page is
+        # not wholly inside one RAM region. Only for a PhysMem with view() and add_listener()
+        # (SparseRam), which tells us when its regions change; then the cache is emptied before
+        # the removed regions are released. Other PhysMems get every access through read/write.
+        self._views: dict[int, memoryview | bool] = {}
+        self._mem_view: Callable[[int, int], memoryview] | None = None
+        add_listener = getattr(mem, "add_listener", None)
+        mem_view = getattr(mem, "view", None)
+        if add_listener is not None and mem_view is not None:
+            add_listener(self._drop_views)  # held weakly
+            self._mem_view = mem_view
+        # The TLB-hit fast path of read/write: AS number -> Tlb, empty in strict mode.
+        self._fast: dict[int, Tlb] = {}
+        self.strict = strict
+
+    @property
+    def strict(self) -> bool:
+        """Re-walk on every TLB hit and report translations the page tables no longer agree
+        with (and walk-cache entries on a TLB miss)."""
+        return self._strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._strict = bool(value)
+        for st in self._slots:
+            if st is not None:
+                st.tlb.drop_views()
+        self._fast = (
+            {}
+            if self._strict
+            else {n: st.tlb for n, st in enumerate(self._slots) if st is not None}
+        )
+
+    def _drop_views(self) -> None:
+        """The guest RAM regions changed (DMA map/unmap): forget every page view."""
+        self._views.clear()
+        for st in self._slots:
+            if st is not None:
+                st.tlb.drop_views()
+
+    def _page_view(self, page: int) -> memoryview | bool:
+        """The memoryview of the guest page at ``page`` (4 KiB aligned), or False."""
+        v = self._views.get(page)
+        if v is None:
+            mem_view = self._mem_view
+            if mem_view is None:
+                return False
+            views = self._views
+            if len(views) >= VIEW_CACHE_CAPACITY:
+                views.clear()
+            try:
+                v = mem_view(page, PAGE_SIZE)
+            except BusError:
+                v = False
+            views[page] = v
+        return v
+
+    def _read_desc(self, pa: int) -> int:
+        """Read one 64-bit descriptor for the walker (BusError outside RAM)."""
+        v = self._views.get(pa & ~_PAGE_MASK)
+        if v is None:
+            v = self._page_view(pa & ~_PAGE_MASK)
+        if v:
+            return _U64_UNPACK(v, pa & _PAGE_MASK)[0]  # type: ignore[arg-type]
+        return self._read_u64(pa)
 
     def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
         return WalkConfig(
@@ -360,10 +428,30 @@ class Mmu:
                     self._check_stale(st, va, e)
                 return e
         tlb.misses += 1
-        r = walk(self._read_u64, st.cfg, va)
+        walks = tlb.walks
+        if self._strict and walks and va >= 0 and (va >> WALK_SHIFT) in walks:
+            r = walk(self._read_desc, st.cfg, va, walks, self._views)
+            self._check_stale_walk(st, va, r)
+        else:
+            r = walk(self._read_desc, st.cfg, va, walks, self._views)
         if r[0]:
             return r[0]
         return tlb.insert(va, r[2], r[3], r[4], r[1], r[5])
+
+    def _check_stale_walk(self, st: AsSlot, va: int, r: tuple[int, ...]) -> None:
+        """Strict mode, TLB miss through a walk-cache entry: compare with a fresh walk."""
+        now = walk(self._read_u64, st.cfg, va)
+        if now[:6] != r[:6]:
+            st.tlb.stale_hits += 1
+            self.stats["stale_hits"] += 1
+            log.warning(
+                "AS%d: stale walk-cache entry for VA %#x: cached tables give %s, tables give %s "
+                "(page tables changed without LOCK/UNLOCK or UPDATE)",
+                st.nr, va,
+                f"fault {r[0]:#x}" if r[0] else f"PA {r[2] + (va & (r[3] - 1)):#x} perm {r[4]}",
+                f"fault {now[0]:#x}" if now[0] else f"PA {now[2] + (va & (now[3] - 1)):#x} "
+                f"perm {now[4]}",
+            )
 
     def _check_stale(self, st: AsSlot, va: int, e: tuple[int, ...]) -> None:
         r = walk(self._read_u64, st.cfg, va)
@@ -378,13 +466,29 @@ class Mmu:
                 "a fault" if now is None else f"PA {now[0] | (va & _PAGE_MASK):#x} perm {now[1]}",
             )
 
-    def _pa(self, st: AsSlot, va: int, access: int, report: bool) -> int | MmuFault:
+    def _page(self, st: AsSlot, va: int, access: int, report: bool) -> memoryview | int | MmuFault:
+        """Translate ``va``'s page for a GPU access: the fault, else the view of the guest page
+        it maps (indexed for the hit fast path), else (no view: not a SparseRam, or no RAM
+        there) the PA of ``va``."""
         e = self._lookup(st, va)
         if e.__class__ is int:
             return self._fault(st, st.nr, va, access, e, report)  # type: ignore[arg-type]
-        if NEED[access] & ~e[1]:  # type: ignore[index]
+        perm = e[1]  # type: ignore[index]
+        if NEED[access] & ~perm:
             return self._fault(st, st.nr, va, access, regs.PERM_FAULT + e[2], report)  # type: ignore[index]
-        return e[0] | (va & _PAGE_MASK)  # type: ignore[index]
+        page = e[0]  # type: ignore[index]
+        v = self._views.get(page)
+        if v is None:
+            v = self._page_view(page)
+        if v:
+            if not self._strict:
+                vpn = va >> PAGE_SHIFT
+                tlb = st.tlb
+                tlb.rviews[vpn] = v  # type: ignore[assignment]
+                if perm & PERM_W:
+                    tlb.wviews[vpn] = v  # type: ignore[assignment]
+            return v  # type: ignore[return-value]
+        return page | (va & _PAGE_MASK)  # type: ignore[no-any-return]
 
     def translate(self, as_nr: int, va: int, access: Access) -> Translation | MmuFault:
         """What the GPU would use for ``va``: the TLB (filled on a miss, so possibly stale, as on
@@ -415,35 +519,63 @@ class Mmu:
                            attr, level)
 
     # -- accesses -------------------------------------------------------------------------------
+    # The public accessors start with a TLB-hit fast path: a non-strict MMU, an access inside one
+    # page whose TLB entry allows it and whose guest page has a cached view. It does exactly what
+    # the general path does in that case (count the hit, copy the bytes) without building
+    # anything. Everything else (misses, faults, page-crossing, strict mode) takes the general
+    # path. Literal 12 / 0xFFF / 4096 are PAGE_SHIFT / _PAGE_MASK / PAGE_SIZE.
     def read(
         self, as_nr: int, va: int, size: int, access: Access = Access.READ, *, report: bool = True
     ) -> bytes | MmuFault:
         """A GPU read of ``size`` bytes at ``va``; split per page, each page translated."""
-        st = self._slot(as_nr)
+        if access == 2:  # READ
+            tlb = self._fast.get(as_nr)
+            if tlb is not None:
+                v = tlb.rviews.get(va >> 12)
+                if v is not None:
+                    off = va & 0xFFF
+                    if 0 < size <= 4096 - off:
+                        tlb.hits += 1
+                        return v[off : off + size].tobytes()
+        return self._read(as_nr, va, size, access, report)
+
+    def _read(
+        self, as_nr: int, va: int, size: int, access: Access, report: bool
+    ) -> bytes | MmuFault:
+        st = self._slots[as_nr] if 0 <= as_nr < 16 else None  # regs.MAX_AS
         if st is None:
             return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, report)
         if size <= 0:
             return b""
-        if (va & _PAGE_MASK) + size <= PAGE_SIZE:
-            pa = self._pa(st, va, access, report)
-            if pa.__class__ is not int:
-                return pa  # type: ignore[return-value]
+        off = va & _PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            p = self._page(st, va, access, report)
+            cls = p.__class__
+            if cls is memoryview:
+                return p[off : off + size].tobytes()  # type: ignore[index]
+            if cls is MmuFault:
+                return p  # type: ignore[return-value]
             try:
-                return self.mem.read(pa, size)  # type: ignore[arg-type]
+                return self.mem.read(p, size)  # type: ignore[arg-type]
             except BusError:
                 return self._fault(st, as_nr, va, access, regs.GPU_BUS_FAULT, report)
         out = bytearray()
         end = va + size
         cur = va
         while cur < end:
-            n = min(PAGE_SIZE - (cur & _PAGE_MASK), end - cur)
-            pa = self._pa(st, cur, access, report)
-            if pa.__class__ is not int:
-                return pa  # type: ignore[return-value]
-            try:
-                out += self.mem.read(pa, n)  # type: ignore[arg-type]
-            except BusError:
-                return self._fault(st, as_nr, cur, access, regs.GPU_BUS_FAULT, report)
+            off = cur & _PAGE_MASK
+            n = min(PAGE_SIZE - off, end - cur)
+            p = self._page(st, cur, access, report)
+            cls = p.__class__
+            if cls is memoryview:
+                out += p[off : off + n]  # type: ignore[index]
+            elif cls is MmuFault:
+                return p  # type: ignore[return-value]
+            else:
+                try:
+                    out += self.mem.read(p, n)  # type: ignore[arg-type]
+                except BusError:
+                    return self._fault(st, as_nr, cur, access, regs.GPU_BUS_FAULT, report)
             cur += n
         return bytes(out)
 
@@ -452,37 +584,61 @@ class Mmu:
     ) -> MmuFault | None:
         """A GPU write. Every page is translated before any byte is stored, so a translation
         fault writes nothing; a bus error part-way leaves the earlier pages written."""
-        st = self._slot(as_nr)
+        tlb = self._fast.get(as_nr)
+        if tlb is not None:
+            v = tlb.wviews.get(va >> 12)
+            if v is not None:
+                off = va & 0xFFF
+                n = len(data)
+                if 0 < n <= 4096 - off:
+                    tlb.hits += 1
+                    v[off : off + n] = data
+                    return None
+        return self._write(as_nr, va, data, report)
+
+    def _write(
+        self, as_nr: int, va: int, data: bytes | bytearray | memoryview, report: bool
+    ) -> MmuFault | None:
+        st = self._slots[as_nr] if 0 <= as_nr < 16 else None  # regs.MAX_AS
         w = Access.WRITE
         if st is None:
             return self._fault(None, as_nr, va, w, regs.TRANSLATION_FAULT, report)
         size = len(data)
         if size == 0:
             return None
-        if (va & _PAGE_MASK) + size <= PAGE_SIZE:
-            pa = self._pa(st, va, w, report)
-            if pa.__class__ is not int:
-                return pa  # type: ignore[return-value]
+        off = va & _PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            p = self._page(st, va, w, report)
+            cls = p.__class__
+            if cls is memoryview:
+                p[off : off + size] = data  # type: ignore[index]
+                return None
+            if cls is MmuFault:
+                return p  # type: ignore[return-value]
             try:
-                self.mem.write(pa, data)  # type: ignore[arg-type]
+                self.mem.write(p, data)  # type: ignore[arg-type]
             except BusError:
                 return self._fault(st, as_nr, va, w, regs.GPU_BUS_FAULT, report)
             return None
-        chunks: list[tuple[int, int, int]] = []
+        chunks: list[tuple[int, memoryview | int, int]] = []
         end = va + size
         cur = va
         while cur < end:
             n = min(PAGE_SIZE - (cur & _PAGE_MASK), end - cur)
-            pa = self._pa(st, cur, w, report)
-            if pa.__class__ is not int:
-                return pa  # type: ignore[return-value]
-            chunks.append((cur, pa, n))  # type: ignore[arg-type]
+            p = self._page(st, cur, w, report)
+            if p.__class__ is MmuFault:
+                return p  # type: ignore[return-value]
+            chunks.append((cur, p, n))  # type: ignore[arg-type]
             cur += n
         view = memoryview(data).cast("B")
-        for cva, pa, n in chunks:
+        for cva, p, n in chunks:
             off = cva - va
+            if p.__class__ is memoryview:
+                poff = cva & _PAGE_MASK
+                p[poff : poff + n] = view[off : off + n]  # type: ignore[index]
+                continue
             try:
-                self.mem.write(pa, view[off : off + n])
+                self.mem.write(p, view[off : off + n])  # type: ignore[arg-type]
             except BusError:
                 return self._fault(st, as_nr, cva, w, regs.GPU_BUS_FAULT, report)
         return None
@@ -490,14 +646,32 @@ class Mmu:
     def read_u32(
         self, as_nr: int, va: int, access: Access = Access.READ, *, report: bool = True
     ) -> int | MmuFault:
-        r = self.read(as_nr, va, 4, access, report=report)
-        return r if isinstance(r, MmuFault) else _U32.unpack(r)[0]
+        if access == 2:  # READ
+            tlb = self._fast.get(as_nr)
+            if tlb is not None:
+                v = tlb.rviews.get(va >> 12)
+                if v is not None:
+                    off = va & 0xFFF
+                    if off <= 4092:
+                        tlb.hits += 1
+                        return _U32_UNPACK(v, off)[0]  # type: ignore[no-any-return]
+        r = self._read(as_nr, va, 4, access, report)
+        return r if r.__class__ is MmuFault else _U32.unpack(r)[0]  # type: ignore[arg-type]
 
     def read_u64(
         self, as_nr: int, va: int, access: Access = Access.READ, *, report: bool = True
     ) -> int | MmuFault:
-        r = self.read(as_nr, va, 8, access, report=report)
-        return r if isinstance(r, MmuFault) else _U64.unpack(r)[0]
+        if access == 2:  # READ
+            tlb = self._fast.get(as_nr)
+            if tlb is not None:
+                v = tlb.rviews.get(va >> 12)
+                if v is not None:
+                    off = va & 0xFFF
+                    if off <= 4088:
+                        tlb.hits += 1
+                        return _U64_UNPACK(v, off)[0]  # type: ignore[no-any-return]
+        r = self._read(as_nr, va, 8, access, report)
+        return r if r.__class__ is MmuFault else _U64.unpack(r)[0]  # type: ignore[arg-type]
 
     def write_u32(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
         return self.write(as_nr, va, _U32.pack(value & _M32), report=report)
@@ -560,6 +734,7 @@ class Mmu:
                 "invalidations": tlb.invalidations,
                 "evictions": tlb.evictions,
                 "stale_hits": tlb.stale_hits,
+                "walk_cache_entries": len(tlb.walks),
             },
         }
 

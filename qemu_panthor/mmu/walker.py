@@ -48,6 +48,17 @@ NEED = (PERM_W, PERM_X, 0, PERM_W)
 _TABLE_READ = struct.Struct("<512Q")
 _AARCH64_4K = int(regs.AdrMode.AARCH64_4K)
 _IDENTITY = int(regs.AdrMode.IDENTITY)
+#: walk cache (``Tlb.walks``): one entry per L2 descriptor (2 MiB of VA), at most this many
+WALK_SHIFT = 21
+WALK_CACHE_CAPACITY = 1 << 12
+_WALK_SHIFT = WALK_SHIFT
+_WALK_CAP = WALK_CACHE_CAPACITY
+_U64_FROM = struct.Struct("<Q").unpack_from
+#: output-address mask of a leaf at each level (block/page aligned)
+_OA_MASK_AT = tuple(OA_MASK & ~((1 << (PAGE_SHIFT + 9 * (3 - lvl))) - 1) for lvl in range(4))
+# hierarchical table bits as kept in the walk's ``tattr`` (descriptor bits [63:59])
+_T_XN = (PXN_TABLE | UXN_TABLE) >> 59
+_T_AP_RDONLY = AP_TABLE_RDONLY >> 59
 
 
 class WalkConfig:
@@ -105,41 +116,72 @@ def _fault(code: int, level: int) -> WalkResult:
     return (code, level, 0, 0, 0, 0, 0)
 
 
-def walk(read_u64: Callable[[int], int], cfg: WalkConfig, va: int) -> WalkResult:
+def walk(
+    read_u64: Callable[[int], int],
+    cfg: WalkConfig,
+    va: int,
+    wc: dict[int, tuple[int, int]] | None = None,
+    views: dict[int, memoryview | bool] | None = None,
+) -> WalkResult:
     """Translate ``va`` with ``cfg``, reading descriptors with ``read_u64`` (raises BusError
-    outside RAM). Never raises; hostile tables terminate within 4 descriptor reads."""
-    mode = cfg.adrmode
-    if mode != _AARCH64_4K:
-        if mode == _IDENTITY:
-            if va < 0 or va >> cfg.pa_bits:
-                return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)
-            return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_W | PERM_X, 0, 0)
-        # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
-        return _fault(regs.TRANSLATION_FAULT, 0)
-    if va < 0 or va >> cfg.va_bits:
-        return _fault(regs.ADDR_SIZE_FAULT_IN, 0)
-    pa_bits = cfg.pa_bits
-    table = cfg.table
-    if table >> pa_bits:
-        return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)  # TTBR address size: level 0
-    lvl = cfg.start_level
-    shift = cfg.start_shift
-    idx = (va >> shift) & cfg.start_mask
-    tattr = 0
+    outside RAM). Never raises; hostile tables terminate within 4 descriptor reads.
+
+    ``wc`` is the AS's walk cache (``Tlb.walks``): if it holds ``va``'s 2 MiB region the walk
+    starts at that L3 table; a walk that reaches an L3 table through an L2 table descriptor
+    records it there if the walk succeeds (like the TLB, the walk cache never holds anything a
+    faulting walk read), bounded by WALK_CACHE_CAPACITY, oldest first.
+    ``views`` maps a 4 KiB-aligned PA to a memoryview of that page (the MMU's page-view cache):
+    a table found there is read from the view, any other through ``read_u64``."""
+    # A walk-cache entry exists only for a 2 MiB region a successful AARCH64_4K walk with this
+    # configuration went through (UPDATE empties the cache), so the mode and VA-size checks
+    # below already passed for every VA of it.
+    hit = None if wc is None else wc.get(va >> _WALK_SHIFT)
+    if hit is not None:
+        pa_bits = cfg.pa_bits
+        table, tattr = hit
+        lvl = 3
+        shift = PAGE_SHIFT
+        idx = (va >> PAGE_SHIFT) & 0x1FF
+        wc = None  # nothing to record
+    else:
+        mode = cfg.adrmode
+        if mode != _AARCH64_4K:
+            if mode == _IDENTITY:
+                if va < 0 or va >> cfg.pa_bits:
+                    return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)
+                return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_W | PERM_X, 0, 0)
+            # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
+            return _fault(regs.TRANSLATION_FAULT, 0)
+        if va < 0 or va >> cfg.va_bits:
+            return _fault(regs.ADDR_SIZE_FAULT_IN, 0)
+        pa_bits = cfg.pa_bits
+        table = cfg.table
+        if table >> pa_bits:
+            return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)  # TTBR address size: level 0
+        lvl = cfg.start_level
+        shift = cfg.start_shift
+        idx = (va >> shift) & cfg.start_mask
+        tattr = 0  # table descriptor bits [63:59], OR-ed down the walk
+    get_view = _no_views if views is None else views.get
     while True:
-        try:
-            desc = read_u64(table + (idx << 3))
-        except BusError:
-            return _fault(regs.TRANSTAB_BUS_FAULT + lvl, lvl)
-        if not desc & DESC_VALID:
+        v = get_view(table)
+        if v:
+            desc = _U64_FROM(v, idx << 3)[0]  # type: ignore[arg-type]
+        else:
+            try:
+                desc = read_u64(table + (idx << 3))
+            except BusError:
+                return _fault(regs.TRANSTAB_BUS_FAULT + lvl, lvl)
+        kind = desc & 3
+        if not kind & DESC_VALID:
             return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
-        if desc & DESC_TABLE:
+        if kind == 3:
             if lvl == 3:
                 break  # page
             table = desc & OA_MASK
             if table >> pa_bits:
                 return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
-            tattr |= desc
+            tattr |= desc >> 59
             lvl += 1
             shift -= 9
             idx = (va >> shift) & 0x1FF
@@ -148,20 +190,26 @@ def walk(read_u64: Callable[[int], int], cfg: WalkConfig, va: int) -> WalkResult
             # Block at L0 (4 KiB granule) / reserved encoding at L3.
             return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
         break  # block at L1 (1 GiB) or L2 (2 MiB)
-    size = 1 << shift
-    oa = desc & OA_MASK & ~(size - 1)
+    oa = desc & _OA_MASK_AT[lvl]
     if oa >> pa_bits:
         return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
     if not desc & AF and cfg.check_af:
         return _fault(regs.ACCESS_FLAG + lvl, lvl)
     perm = PERM_W | PERM_X
-    if desc & AP_RDONLY or (tattr & AP_TABLE_RDONLY and cfg.hier_ap):
+    if desc & AP_RDONLY or (tattr & _T_AP_RDONLY and cfg.hier_ap):
         perm = PERM_X
-    if desc & XN_BITS or (tattr & (PXN_TABLE | UXN_TABLE) and cfg.hier_ap) or (
-        cfg.wxn and perm & PERM_W
-    ):
+    if desc >> 53 & 3 or (tattr & _T_XN and cfg.hier_ap) or (cfg.wxn and perm & PERM_W):
         perm &= ~PERM_X
-    return (0, lvl, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, desc)
+    if wc is not None and lvl == 3 and cfg.start_level < 3:
+        # reached L3 through an L2 table descriptor: ``table`` is that L3 table
+        if len(wc) >= _WALK_CAP:
+            del wc[next(iter(wc))]
+        wc[va >> _WALK_SHIFT] = (table, tattr)
+    return (0, lvl, oa, 1 << shift, perm, (desc & 0x1C) >> ATTR_INDX_SHIFT, desc)
+
+
+def _no_views(_pa: int) -> None:
+    return None
 
 
 def perm_fault(perm: int, level: int, access: int) -> int:

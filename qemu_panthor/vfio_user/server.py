@@ -40,6 +40,8 @@ _REGION_WRITE = int(P.Command.REGION_WRITE)
 _HDR = P.HDR
 _HDR_RW = P.HDR_RW
 _RW = P.RW
+_HDR_RW_UNPACK = P.HDR_RW.unpack_from
+_HDR_RW_VALUE_PACK = {n: st.pack for n, st in P.HDR_RW_VALUE.items()}
 _VALUE_S = {n: struct.Struct(f) for n, f in ((1, "<B"), (2, "<H"), (4, "<I"), (8, "<Q"))}
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
@@ -202,6 +204,8 @@ class Connection(DmaPort):
         self.stats = server.stats
         self.sock = sock
         sock.setblocking(False)
+        self._sock_send = sock.send
+        self._sock_recvmsg_into = sock.recvmsg_into
         self.fileno = sock.fileno()
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -296,7 +300,7 @@ class Connection(DmaPort):
             self.base += start
             self.start, self.end, start = 0, end, 0
         try:
-            n, anc, flags, _ = self.sock.recvmsg_into(
+            n, anc, flags, _ = self._sock_recvmsg_into(
                 self.iov0 if end == 0 else [self.mv[end:]], self.anc_size
             )
         except (BlockingIOError, InterruptedError):
@@ -344,28 +348,55 @@ class Connection(DmaPort):
                     return
                 close_fds(self.take_fds(self.drain_end)[0])
                 continue
-            if avail < 16:
-                return
-            mid, cmd, size, flags, _ = hdr_unpack(buf, s)
-            # -- hot path: 1/2/4/8-byte accesses to plain BARs, no fds pending -------------
-            if (
-                (cmd == _REGION_READ or cmd == _REGION_WRITE)
-                and 32 <= size <= avail
-                and not flags & 0xF
-                and not self.fdq
-                and self.negotiated
-            ):
-                off, region, count = _RW.unpack_from(buf, s + 16)
-                if region < 6 and count in _MASK and off + count <= self.fast_bars[region]:
-                    if cmd == _REGION_READ:
-                        if size == 32:
-                            self.start = s + 32
-                            self.fast_read(mid, flags, off, region, count)
-                            continue
-                    elif size == 32 + count:
-                        self.start = s + size
-                        self.fast_write(mid, flags, off, region, count, s + 32)
+            if avail < 32:
+                if avail < 16:
+                    return
+                mid, cmd, size, flags, _ = hdr_unpack(buf, s)
+            else:
+                mid, cmd, size, flags, _, off, region, count = _HDR_RW_UNPACK(buf, s)
+                # -- hot path: 1/2/4/8-byte accesses to plain BARs, no fds pending ---------
+                # (inlined: this is most of the traffic while the driver probes and runs)
+                if (
+                    cmd == _REGION_READ
+                    and size == 32
+                    and not flags & 0xF
+                    and region < 6
+                    and count in _MASK
+                    and off + count <= self.fast_bars[region]
+                    and not self.fdq
+                    and self.negotiated
+                ):
+                    self.start = s + 32
+                    self.stats.bar_reads += 1
+                    try:
+                        value = self.dev.bar_read(region, off, count) & _MASK[count]
+                    except Exception:
+                        log.exception("bar_read(%d, %#x, %d) failed", region, off, count)
+                        self.error(mid, _REGION_READ, flags, errno.EIO, "device read failed")
                         continue
+                    if self.trace:
+                        tlog.debug("read  BAR%d+%#x/%d -> %#x", region, off, count, value)
+                    if not flags & _NO_REPLY:
+                        self.send_fast(
+                            _HDR_RW_VALUE_PACK[count](
+                                mid, _REGION_READ, 32 + count, _REPLY, 0, off, region, count, value
+                            )
+                        )
+                    continue
+                if (
+                    cmd == _REGION_WRITE
+                    and size == 32 + count
+                    and size <= avail
+                    and not flags & 0xF
+                    and region < 6
+                    and count in _MASK
+                    and off + count <= self.fast_bars[region]
+                    and not self.fdq
+                    and self.negotiated
+                ):
+                    self.start = s + size
+                    self.fast_write(mid, flags, off, region, count, s + 32)
+                    continue
             if size < 16:
                 self.start = s + 16
                 close_fds(self.take_fds(self.base + s + 16)[0])
@@ -383,23 +414,6 @@ class Connection(DmaPort):
             self.dispatch(mid, cmd, size, flags, s, fds, trunc)
 
     # -- hot path ---------------------------------------------------------------------------
-    def fast_read(self, mid: int, flags: int, off: int, region: int, count: int) -> None:
-        self.stats.bar_reads += 1
-        try:
-            value = self.dev.bar_read(region, off, count) & _MASK[count]
-        except Exception:
-            log.exception("bar_read(%d, %#x, %d) failed", region, off, count)
-            self.error(mid, _REGION_READ, flags, errno.EIO, "device read failed")
-            return
-        if self.trace:
-            tlog.debug("read  BAR%d+%#x/%d -> %#x", region, off, count, value)
-        if not flags & _NO_REPLY:
-            self.send_fast(
-                P.HDR_RW_VALUE[count].pack(
-                    mid, _REGION_READ, 32 + count, _REPLY, 0, off, region, count, value
-                )
-            )
-
     def fast_write(
         self, mid: int, flags: int, off: int, region: int, count: int, data_at: int
     ) -> None:
@@ -472,7 +486,7 @@ class Connection(DmaPort):
             self.send(data)
             return
         try:
-            n = self.sock.send(data)
+            n = self._sock_send(data)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as e:
