@@ -91,13 +91,12 @@ def serve_aecho(path: str) -> None:
 
 
 def run_loop(coro: object) -> None:
-    """asyncio.run, or uvloop's loop when BENCH_UVLOOP=1 (uvloop is not a dependency)."""
-    if os.environ.get("BENCH_UVLOOP") == "1":
-        import uvloop
+    """The loop the backend uses (qemu_panthor.eventloop: uvloop unless
+    QEMU_PANTHOR_LOOP=asyncio), for the asyncio echo server and ours alike."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from qemu_panthor import eventloop
 
-        uvloop.run(coro)  # type: ignore[arg-type]
-    else:
-        asyncio.run(coro)  # type: ignore[arg-type]
+    eventloop.run(coro)  # type: ignore[arg-type]
 
 
 def serve_vfio(path: str) -> None:
@@ -182,16 +181,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20000, help="round trips per server")
     ap.add_argument("--no-pin", action="store_true", help="do not pin both processes to CPU 0")
-    ap.add_argument("--uvloop", action="store_true",
-                    help="run the asyncio servers on uvloop (must be importable)")
+    ap.add_argument("--asyncio-loop", action="store_true",
+                    help="run the servers on asyncio's own loop instead of uvloop")
     ap.add_argument("--serve", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         servers = {"echo": serve_echo, "aecho": serve_aecho, "vfio": serve_vfio}
         servers[args.serve[0]](args.serve[1])
         return
-    if args.uvloop:
-        os.environ["BENCH_UVLOOP"] = "1"  # children inherit it
+    if args.asyncio_loop:
+        os.environ["QEMU_PANTHOR_LOOP"] = "asyncio"  # children inherit it
     if not args.no_pin:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # children inherit it
     echo = measure("echo", args.n)

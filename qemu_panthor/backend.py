@@ -12,7 +12,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from . import tracelog
+from . import eventloop, tracelog
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -100,4 +100,4 @@ def serve_main(args: argparse.Namespace) -> int:
         return 0
     if args.socket_path is None and args.fd is None:
         raise UserError("serve needs --socket-path PATH or --fd N")
-    return asyncio.run(_serve(args))
+    return eventloop.run(_serve(args))
