@@ -4,7 +4,8 @@ BAR0 is the GPU's 2 MiB register window (GPU_CONTROL, JOB_CONTROL, MMU, the USER
 the doorbell pages). The USER page (LATEST_FLUSH_ID) has no read side effects, so it is
 served by sparse mmap from a shared memfd page the model keeps current: panthor maps it to
 userspace and those reads never trap. BAR2 holds the MSI-X table and PBA (QEMU emulates
-them). The three Mali
+them) and, at 0xF00, the qemu-panthor test port (fault injection for tests, not part of the
+GPU; docs/test-port.md). The three Mali
 interrupt lines are MSI-X vectors 0 (job), 1 (mmu) and 2 (gpu); without MSI-X they share
 INTx, as they would share one wired line on a board.
 """
@@ -18,6 +19,7 @@ from .csf.interp import CsInterpreter
 from .csf.mcu import CsfFirmware
 from .gpu.device import MaliGpu
 from .gpu.models import GpuModel
+from .testport import PORT_BASE, PORT_SIZE, FaultInjector
 from .vfio_user.pci import BarSpec, MsixCapability, PciFunction
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class MaliPciFunction(PciFunction):
         self.firmware = CsfFirmware.attach(
             self.gpu, interp=CsInterpreter(self.gpu.mmu, self.gpu), loop=loop
         )
+        self.testport = FaultInjector(self.gpu, self.firmware)
 
     def _on_irq(self, line: str, level: bool) -> None:
         self.set_irq(VECTORS[line], level)
@@ -65,11 +68,15 @@ class MaliPciFunction(PciFunction):
     def bar_read(self, bar: int, offset: int, size: int) -> int:
         if bar == BAR_GPU:
             return self.gpu.mmio_read(offset, size)
+        if bar == BAR_MSIX and size == 4 and PORT_BASE <= offset < PORT_BASE + PORT_SIZE:
+            return self.testport.read32(offset - PORT_BASE)
         return 0
 
     def bar_write(self, bar: int, offset: int, size: int, value: int) -> None:
         if bar == BAR_GPU:
             self.gpu.mmio_write(offset, size, value)
+        elif bar == BAR_MSIX and size == 4 and PORT_BASE <= offset < PORT_BASE + PORT_SIZE:
+            self.testport.write32(offset - PORT_BASE, value)
 
     def reset(self) -> None:
         """PCI function reset: the GPU returns to its power-on state."""

@@ -2,7 +2,8 @@
 
 Models (reference §4, §5.3):
 * per-AS registers for every slot in AS_PRESENT (absent slots read 0 and ignore writes);
-* AS_COMMAND executed synchronously (AS_STATUS.AS_ACTIVE always reads 0): UPDATE latches
+* AS_COMMAND executed synchronously (AS_STATUS.AS_ACTIVE reads 0 unless the test port made a
+  command hang, docs/test-port.md): UPDATE latches
   TRANSTAB/MEMATTR/TRANSCFG into the active configuration the walker uses and flushes the AS's
   TLB; LOCK records AS_LOCKADDR's region; UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the
   locked region in the TLB and unlock;
@@ -190,6 +191,13 @@ class Mmu:
         #: Called with every fault a GPU access reports (``report=True``) and whether it was
         #: latched (False: an earlier fault of that AS is still pending). For introspection.
         self.on_fault: Callable[[MmuFault, bool], None] | None = None
+        #: Test port (qemu_panthor.testport), None unless a fault is armed: called with the AS
+        #: and command of each AS_COMMAND write; returns 0 (execute it) or makes the command
+        #: hang: AS_ACTIVE reads 1 for that many AS_STATUS reads (-1: until the next reset).
+        self.as_cmd_hook: Callable[[int, int], int] | None = None
+        #: AS slots whose AS_STATUS.AS_ACTIVE is stuck (injected hang), and reads left per AS.
+        self.as_active = 0
+        self.as_hold = [0] * regs.MAX_AS
         self.stats = {"unknown_reads": 0, "unknown_writes": 0, "absent_as": 0, "stale_hits": 0}
         self._read_u64 = mem.read_u64
         self._slots: list[AsSlot | None] = [
@@ -292,7 +300,17 @@ class Mmu:
             return (st.transcfg >> sh) & _M32
         if base == regs.AS_FAULTEXTRA:
             return (st.faultextra >> sh) & _M32
-        # AS_COMMAND is write-only; AS_STATUS: commands complete synchronously, never ACTIVE.
+        # AS_COMMAND is write-only; AS_STATUS: commands complete synchronously, never ACTIVE
+        # (unless the test port made a command hang).
+        if reg == regs.AS_STATUS:
+            if not self.as_active >> st.nr & 1:
+                return 0
+            left = self.as_hold[st.nr]
+            if left > 0:  # a hang that lasts a number of reads (one driver poll)
+                self.as_hold[st.nr] = left - 1
+                if left == 1:
+                    self.as_active &= ~(1 << st.nr)
+            return regs.AS_STATUS_AS_ACTIVE
         return 0
 
     def write32(self, off: int, value: int) -> None:
@@ -338,6 +356,14 @@ class Mmu:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("AS%d: unknown AS_COMMAND %#x ignored", st.nr, cmd)
             return
+        if self.as_active or self.as_cmd_hook is not None:  # test port only
+            if self.as_active >> st.nr & 1:
+                return  # written while AS_ACTIVE: the MMU is wedged, the command is lost
+            hold = self.as_cmd_hook(st.nr, cmd) if self.as_cmd_hook is not None else 0
+            if hold:
+                self.as_active |= 1 << st.nr  # hung: never executed, AS_ACTIVE stays set
+                self.as_hold[st.nr] = hold
+                return
         st.commands[cmd] += 1
         if cmd == regs.AsCommand.UPDATE:
             st.cfg = self._cfg(st.transtab, st.transcfg, st.memattr)
@@ -366,7 +392,8 @@ class Mmu:
 
     def reset(self) -> None:
         """GPU reset: every AS register 0 (ADRMODE 0 behaves as UNMAPPED), TLBs and locks
-        dropped, MMU_INT RAWSTAT and MASK cleared."""
+        dropped, MMU_INT RAWSTAT and MASK cleared, hung commands (test port) abandoned."""
+        self.as_active = 0
         for st in self._slots:
             if st is not None:
                 st.reset(self._cfg(0, 0, 0))
@@ -700,7 +727,7 @@ class Mmu:
                 "LOCKADDR": st.lockaddr,
                 "FAULTSTATUS": st.faultstatus,
                 "FAULTADDRESS": st.faultaddress,
-                "STATUS": 0,
+                "STATUS": self.as_active >> as_nr & 1,
                 "TRANSCFG": st.transcfg,
                 "FAULTEXTRA": st.faultextra,
             },

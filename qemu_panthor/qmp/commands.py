@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..csf import iface as I
 from ..mmu import Access, MmuFault, Translation
 from ..mmu import regs as mregs
+from ..testport import ANY_AS, Op, Result, encode
 from .schema import Arg, Command, CommandTable, generic
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from .protocol import QmpServer
 
 ACCESS_CHOICES = ("read", "write", "execute", "atomic")
+#: x-mali-inject ``fault`` names -> test-port INJECT ops (docs/test-port.md)
+INJECT_FAULTS = {"as-stuck": Op.AS_STUCK, "as-wedged": Op.AS_WEDGED, "ping-drop": Op.PING_DROP,
+                 "disarm": Op.DISARM}
 MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
 MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18
@@ -258,6 +262,19 @@ class MaliIntrospection:
             }
         return out
 
+    # -- x-mali-inject (test port, not GPU introspection) -----------------------------------------
+    def inject(self, fault: str, as_: int | None = None, count: int = 1) -> dict[str, Any]:
+        """Arm a one-shot fault through the test port, as a TP_INJECT write would."""
+        port = self.device.testport
+        if as_ is not None:
+            if fault not in ("as-stuck", "as-wedged"):
+                raise generic(f"Parameter 'as' is not valid with fault '{fault}'")
+            self._check_as(as_)
+        result = port.inject(encode(INJECT_FAULTS[fault], ANY_AS if as_ is None else as_, count))
+        if result != Result.OK:
+            raise generic(f"Fault '{fault}' cannot be armed: {result.name}")
+        return port.state()
+
     # -- table -------------------------------------------------------------------------------------
     def register(self, table: CommandTable) -> None:
         as_arg = Arg("as", "int", doc="address space slot", minimum=0,
@@ -285,6 +302,16 @@ class MaliIntrospection:
                                "CSG slots and their command streams."))
         table.register(Command("query-mali-stats", self.stats, (),
                                "Counters: MMIO, IRQs, TLB, CS, vfio-user."))
+        table.register(Command(
+            "x-mali-inject", self.inject,
+            (Arg("fault", "str", doc="fault to arm (disarm: clear every armed fault)",
+                 choices=tuple(INJECT_FAULTS)),
+             Arg("as", "int", optional=True, doc="as-stuck/as-wedged: only this AS (default any)",
+                 minimum=0, maximum=mregs.MAX_AS - 1),
+             Arg("count", "int", optional=True, doc="how many times it fires (default 1)",
+                 minimum=1, maximum=0xFFFF)),
+            "Test port: arm a one-shot fault (AS_ACTIVE stuck, dropped PING ack); returns "
+            "the port's state."))
         table.register(Command("x-query-mali-schema", table.describe, (),
                                "Every command with its arguments."))
 

@@ -21,6 +21,8 @@ KEY_TESTS = {
     "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
     "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault", "job_fault_among_many_vms",
     "job_timeout_recovery", "kmsg_faults_only_expected",
+    # driver error paths reached through the qemu-panthor test port (docs/test-port.md)
+    "gpu_reset_recovery", "vm_bind_async_failure_unusable",
     # uAPI coverage
     "gem_create_mmap", "gem_no_mmap_offset", "gem_invalid", "vm_create_destroy", "vm_bind_invalid",
     "vm_bind_sync_data", "vm_bind_async", "vm_partial_unmap_2m", "group_create_invalid",
@@ -70,6 +72,8 @@ SKIPPABLE_612 = {
     "query_timestamp_info": "uAPI 1.1", "query_group_priorities": "uAPI 1.2",
     "group_priorities": "uAPI 1.2", "gem_no_mmap_offset": "predates",
     "bo_set_label": "BO_SET_LABEL", "bo_query_info": "BO_QUERY_INFO", "bo_sync": "BO_SYNC",
+    # 6.12 maps before it flushes and ignores a failed flush LOCK: an async bind cannot fail
+    "vm_bind_async_failure_unusable": "ignores a failed flush LOCK",
 }
 
 
