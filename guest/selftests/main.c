@@ -34,8 +34,12 @@ const struct qp_test qp_tests[] = {
 	T(group_destroy_in_flight, 60), T(job_timeout_recovery, 60),
 	/* after every fault test: the kernel log holds only the faults they caused */
 	T(kmsg_faults_only_expected),
+	/* injected faults (test port): GPU resets, an unusable VM; after the kmsg check */
+	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
+	/* benchmarks: only when named */
+	MANUAL(bench_job_latency, 120),
 };
 const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
 

@@ -232,5 +232,10 @@ int test_tiler_heap(void);
 int test_bo_set_label(void);
 int test_bo_query_info(void);
 int test_bo_sync(void);
+/* t_reset.c */
+int test_gpu_reset_recovery(void);
+int test_vm_bind_async_failure_unusable(void);
+/* t_bench.c */
+int test_bench_job_latency(void);
 
 #endif

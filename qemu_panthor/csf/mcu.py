@@ -9,9 +9,11 @@ through ``gpu.mmu`` in AS0 (the MCU VM); a fault there is an MCU fault (MCU_STAT
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +34,13 @@ except ImportError:  # pragma: no cover - during bring-up only
 
 
 log = logging.getLogger("qemu_panthor.csf")
+#: Firmware events with microsecond timestamps (``--trace``): doorbells, CSG requests, CS
+#: slices, events raised. For latency analysis; off (and not formatted) unless DEBUG.
+evlog = logging.getLogger("qemu_panthor.csf.events")
+
+
+def _ev(fmt: str, *args: Any) -> None:
+    evlog.debug("t=%.3fms " + fmt, time.monotonic() * 1e3, *args)
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -45,6 +54,10 @@ _SUSP_HDR = struct.Struct("<IHHI")  # magic, version, cs count, total bytes
 _SUSP_CS = struct.Struct("<HHI")  # cs index, flags, blob length
 _SUSP_FLAG_FAULT_PENDING = 1
 _SUSP_FLAG_FATAL = 2  # the CS raised CS_FATAL: it stays halted after RESUME
+# CSG IDLE event hysteresis (host seconds). panthor programs idle_timer = 800 us for real
+# hardware, where its job-completion path takes tens of microseconds; under TCG that path
+# (IRQ, threaded handler, event work, fence, user wake-up, next submit) takes 1-3 ms.
+IDLE_HYSTERESIS_S = 0.005
 # AS commands that restart transactions stalled on a fault (LOCK and NOP do not).
 _AS_RESTART_COMMANDS = ("UPDATE", "UNLOCK", "FLUSH_PT", "FLUSH_MEM")
 
@@ -102,7 +115,8 @@ class CsfFirmware:
     """Python model of the CSF firmware, driven through :class:`gpu.McuHooks`."""
 
     def __init__(self, gpu: Any, *, config: FwConfig | None = None, interp: Any = None,
-                 loop: Any = None, budget: int = 256) -> None:
+                 loop: Any = None, budget: int = 256,
+                 idle_hysteresis: float = IDLE_HYSTERESIS_S) -> None:
         self.gpu = gpu
         self.config = config or FwConfig.from_model(getattr(gpu, "model", None))
         self.layout = SharedLayout(self.config.group_num, self.config.stream_num)
@@ -113,6 +127,8 @@ class CsfFirmware:
         self.sched = CsfScheduler(self, interp, budget=budget, loop=loop)
         self.running = False
         self.halted = False
+        #: seconds a CSG must stay idle before its IDLE event is raised (0: at once)
+        self.idle_hysteresis = idle_hysteresis
         self.glb: dict[str, int] = {}  # configuration the host sent (timers, core mask...)
         self.boots = 0
         self.fast_boots = 0
@@ -121,6 +137,8 @@ class CsfFirmware:
         self.stats: Counter[str] = Counter()
         #: Called as (csg, cs, exception_type, exception_data, info) on every CS FATAL event.
         self.on_cs_fatal: Callable[[int, int, int, int, int], None] | None = None
+        #: Test port (qemu_panthor.testport): True = leave a pending GLB PING unacknowledged.
+        self.ping_hook: Callable[[], bool] | None = None
         self._control_image = self._build_control_blocks()
         self._hook_mmu()
 
@@ -204,6 +222,8 @@ class CsfFirmware:
 
     # -- interrupts / status -------------------------------------------------------------------
     def _irq(self, bits: int) -> None:
+        if evlog.isEnabledFor(logging.DEBUG):
+            _ev("JOB_INT raise %#x", bits)
         self.gpu.job_irq.raise_bits(bits)
 
     def _set_status(self, status: int) -> None:
@@ -241,6 +261,8 @@ class CsfFirmware:
         if not self.running:
             log.debug("doorbell %d while the MCU is not running: ignored", index)
             return
+        if evlog.isEnabledFor(logging.DEBUG):
+            _ev("doorbell %d", index)
         if index == 0:
             self._guard(self._process_glb)
         else:
@@ -322,6 +344,9 @@ class CsfFirmware:
         req, ack = g_in.get(inp, "req"), g_out.get(out, "ack")
         mask = I.GLB_REQ_MASK | I.GLB_STATE_MASK
         pend = (req ^ ack) & mask
+        if evlog.isEnabledFor(logging.DEBUG):
+            _ev("GLB req pending=%#x doorbell_req^ack=%#x", pend,
+                g_in.get(inp, "doorbell_req") ^ g_out.get(out, "doorbell_ack"))
         if pend & I.GLB_CFG_PROGRESS_TIMER:
             self.glb["progress_timer"] = g_in.get(inp, "progress_timer")
         if pend & I.GLB_CFG_POWEROFF_TIMER:
@@ -332,6 +357,9 @@ class CsfFirmware:
             self.glb["idle_timer"] = g_in.get(inp, "idle_timer")
         if pend & I.GLB_PING:
             self.glb["pings"] = self.glb.get("pings", 0) + 1
+            if self.ping_hook is not None and self.ping_hook():  # injected: no ack
+                mask &= ~I.GLB_PING
+                pend &= ~I.GLB_PING
         # PROTM_ENTER: no protected mode; acknowledged, nothing entered (no PROTM_EXIT).
         # PERFCNT_EN/SAMPLE: no counters; acknowledged, perfcnt_status/insert stay 0.
         if pend:
@@ -358,6 +386,9 @@ class CsfFirmware:
         c_in, c_out = I.CSG_INPUT, I.CSG_OUTPUT
         req, ack = c_in.get(inp, "req"), c_out.get(out, "ack")
         new_ack = ack
+        if evlog.isEnabledFor(logging.DEBUG):
+            _ev("CSG%d req=%#x ack=%#x pending=%#x doorbell_req=%#x", i, req, ack, req ^ ack,
+                c_in.get(inp, "doorbell_req") ^ c_out.get(out, "doorbell_ack"))
         if (req ^ ack) & I.CSG_ENDPOINT_CONFIG:
             ep = c_in.get(inp, "endpoint_req")
             csg.endpoint_req = ep
@@ -583,6 +614,9 @@ class CsfFirmware:
                 self.report_cs_fatal(cs, I.EXC_CSF_FW_INTERNAL_ERROR, 0, 0, why=str(e))
                 self.flush_events(csg)
                 return
+            if evlog.isEnabledFor(logging.DEBUG):
+                _ev("CSG%d CS%d slice: %s after %d instructions", cs.csg, cs.index, res.kind,
+                    res.instructions)
             self.stats["cs_instructions"] += res.instructions
             self.stats["jobs"] += getattr(res, "jobs", 0)
             self._apply_result(csg, cs, res)
@@ -734,7 +768,15 @@ class CsfFirmware:
         self._cs_event(cs, I.CS_FAULT)
 
     def update_idle(self, csg: CsgRuntime) -> None:
-        """CSG IDLE: all CSs idle -> status_state.IS_IDLE and toggle CSG ack bit 29 (once)."""
+        """CSG idle: all CSs idle -> status_state.IS_IDLE at once; the IDLE event (CSG ack
+        bit 29, optional in §7.6) once per idle period, after ``idle_hysteresis`` seconds.
+
+        The firmware reports a group idle only once it has stayed idle for a hysteresis
+        period (cancelled if work arrives first), as it does for GLB IDLE with idle_timer.
+        Each IDLE event makes panthor run a scheduler tick (STATUS_UPDATE round trips and
+        more interrupts); raised at once, a submit-and-wait loop paid one tick per job, on
+        the critical path of the next submit under TCG. status_state is current at once, so
+        a tick run for any other reason still sees (and may evict) the idle group."""
         idle = all(cs.idle for cs in csg.streams)
         if idle == csg.idle_reported:
             return
@@ -742,10 +784,31 @@ class CsfFirmware:
         self.bus.write32(out_va + I.CSG_OUTPUT.off["status_state"],
                          I.CSG_STATUS_STATE_IS_IDLE if idle else 0)
         csg.idle_reported = idle
-        if idle:
-            self._raise_event(out_va, self._csg_in(csg.index) + I.CSG_INPUT.off["req"],
-                              I.CSG_IDLE)
-            self._irq(1 << csg.index)
+        csg.cancel_idle_event()
+        if not idle:
+            return
+        loop = None
+        if self.idle_hysteresis > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # synchronous use (tests pump): report at once
+                loop = None
+        if loop is None:
+            self._raise_csg_idle(csg)
+        else:
+            csg.idle_event = loop.call_later(self.idle_hysteresis, self._idle_expired, csg)
+
+    def _idle_expired(self, csg: CsgRuntime) -> None:
+        csg.idle_event = None
+        if self.running and csg.active and csg.idle_reported:
+            self._guard(lambda: self._raise_csg_idle(csg))
+
+    def _raise_csg_idle(self, csg: CsgRuntime) -> None:
+        if evlog.isEnabledFor(logging.DEBUG):
+            _ev("CSG%d IDLE event", csg.index)
+        self._raise_event(self._csg_out(csg.index),
+                          self._csg_in(csg.index) + I.CSG_INPUT.off["req"], I.CSG_IDLE)
+        self._irq(1 << csg.index)
 
     def flush_events(self, csg: CsgRuntime) -> None:
         """Publish pending CSG events: SYNC_UPDATE (bit 28) then IDLE (bit 29)."""

@@ -98,12 +98,19 @@ class CsgRuntime:
     suspend_buf: int = 0
     idle_reported: bool = False
     sync_pending: bool = False
+    idle_event: asyncio.TimerHandle | None = None  # the deferred IDLE event (hysteresis)
 
     @classmethod
     def new(cls, index: int, stream_num: int) -> CsgRuntime:
         return cls(index, [CsRuntime(index, j) for j in range(stream_num)])
 
+    def cancel_idle_event(self) -> None:
+        if self.idle_event is not None:
+            self.idle_event.cancel()
+            self.idle_event = None
+
     def reset(self) -> None:
+        self.cancel_idle_event()
         self.active = False
         self.idle_reported = False
         self.sync_pending = False
