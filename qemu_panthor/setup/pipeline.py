@@ -165,8 +165,22 @@ def ensure_root(cache: Cache, suite: str, *, refresh: bool) -> tuple[ToolRoot, d
     info["dir"] = name
     roots[suite] = info
     cache.update_manifest("roots", roots)
+    prune_roots(cache, keep={r["dir"] for r in roots.values()})
     progress(f"tool root '{suite}': {name} ready in {time.monotonic() - t0:.0f} s")
     return ToolRoot(final), info
+
+
+def prune_roots(cache: Cache, keep: set[str]) -> list[str]:
+    """Remove tool roots the manifest no longer names (superseded versions or recipes):
+    each is several hundred MB. Called under the cache lock."""
+    removed = []
+    base = cache.path("roots")
+    for p in sorted(base.iterdir()) if base.is_dir() else []:
+        if p.name not in keep:
+            progress(f"removing superseded tool root {p.name}")
+            remove_tree(p)
+            removed.append(p.name)
+    return removed
 
 
 def check_qemu(root: ToolRoot, version: str) -> None:
@@ -460,6 +474,9 @@ def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Im
 def setup_main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     images = ensure_images(args.kernel, refresh=args.refresh)
+    cache = Cache()
+    with cache.locked():
+        prune_roots(cache, keep={r["dir"] for r in cache.manifest().get("roots", {}).values()})
     print(f"kernel line   {images.line}: {images.kver}")
     print(f"kernel image  {images.kernel_image}")
     print(f"QEMU          {images.qemu_version} ({images.qemu.path})")

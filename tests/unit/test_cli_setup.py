@@ -82,3 +82,16 @@ def test_ktap_summary() -> None:
     assert s.skipped == [("c", "no uAPI")]
     assert "(missing result 5)" in s.failed
     assert s.line() == "2 passed, 2 failed, 1 skipped"
+
+
+def test_prune_roots_keeps_only_what_the_manifest_names(tmp_path) -> None:
+    from qemu_panthor.setup.pipeline import prune_roots
+
+    c = Cache(tmp_path)
+    for name in ("sid-7.2.13-qemu11-aaaa", "sid-7.2.12-qemu11-bbbb", "trixie-6.12-cccc"):
+        (c.path("roots", name, "usr")).mkdir(parents=True)
+    with c.locked():
+        removed = prune_roots(c, keep={"sid-7.2.13-qemu11-aaaa", "trixie-6.12-cccc"})
+    assert removed == ["sid-7.2.12-qemu11-bbbb"]
+    assert sorted(p.name for p in c.path("roots").iterdir()) == [
+        "sid-7.2.13-qemu11-aaaa", "trixie-6.12-cccc"]
