@@ -151,22 +151,15 @@ class GpuControl:
             "tiler": model.tiler_present,
             "l2": model.l2_present,
         }
-        self.ready = {"shader": 0, "tiler": 0, "l2": 0}
-        self.storage: dict[int, int] = {}
-        self.coherency_protocol = int(Coherency.NONE)
-        self.fault_status = 0
-        self.fault_addr = 0
-        self.timestamp_offset = 0
-        self.mcu_control = 0
-        self.cycle_counter_enabled = True
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.reset_state()
 
     # -- state ----------------------------------------------------------------------------
     def reset_state(self) -> None:
-        """What a GPU soft/hard reset returns to its reset value (GPU_INT is the owner's job)."""
-        self.ready = {"shader": 0, "tiler": 0, "l2": 0}
-        self.storage = dict.fromkeys(_STORAGE_WORDS, 0)
+        """What a GPU soft/hard reset returns to its reset value (GPU_INT is the owner's job);
+        also the power-on state, so __init__ uses it too."""
+        self.ready: dict[str, int] = {"shader": 0, "tiler": 0, "l2": 0}
+        self.storage: dict[int, int] = dict.fromkeys(_STORAGE_WORDS, 0)
         self.coherency_protocol = int(Coherency.NONE)
         self.fault_status = 0
         self.fault_addr = 0
