@@ -114,6 +114,33 @@ int qp_panthor_sysfs(char *buf, size_t len)
 	return ret;
 }
 
+static int pm_control_path(char *buf, size_t len)
+{
+	char dev[200];
+	int r = qp_panthor_sysfs(dev, sizeof(dev));
+	if (!r)
+		snprintf(buf, len, "%s/power/control", dev);
+	return r;
+}
+
+int qp_pm_control_get(char *buf, size_t len)
+{
+	char path[300];
+	int r = pm_control_path(path, sizeof(path));
+	if (!r)
+		r = qp_read_file(path, buf, len);
+	if (!r)
+		buf[strcspn(buf, "\n")] = '\0';
+	return r;
+}
+
+int qp_pm_control_set(const char *value)
+{
+	char path[300];
+	int r = pm_control_path(path, sizeof(path));
+	return r ? r : qp_write_file(path, value);
+}
+
 uint64_t qp_virt_to_phys(const void *p)
 {
 	long pg = sysconf(_SC_PAGESIZE);

@@ -99,6 +99,8 @@ static int run_one(const struct qp_test *t, int num)
 {
 	int timeout = t->timeout_s ? t->timeout_s : 30;
 	memset(shm, 0, sizeof(*shm));
+	char pm[32];
+	bool have_pm = qp_pm_control_get(pm, sizeof(pm)) == 0;
 	double t0 = qp_now();
 	fflush(stdout);
 	pid_t pid = fork();
@@ -118,6 +120,11 @@ static int run_one(const struct qp_test *t, int num)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	double dt = qp_now() - t0;
+	/* tests pin the device awake (power/control=on); the child _exit()s, possibly early
+	 * on a failed check, so the runner puts the setting back for the next test */
+	char now[32];
+	if (have_pm && qp_pm_control_get(now, sizeof(now)) == 0 && strcmp(now, pm))
+		qp_pm_control_set(pm);
 	int r;
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);

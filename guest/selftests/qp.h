@@ -75,6 +75,11 @@ int qp_write_file(const char *path, const char *s);        /* 0 or -errno */
 bool qp_module_loaded(const char *name);
 /* the panthor platform device directory in sysfs, e.g. /sys/bus/platform/devices/qemu-panthor.16 */
 int qp_panthor_sysfs(char *buf, size_t len);
+/* the panthor device's runtime-PM control (power/control: "on" keeps it out of runtime
+ * suspend, "auto" lets it suspend): read into buf without the newline, or write. The test
+ * runner restores the value after every test, whatever the test did or how it ended. */
+int qp_pm_control_get(char *buf, size_t len);
+int qp_pm_control_set(const char *value);
 uint64_t qp_virt_to_phys(const void *p); /* via /proc/self/pagemap; 0 if unknown */
 
 /* kernel log: open /dev/kmsg positioned at its end (only new records are read) or at its

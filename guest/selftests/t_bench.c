@@ -66,16 +66,13 @@ int test_bench_job_latency(void)
 	int fd = qp_open();
 	struct qp_ctx c;
 	CHECK_OK(qp_ctx_init(&c, fd, BENCH_N * 64, 4096));
-	char dev[200], ctl[256], old[32] = "auto", delay[32] = "?";
-	bool have_ctl = qp_panthor_sysfs(dev, sizeof(dev)) == 0;
-	if (have_ctl) {
-		snprintf(ctl, sizeof(ctl), "%s/power/autosuspend_delay_ms", dev);
-		qp_read_file(ctl, delay, sizeof(delay));
+	char dev[200], path[256], old[32] = "auto", delay[32] = "?";
+	if (qp_panthor_sysfs(dev, sizeof(dev)) == 0) {
+		snprintf(path, sizeof(path), "%s/power/autosuspend_delay_ms", dev);
+		qp_read_file(path, delay, sizeof(delay));
 		delay[strcspn(delay, "\n")] = '\0';
-		snprintf(ctl, sizeof(ctl), "%s/power/control", dev);
-		have_ctl = qp_read_file(ctl, old, sizeof(old)) == 0;
-		old[strcspn(old, "\n")] = '\0';
 	}
+	bool have_ctl = qp_pm_control_get(old, sizeof(old)) == 0;
 	qp_diag("bench: power/control=%s autosuspend_delay_ms=%s", old, delay);
 	/* 1: as the driver runs by default (runtime PM on; a job may have to resume the GPU) */
 	write_streams(&c, 0xa0000000u);
@@ -84,10 +81,10 @@ int test_bench_job_latency(void)
 	/* 2: the device kept out of runtime suspend: no resume on the submit path */
 	if (!have_ctl)
 		return qp_skip("no power/control for the panthor device");
-	CHECK_OK(qp_write_file(ctl, "on"));
+	CHECK_OK(qp_pm_control_set("on"));
 	write_streams(&c, 0xb0000000u);
 	int r = run_series(&c, 0xb0000000u, "_pm_on");
-	qp_write_file(ctl, old);
+	qp_pm_control_set(old);
 	if (r != QP_PASS)
 		return r;
 	uint32_t state = ~0u, fq = ~0u;

@@ -107,16 +107,10 @@ int test_job_store_deadbeef(void)
 	 * programmed (an idle VM keeps its slot; a suspend would disable every AS). */
 	const char *hold = getenv("QP_HOLD");
 	if (hold && atoi(hold) > 0) {
-		char dev[200], ctl[256];
-		bool pinned = qp_panthor_sysfs(dev, sizeof(dev)) == 0;
-		if (pinned) {
-			snprintf(ctl, sizeof(ctl), "%s/power/control", dev);
-			pinned = qp_write_file(ctl, "on") == 0;
-		}
+		if (qp_pm_control_set("on"))
+			qp_diag("could not pin the device awake: the VM may lose its AS to a suspend");
 		qp_diag("qp-hold: seconds=%d", atoi(hold));
 		sleep((unsigned)atoi(hold));
-		if (pinned)
-			qp_write_file(ctl, "auto");
 	}
 	if (fence_ok(fd, c.syncobj, "job") != QP_PASS)
 		return QP_FAIL;

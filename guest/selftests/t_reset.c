@@ -70,22 +70,10 @@ static int tp_open(void)
 }
 
 /* keep the device out of runtime suspend: panthor runs its reset work only while the device
- * is ACTIVE (a suspend racing the reset defers it to a slow resume); restored at exit */
-static char pm_ctl[300];
-static void pm_restore(void)
-{
-	if (pm_ctl[0])
-		qp_write_file(pm_ctl, "auto");
-}
+ * is ACTIVE (a suspend racing the reset defers it to a slow resume); the runner restores it */
 static int pm_keep_on(void)
 {
-	char dev[256];
-	int r = qp_panthor_sysfs(dev, sizeof(dev));
-	if (r)
-		return r;
-	snprintf(pm_ctl, sizeof(pm_ctl), "%s/power/control", dev);
-	atexit(pm_restore);
-	return qp_write_file(pm_ctl, "on");
+	return qp_pm_control_set("on");
 }
 
 /* kernel major version (6 for the 6.12 line, 7 for 7.x) */
@@ -254,7 +242,6 @@ int test_vm_bind_async_failure_unusable(void)
 	CHECK_OK(qp_ctx_init(&b, fd, 4096, 4096));
 	CHECK_OK(run_inc(&b, 1));
 	CHECK_OK(run_inc(&a, 1));
-	CHECK_OK(pm_keep_on());
 	int kfd = qp_kmsg_open(true);
 	uint32_t resets0 = tp_rd(TP_GPU_RESETS), fired0 = tp_rd(TP_FIRED);
 	struct qp_bo bo;
