@@ -27,6 +27,7 @@ run: setup
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
