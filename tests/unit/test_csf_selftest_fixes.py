@@ -5,41 +5,6 @@ from __future__ import annotations
 from test_mcu import USER_VA, Host, kernel_job
 
 from qemu_panthor.csf import iface as I
-from qemu_panthor.csf import interp as interp_mod
-from qemu_panthor.csf.interp import CsInterpreter
-from qemu_panthor.csf.mcu import CsfFirmware
-from qemu_panthor.csf.scheduler import CsfScheduler
-
-
-def _booted_host_with_interp_instance() -> Host:
-    h = Host()
-    # What qemu_panthor.device does: hand the firmware an interpreter *instance*.
-    h.fw.sched = CsfScheduler(h.fw, CsInterpreter(h.gpu.mmu, h.gpu))
-    h.boot()
-    h.glb_init()
-    h.job_irq()
-    return h
-
-
-def test_scheduler_accepts_an_interpreter_instance() -> None:
-    """device.py passes CsInterpreter(mmu, gpu): CS start must still build a state and run
-    the job (it used to raise AttributeError 'new_state' and never ack CSG START)."""
-    h = _booted_host_with_interp_instance()
-    h.start_group(0)
-    for k, wd in enumerate([0x0100000000010800, 0x010200000000002A, 0x3300000200000000]):
-        h.ram.write_u64(h.user_pa + 8 * k, wd)
-    h.push(kernel_job(USER_VA, 24, 0x0200_0000))
-    assert h.fw.sched.pump() >= 1
-    assert h.ram.read_u64(h.user_pa + 0x800) == 0x2A
-    assert h.ram.read_u64(h.sync_pa) == 1
-
-
-def test_scheduler_still_accepts_the_interpreter_module() -> None:
-    fw = CsfFirmware.attach(Host().gpu)
-    s = CsfScheduler(fw, interp_mod)
-    st = s.new_state()
-    assert isinstance(st, interp_mod.CsExecState)
-    assert isinstance(s.interpreter, CsInterpreter)
 
 
 def _booted_host() -> Host:
