@@ -13,6 +13,9 @@ IRQ_RAWSTAT = 0x0
 IRQ_CLEAR = 0x4
 IRQ_MASK = 0x8
 IRQ_STAT = 0xC
+IRQ_BLOCK_SIZE = 0x10
+#: register name suffix -> offset within the block
+IRQ_REGS = {"RAWSTAT": IRQ_RAWSTAT, "CLEAR": IRQ_CLEAR, "MASK": IRQ_MASK, "STAT": IRQ_STAT}
 
 
 class IrqBlock:

@@ -13,12 +13,12 @@ import argparse
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from construct import Int8ul, Int16ul, Int32ul, Struct
 
 from .. import __version__ as _pkg_version
 from ..errors import UserError
+from ..gpu.models import DEFAULT_MODEL, GpuModel
 from .iface import SHARED_SECTION_VA, FwConfig, SharedLayout
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def code_payload(arch: tuple[int, int], config: FwConfig) -> bytes:
 
 def build_image(*, arch: tuple[int, int] = (10, 8), config: FwConfig | None = None,
                 git_sha: str | None = None, version_hash: int | None = None,
-                minor: int = 1, model: Any = None) -> bytes:
+                minor: int = 1, model: GpuModel | None = None) -> bytes:
     """Build our ``mali_csffw.bin`` for a GPU of architecture ``arch``.
 
     Sections: the shared interface section at 0x04000000 (RD|WR|SHARED|ZERO, cache mode NONE,
@@ -352,10 +352,9 @@ def build_image(*, arch: tuple[int, int] = (10, 8), config: FwConfig | None = No
     BUILD_INFO_METADATA entry "git_sha: <sha>". Pass ``model`` (a GpuModel) to size the
     shared section for that model's CSG/CS counts, as :class:`.mcu.CsfFirmware` will use.
     """
-    if model is not None:  # a gpu.models.GpuModel: its arch and CSG/CS counts
+    if model is not None:  # its arch and CSG/CS counts
         arch = (model.arch_major, model.arch_minor)
-        config = config or FwConfig.from_model(model)
-    config = config or FwConfig()
+    config = config or FwConfig.from_model(model or DEFAULT_MODEL)
     layout = SharedLayout(config.group_num, config.stream_num)
     layout.check()
     sha = git_sha or default_git_sha()

@@ -12,7 +12,10 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..gpu.models import GpuModel
 
 SHARED_SECTION_VA = 0x04000000
 MCU_AUTO_VA_END = 0x08000000
@@ -34,7 +37,7 @@ _FMT = {4: struct.Struct("<I"), 8: struct.Struct("<Q")}
 
 
 @dataclass(frozen=True)
-class Field:
+class BlockField:
     name: str
     offset: int
     size: int  # 4 or 8 bytes
@@ -50,12 +53,12 @@ class Block:
     def __init__(self, name: str, size: int, fields: list[tuple[str, int, int]]) -> None:
         self.name = name
         self.size = size
-        self.fields: dict[str, Field] = {}
+        self.fields: dict[str, BlockField] = {}
         self.off: dict[str, int] = {}
         for fname, off, fsize in fields:
             if off + fsize > size or fsize not in _FMT:
                 raise ValueError(f"{name}.{fname}: bad field")
-            self.fields[fname] = Field(fname, off, fsize)
+            self.fields[fname] = BlockField(fname, off, fsize)
             self.off[fname] = off
 
     def get(self, buf: bytes | bytearray | memoryview, name: str) -> int:
@@ -234,19 +237,6 @@ CS_STATUS_WAIT_SYNC = 1 << 31
 CS_BLOCKED_UNBLOCKED, CS_BLOCKED_SB_WAIT, CS_BLOCKED_PROGRESS_WAIT = 0, 1, 2
 CS_BLOCKED_SYNC_WAIT, CS_BLOCKED_DEFERRED, CS_BLOCKED_RESOURCE, CS_BLOCKED_FLUSH = 3, 4, 5, 6
 
-# MCU_CONTROL / MCU_STATUS values
-MCU_CONTROL_DISABLE, MCU_CONTROL_ENABLE, MCU_CONTROL_AUTO = 0, 1, 2
-MCU_STATUS_DISABLED, MCU_STATUS_ENABLED, MCU_STATUS_HALT, MCU_STATUS_FATAL = 0, 1, 2, 3
-
-JOB_INT_GLOBAL_IF = 1 << 31
-
-# Exception types we report (shared enum, reference §4.4)
-EXC_CS_UNRECOVERABLE = 0x41
-EXC_CS_BUS_FAULT = 0x48
-EXC_CS_INSTR_INVALID = 0x49
-EXC_CSF_FW_INTERNAL_ERROR = 0x68
-
-
 def toggle_pending(req: int, ack: int, mask: int) -> int:
     """Bits of ``mask`` where a toggle request is pending (req differs from ack)."""
     return (req ^ ack) & mask
@@ -261,20 +251,22 @@ def _align(v: int, a: int) -> int:
 
 @dataclass(frozen=True)
 class FwConfig:
-    """What our firmware reports in its control blocks (reference §7.2-7.4)."""
+    """What our firmware publishes in its control blocks (reference §7.2-7.4).
 
-    group_num: int = 8
-    stream_num: int = 8
-    reg_count: int = 96
-    scoreboards: int = 8
-    version: int = iface_version(1, 1, 0)  # < 4.0: classic HALT path, 32-bit endpoint_req
-    features: int = 0
-    instr_features: int = 0x71
-    cs_compute: bool = True
-    cs_fragment: bool = True
-    cs_tiler: bool = True
-    protm_suspend_size: int = 0x1000
-    csg_suspend_size: int = 0x4000
+    Every value comes from the :class:`~qemu_panthor.gpu.models.GpuModel` (``from_model``);
+    the encodings of the published words (CS_FEATURES, the version word, the suspend size our
+    records need) are computed here, once."""
+
+    group_num: int
+    stream_num: int
+    reg_count: int
+    scoreboards: int
+    version: int
+    features: int
+    instr_features: int
+    csg_features: int
+    csg_suspend_size: int
+    protm_suspend_size: int
 
     def __post_init__(self) -> None:
         if not MIN_CSGS <= self.group_num <= MAX_CSGS:
@@ -286,19 +278,10 @@ class FwConfig:
 
     @property
     def cs_features(self) -> int:
-        """CS_FEATURES: [7:0] work registers - 1, [15:8] scoreboards, 16/17/18 endpoints."""
-        f = (self.reg_count - 1) | (self.scoreboards << 8)
-        if self.cs_compute:
-            f |= CS_FEATURES_COMPUTE
-        if self.cs_fragment:
-            f |= CS_FEATURES_FRAGMENT
-        if self.cs_tiler:
-            f |= CS_FEATURES_TILER
-        return f
-
-    @property
-    def csg_features(self) -> int:
-        return 0
+        """CS_FEATURES: [7:0] work registers - 1, [15:8] scoreboards, 16/17/18 endpoints
+        (every stream of our firmware can drive compute, fragment and tiler work)."""
+        return ((self.reg_count - 1) | (self.scoreboards << 8) | CS_FEATURES_COMPUTE
+                | CS_FEATURES_FRAGMENT | CS_FEATURES_TILER)
 
     @property
     def suspend_size(self) -> int:
@@ -307,23 +290,20 @@ class FwConfig:
         return max(self.csg_suspend_size, need)
 
     @classmethod
-    def from_model(cls, model: Any) -> FwConfig:
-        """Derive the firmware configuration from a ``gpu.models.GpuModel`` (or defaults)."""
-        if model is None:
-            return cls()
-        kw: dict[str, Any] = {}
-        for attr, key in (("csg_count", "group_num"), ("cs_per_csg", "stream_num"),
-                          ("cs_reg_count", "reg_count"), ("scoreboards", "scoreboards"),
-                          ("glb_features", "features"), ("instr_features", "instr_features"),
-                          ("csg_suspend_size", "csg_suspend_size"),
-                          ("csg_protm_suspend_size", "protm_suspend_size")):
-            v = getattr(model, attr, None)
-            if isinstance(v, int):
-                kw[key] = v
-        ver = getattr(model, "glb_version", None)
-        if isinstance(ver, tuple) and len(ver) == 3:
-            kw["version"] = iface_version(*ver)
-        return cls(**kw)
+    def from_model(cls, model: GpuModel) -> FwConfig:
+        """The firmware configuration the GPU model ``model`` publishes."""
+        return cls(
+            group_num=model.csg_count,
+            stream_num=model.cs_per_csg,
+            reg_count=model.cs_reg_count,
+            scoreboards=model.scoreboards,
+            version=iface_version(*model.glb_version),
+            features=model.glb_features,
+            instr_features=model.instr_features,
+            csg_features=model.csg_features,
+            csg_suspend_size=model.csg_suspend_size,
+            protm_suspend_size=model.csg_protm_suspend_size,
+        )
 
 
 # Suspend-buffer record budget (our firmware's own format, see mcu.py).

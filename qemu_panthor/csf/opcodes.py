@@ -93,29 +93,8 @@ class HeapOp(IntEnum):
     FRAG_END = 3
 
 
-class CsException(IntEnum):
-    """Exception types a command stream can raise (shared CS_FATAL/CS_FAULT code space, §4.4)."""
-
-    CS_CONFIG_FAULT = 0x40
-    CS_UNRECOVERABLE = 0x41
-    CS_BUS_FAULT = 0x48
-    CS_INSTR_INVALID = 0x49
-    CS_CALL_STACK_OVERFLOW = 0x4A
-    INSTR_INVALID_PC = 0x50
-    INSTR_INVALID_ENC = 0x51
-    DATA_INVALID_FAULT = 0x58
-    CSF_FW_INTERNAL_ERROR = 0x68
-
-
-# status_wait (CS output +0x48) bits, §7.4
-STATUS_WAIT_SYNC_COND_SHIFT = 24
-STATUS_WAIT_SYNC_64B = 1 << 30
-STATUS_WAIT_SYNC = 1 << 31
-BLOCKED_REASON_SYNC_WAIT = 3
-
-
 @dataclass(frozen=True)
-class Field:
+class OperandField:
     """One operand field: ``name[start:size]``; kind is imm, simm, reg, pair, enum or flag."""
 
     name: str
@@ -130,8 +109,8 @@ class Field:
         return v
 
 
-def _f(name: str, start: int, size: int, kind: str = "imm") -> Field:
-    return Field(name, start, size, kind)
+def _f(name: str, start: int, size: int, kind: str = "imm") -> OperandField:
+    return OperandField(name, start, size, kind)
 
 
 _WAIT = _f("wait_mask", 16, 16)
@@ -157,7 +136,7 @@ _MULTI = (
 )
 
 #: Operand layout per opcode (mali-csf-hw.md §8.3).
-FIELDS: dict[int, tuple[Field, ...]] = {
+FIELDS: dict[int, tuple[OperandField, ...]] = {
     Op.NOP: (),
     Op.MOVE48: (_f("immediate", 0, 48), _f("dst", 48, 8, "pair")),
     Op.MOVE32: (_f("immediate", 0, 32), _f("dst", 48, 8, "reg")),

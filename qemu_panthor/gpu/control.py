@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
-from ..irqblock import IrqBlock
+from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
+from ..register import RegAccess
 from .models import GpuModel
 from .regs import (
     GPU_CMD_TYPE_MASK,
@@ -47,25 +48,19 @@ for _d in POWER_DOMAINS.values():
         _POWER_WORDS[_base + 4] = (_d.name, _kind, 1)
 
 
-def _words(width: int, off: int) -> tuple[int, ...]:
-    return (off, off + 4) if width == 64 else (off,)
-
-
-_KNOWN_WORDS: frozenset[int] = frozenset(
-    w for r in GPU_CONTROL_REGS for w in _words(r.width, r.offset)
+_KNOWN_WORDS: frozenset[int] = frozenset(w for r in GPU_CONTROL_REGS for w in r.words())
+#: Words software may write (RW and WO registers); writes to anything else are ignored.
+_WRITABLE_WORDS: frozenset[int] = frozenset(
+    w for r in GPU_CONTROL_REGS if r.access != RegAccess.RO for w in r.words()
 )
-
-# Plain read/write storage registers: reset value 0 (COHERENCY_PROTOCOL handled apart).
-_STORAGE = (
-    "L2_CONFIG",
-    "PWR_KEY",
-    "PWR_OVERRIDE0",
-    "PWR_OVERRIDE1",
-    "ASN_HASH0",
-    "ASN_HASH1",
-    "ASN_HASH2",
+#: RW registers with behaviour of their own; every other RW register is plain storage
+#: (reset value 0): L2_CONFIG, PWR_KEY, PWR_OVERRIDE0/1, ASN_HASH0..2.
+_RW_WITH_BEHAVIOUR = ("GPU_INT_RAWSTAT", "GPU_INT_MASK", "TIMESTAMP_OFFSET",
+                      "COHERENCY_PROTOCOL", "MCU_CONTROL")
+_STORAGE_WORDS: frozenset[int] = frozenset(
+    w for r in GPU_CONTROL_REGS
+    if r.access == RegAccess.RW and r.name not in _RW_WITH_BEHAVIOUR for w in r.words()
 )
-_STORAGE_WORDS = frozenset(GPU_CONTROL[n] for n in _STORAGE)
 
 _GPU_CMD = GPU_CONTROL["GPU_CMD"]
 _GPU_STATUS = GPU_CONTROL["GPU_STATUS"]
@@ -77,7 +72,7 @@ _TIMESTAMP = GPU_CONTROL["TIMESTAMP"]
 _COH_PROTOCOL = GPU_CONTROL["COHERENCY_PROTOCOL"]
 _MCU_CONTROL = GPU_CONTROL["MCU_CONTROL"]
 _MCU_STATUS = GPU_CONTROL["MCU_STATUS"]
-_INT_LO, _INT_HI = GPU_INT_BASE, GPU_INT_BASE + 0x10
+_INT_LO, _INT_HI = GPU_INT_BASE, GPU_INT_BASE + IRQ_BLOCK_SIZE
 
 
 def identity_words(model: GpuModel) -> dict[int, int]:
@@ -267,6 +262,8 @@ class GpuControl:
         return 0  # write-only registers (GPU_CMD, PWRON/PWROFF) and unknown offsets
 
     def write32(self, off: int, value: int) -> None:
+        if off not in _WRITABLE_WORDS:
+            return  # read-only and unknown registers: writes ignored
         value &= _M32
         if _INT_LO <= off < _INT_HI:
             self.irq.write(off - _INT_LO, value)
@@ -298,7 +295,6 @@ class GpuControl:
                 value << shift
             )
             return
-        # identity, READY, status and unknown registers: writes ignored
 
     def _command(self, value: int) -> None:
         ctype = value & GPU_CMD_TYPE_MASK

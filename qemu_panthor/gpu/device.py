@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..irqblock import IrqBlock
+from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..memory import PhysMem
 from .control import GpuControl
 from .models import GpuModel
@@ -45,7 +45,7 @@ trace_log = logging.getLogger(__name__ + ".trace")  # every access when ``trace=
 _U32 = struct.Struct("<I")
 _M32 = 0xFFFFFFFF
 _FLUSH_ID_MASK = 0x00FFFFFF  # userspace must pass bits 30:24 == 0 (§3.3); 0 = "always flush"
-_JOB_INT_END = JOB_INT_BASE + 0x10
+_JOB_INT_END = JOB_INT_BASE + IRQ_BLOCK_SIZE
 _USER_END = USER_BASE + PAGE_SIZE
 _SIZES = (1, 2, 4, 8)
 

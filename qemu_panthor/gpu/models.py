@@ -106,17 +106,6 @@ class GpuModel:
         return f"arm/mali/arch{self.arch_major}.{self.arch_minor}/mali_csffw.bin"
 
     @property
-    def glb_version_word(self) -> int:
-        """GLB control ``version``: ``(major << 24) + (minor << 16) + patch``."""
-        major, minor, patch = self.glb_version
-        return (major << 24) | (minor << 16) | patch
-
-    @property
-    def cs_features(self) -> int:
-        """CS control ``features``: regs-1, scoreboards<<8, COMPUTE|FRAGMENT|TILER (§7.4)."""
-        return (self.cs_reg_count - 1) | (self.scoreboards << 8) | (0b111 << 16)
-
-    @property
     def model_name(self) -> str:
         return panthor_model_name(self.gpu_id, self.shader_present, self.gpu_features)
 
@@ -245,6 +234,8 @@ G720 = GpuModel(
 )
 
 MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720)}
+#: The GPU served when none is named (the RK3588's Mali-G610).
+DEFAULT_MODEL = G610
 
 
 def lookup_model(name: str) -> GpuModel:

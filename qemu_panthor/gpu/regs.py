@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+from ..irqblock import IRQ_REGS
+from ..mmu.regs import AS_REGS, MAX_AS, as_reg
+from ..register import Reg, RegAccess
+
 # -- window layout -------------------------------------------------------------------
 WINDOW_SIZE = 0x200000
 PAGE_SIZE = 0x1000
@@ -18,11 +22,8 @@ GPU_CONTROL_BASE = 0x0000
 GPU_CONTROL_SIZE = 0x1000
 JOB_CONTROL_BASE = 0x1000  # JOB_INT block
 JOB_CONTROL_SIZE = 0x1000
-MMU_BASE = 0x2000  # MMU_INT block at +0, AS n at +0x400 + n*0x40
+MMU_BASE = 0x2000  # the MMU block (mmu/regs.py: MMU_INT at +0, AS n at +AS_BASE + n*AS_STRIDE)
 MMU_SIZE = 0x1000
-MMU_AS_BASE = 0x2400
-MMU_AS_STRIDE = 0x40
-MMU_MAX_AS = 16
 
 USER_BASE = 0x10000  # CSF USER page
 CSF_GPU_LATEST_FLUSH_ID = 0x10000
@@ -40,7 +41,6 @@ def CSF_DOORBELL(i: int) -> int:
 GPU_INT_BASE = 0x20
 JOB_INT_BASE = 0x1000
 MMU_INT_BASE = 0x2000
-INT_RAWSTAT, INT_CLEAR, INT_MASK, INT_STAT = 0x0, 0x4, 0x8, 0xC
 
 
 class GpuIrq(IntFlag):
@@ -56,7 +56,6 @@ class GpuIrq(IntFlag):
     MCU_STATUS_CHANGED = 1 << 19
 
 
-GPU_IRQ_DEFAULT_MASK = 0x00020103  # what panthor enables
 JOB_INT_GLOBAL_IF = 1 << 31  # JOB_INT bit 31; bits 0..30 = CSG slot n
 
 
@@ -79,16 +78,10 @@ class ResetPayload(IntEnum):
     HARD = 2
 
 
-CACHE_CLEAN = 1 << 0
-CACHE_INV = 1 << 1
 
 
 def GPU_CMD_DEF(type_: int, payload: int) -> int:
     return type_ | (payload << 8)
-
-
-def GPU_FLUSH_CACHES(l2: int, lsc: int, oth: int) -> int:
-    return GPU_CMD_DEF(GpuCmdType.FLUSH_CACHES, l2 | (lsc << 4) | (oth << 8))
 
 
 GPU_SOFT_RESET = GPU_CMD_DEF(GpuCmdType.RESET, ResetPayload.SOFT)  # 0x101
@@ -118,18 +111,9 @@ class Coherency(IntEnum):
     NONE = 31
 
 
-GPU_PWR_KEY_UNLOCK = 0x2968A819
 GPU_L2_CONFIG_ASN_HASH_ENABLE = 1 << 24
 GPU_FEATURES_RAY_INTERSECTION = 1 << 2
 GPU_FEATURES_RAY_TRAVERSAL = 1 << 5
-
-
-class GpuStatus(IntFlag):
-    ACTIVE = 1 << 0
-    PWR_ACTIVE = 1 << 1
-    PAGE_FAULT = 1 << 4
-    PROTM_ACTIVE = 1 << 7
-    DBG_ENABLED = 1 << 8
 
 
 # -- bit fields as (shift, width) ------------------------------------------------------
@@ -159,21 +143,7 @@ def field(value: int, fields: dict[str, tuple[int, int]], name: str) -> int:
 
 
 # -- GPU_CONTROL register table --------------------------------------------------------
-class Access(IntEnum):
-    RO = 0  # writes ignored
-    RW = 1
-    WO = 2  # reads 0
-
-
-@dataclass(frozen=True)
-class Reg:
-    name: str
-    offset: int
-    width: int = 32  # 32 or 64
-    access: Access = Access.RO
-
-
-_RO, _RW, _WO = Access.RO, Access.RW, Access.WO
+_RO, _RW, _WO = RegAccess.RO, RegAccess.RW, RegAccess.WO
 
 GPU_CONTROL_REGS: tuple[Reg, ...] = (
     Reg("GPU_ID", 0x000),
@@ -258,20 +228,6 @@ POWER_DOMAINS: dict[str, PowerDomain] = {
     for d in ("shader", "tiler", "l2")
 }
 
-# -- MMU register names (for decode/trace; behaviour lives in qemu_panthor.mmu) --------
-AS_REGS: tuple[Reg, ...] = (
-    Reg("AS_TRANSTAB", 0x00, 64, _RW),
-    Reg("AS_MEMATTR", 0x08, 64, _RW),
-    Reg("AS_LOCKADDR", 0x10, 64, _RW),
-    Reg("AS_COMMAND", 0x18, access=_WO),
-    Reg("AS_FAULTSTATUS", 0x1C),
-    Reg("AS_FAULTADDRESS", 0x20, 64),
-    Reg("AS_STATUS", 0x28),
-    Reg("AS_TRANSCFG", 0x30, 64, _RW),
-    Reg("AS_FAULTEXTRA", 0x38, 64),
-)
-
-
 def _word_names() -> dict[int, str]:
     names: dict[int, str] = {}
 
@@ -286,11 +242,11 @@ def _word_names() -> dict[int, str]:
     for r in GPU_CONTROL_REGS:
         add(r)
     for blk, base in (("JOB_INT", JOB_INT_BASE), ("MMU_INT", MMU_INT_BASE)):
-        for n, o in (("RAWSTAT", 0), ("CLEAR", 4), ("MASK", 8), ("STAT", 0xC)):
+        for n, o in IRQ_REGS.items():
             names[base + o] = f"{blk}_{n}"
-    for asn in range(MMU_MAX_AS):
+    for asn in range(MAX_AS):
         for r in AS_REGS:
-            add(r, MMU_AS_BASE + asn * MMU_AS_STRIDE, f"AS{asn}.")
+            add(r, MMU_BASE + as_reg(asn, 0), f"AS{asn}.")
     names[CSF_GPU_LATEST_FLUSH_ID] = "CSF_GPU_LATEST_FLUSH_ID"
     for i in range(DOORBELL_COUNT):
         names[CSF_DOORBELL(i)] = f"CSF_DOORBELL({i})"

@@ -4,14 +4,14 @@ See docs/mmu.md. Public API (docs/architecture.md): :class:`Mmu`, :class:`Access
 :class:`Translation`, :class:`MmuFault`.
 """
 
-from .engine import Access, MapAttrs, Mapping, MappingList, Mmu, MmuFault, Translation
-from .regs import AdrMode, AsCommand, ExceptionType
+from .engine import Access, AsBinding, MapAttrs, Mapping, MappingList, Mmu, MmuFault, Translation
+from .regs import AdrMode, AsCommand
 
 __all__ = [
     "Access",
     "AdrMode",
+    "AsBinding",
     "AsCommand",
-    "ExceptionType",
     "MapAttrs",
     "Mapping",
     "MappingList",

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from ..irqblock import IrqBlock
+from .. import exceptions as exc
+from ..irqblock import IRQ_BLOCK_SIZE, IRQ_CLEAR, IrqBlock
 from ..memory import BusError, PhysMem
 from . import regs
 from .tlb import DEFAULT_CAPACITY, Tlb
@@ -91,7 +92,7 @@ class MmuFault:
     def __str__(self) -> str:
         kind = "bus fault" if self.bus else "fault"
         return (
-            f"AS{self.as_nr} {kind} {regs.exception_name(self.exception_type)} "
+            f"AS{self.as_nr} {kind} {exc.exception_name(self.exception_type)} "
             f"({self.exception_type:#x}) on {self.access.name} at VA {self.va:#x}"
         )
 
@@ -116,9 +117,24 @@ class MappingList(list[Mapping]):
     truncated: bool = False
 
 
-_BUS_CODES = frozenset(range(regs.TRANSTAB_BUS_FAULT, regs.TRANSTAB_BUS_FAULT + 4)) | {
-    regs.GPU_BUS_FAULT
+_GPU_BUS_FAULT = int(exc.ExceptionType.GPU_BUS_FAULT)
+_BUS_CODES = frozenset(range(exc.TRANSTAB_BUS_FAULT, exc.TRANSTAB_BUS_FAULT + 4)) | {
+    _GPU_BUS_FAULT
 }
+
+
+#: AS commands that restart transactions stalled on a fault (LOCK and NOP do not).
+RESTART_COMMANDS = (regs.AsCommand.UPDATE, regs.AsCommand.UNLOCK, regs.AsCommand.FLUSH_PT,
+                    regs.AsCommand.FLUSH_MEM)
+
+
+@dataclass(frozen=True, slots=True)
+class AsBinding:
+    """What an AS slot translates with now, for the firmware's stalled-access retries."""
+
+    enabled: bool  # the latched ADRMODE translates (not UNMAPPED)
+    transtab: int  # the latched (UPDATE'd) AS_TRANSTAB
+    restarts: int  # AS commands executed so far that restart stalled transactions
 
 
 class AsSlot:
@@ -277,7 +293,7 @@ class Mmu:
 
     # -- registers ----------------------------------------------------------------------------
     def read32(self, off: int) -> int:
-        if off < regs.MMU_INT_END and not off & 3 and off >= 0:
+        if off < IRQ_BLOCK_SIZE and not off & 3 and off >= 0:
             return self.irq.read(off)
         st = self._reg_slot(off)
         if st is None:
@@ -315,10 +331,10 @@ class Mmu:
 
     def write32(self, off: int, value: int) -> None:
         value &= _M32
-        if off < regs.MMU_INT_END and not off & 3 and off >= 0:
+        if off < IRQ_BLOCK_SIZE and not off & 3 and off >= 0:
             before = self.irq.rawstat
             self.irq.write(off, value)
-            if off == regs.MMU_INT_CLEAR:
+            if off == IRQ_CLEAR:
                 cleared = before & ~self.irq.rawstat
                 cleared = (cleared | cleared >> regs.MMU_INT_BUS_FAULT_SHIFT) & self.as_present
                 for n in range(regs.MAX_AS):
@@ -502,7 +518,7 @@ class Mmu:
             return self._fault(st, st.nr, va, access, e, report)  # type: ignore[arg-type]
         perm = e[1]  # type: ignore[index]
         if NEED[access] & ~perm:
-            return self._fault(st, st.nr, va, access, regs.PERM_FAULT + e[2], report)  # type: ignore[index]
+            return self._fault(st, st.nr, va, access, exc.PERM_FAULT + e[2], report)  # type: ignore[index]
         page = e[0]  # type: ignore[index]
         v = self._views.get(page)
         if v is None:
@@ -522,13 +538,13 @@ class Mmu:
         hardware) else a walk. Never touches registers or MMU_INT."""
         st = self._slot(as_nr)
         if st is None:
-            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, False)
+            return self._fault(None, as_nr, va, access, exc.TRANSLATION_FAULT, False)
         e = self._lookup(st, va)
         if e.__class__ is int:
             return self._fault(st, as_nr, va, access, e, False)  # type: ignore[arg-type]
         pa, perm, level, _, _, attr = e  # type: ignore[misc]
         if NEED[access] & ~perm:
-            return self._fault(st, as_nr, va, access, regs.PERM_FAULT + level, False)
+            return self._fault(st, as_nr, va, access, exc.PERM_FAULT + level, False)
         return Translation(pa | (va & _PAGE_MASK), bool(perm & PERM_W), bool(perm & PERM_X),
                            attr, level)
 
@@ -536,10 +552,10 @@ class Mmu:
         """What the page tables say now (no TLB, no side effects): for introspection."""
         st = self._slot(as_nr)
         if st is None:
-            return MmuFault(as_nr, va & _M64, Access(access), regs.TRANSLATION_FAULT)
+            return MmuFault(as_nr, va & _M64, Access(access), exc.TRANSLATION_FAULT)
         code, level, oa, size, perm, attr, _ = walk(self._read_u64, st.cfg, va)
         if not code:
-            code = regs.PERM_FAULT + level if NEED[access] & ~perm else 0
+            code = exc.PERM_FAULT + level if NEED[access] & ~perm else 0
         if code:  # built here, not by _fault(): introspection leaves even the counters alone
             return MmuFault(as_nr, va & _M64, Access(access), code, code in _BUS_CODES)
         return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
@@ -571,7 +587,7 @@ class Mmu:
     ) -> bytes | MmuFault:
         st = self._slots[as_nr] if 0 <= as_nr < 16 else None  # regs.MAX_AS
         if st is None:
-            return self._fault(None, as_nr, va, access, regs.TRANSLATION_FAULT, report)
+            return self._fault(None, as_nr, va, access, exc.TRANSLATION_FAULT, report)
         if size <= 0:
             return b""
         off = va & _PAGE_MASK
@@ -585,7 +601,7 @@ class Mmu:
             try:
                 return self.mem.read(p, size)  # type: ignore[arg-type]
             except BusError:
-                return self._fault(st, as_nr, va, access, regs.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, access, _GPU_BUS_FAULT, report)
         out = bytearray()
         end = va + size
         cur = va
@@ -602,7 +618,7 @@ class Mmu:
                 try:
                     out += self.mem.read(p, n)  # type: ignore[arg-type]
                 except BusError:
-                    return self._fault(st, as_nr, cur, access, regs.GPU_BUS_FAULT, report)
+                    return self._fault(st, as_nr, cur, access, _GPU_BUS_FAULT, report)
             cur += n
         return bytes(out)
 
@@ -629,7 +645,7 @@ class Mmu:
         st = self._slots[as_nr] if 0 <= as_nr < 16 else None  # regs.MAX_AS
         w = Access.WRITE
         if st is None:
-            return self._fault(None, as_nr, va, w, regs.TRANSLATION_FAULT, report)
+            return self._fault(None, as_nr, va, w, exc.TRANSLATION_FAULT, report)
         size = len(data)
         if size == 0:
             return None
@@ -645,7 +661,7 @@ class Mmu:
             try:
                 self.mem.write(p, data)  # type: ignore[arg-type]
             except BusError:
-                return self._fault(st, as_nr, va, w, regs.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, w, _GPU_BUS_FAULT, report)
             return None
         chunks: list[tuple[int, memoryview | int, int]] = []
         end = va + size
@@ -667,7 +683,7 @@ class Mmu:
             try:
                 self.mem.write(p, view[off : off + n])  # type: ignore[arg-type]
             except BusError:
-                return self._fault(st, as_nr, cva, w, regs.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, cva, w, _GPU_BUS_FAULT, report)
         return None
 
     def read_u32(
@@ -706,6 +722,15 @@ class Mmu:
     def write_u64(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
         return self.write(as_nr, va, _U64.pack(value & _M64), report=report)
 
+    def binding(self, as_nr: int) -> AsBinding:
+        """The slot's latched configuration and restart count (an absent slot is disabled)."""
+        st = self._slot(as_nr)
+        if st is None:
+            return AsBinding(False, 0, 0)
+        cfg = st.cfg
+        return AsBinding(cfg.adrmode != regs.AdrMode.UNMAPPED, cfg.transtab,
+                         sum(st.commands[c] for c in RESTART_COMMANDS))
+
     # -- introspection --------------------------------------------------------------------------
     def as_state(self, as_nr: int) -> dict[str, Any]:
         """Registers, the latched configuration, fault state and TLB counters of one AS."""
@@ -743,7 +768,7 @@ class Mmu:
             "locked": list(st.locked),
             "fault_pending": self.fault_pending(as_nr),
             "fault": {
-                "exception": regs.exception_name(st.faultstatus & 0xFF),
+                "exception": exc.exception_name(st.faultstatus & 0xFF),
                 "access": Access((st.faultstatus >> 8) & 3).name,
                 "address": st.faultaddress,
             },

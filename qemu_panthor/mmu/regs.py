@@ -1,4 +1,6 @@
-"""MMU register map, AS_COMMAND codes, TRANSCFG / FAULTSTATUS fields and exception codes.
+"""MMU register map, AS_COMMAND codes, TRANSCFG / FAULTSTATUS fields.
+
+Exception codes live in :mod:`qemu_panthor.exceptions` (one code space for every unit).
 
 Declared once, as data (reference §4.1-§4.4). Offsets are relative to the MMU block base
 (GPU offset 0x2000): MMU_INT at +0x0, address space n at +0x400 + n*0x40.
@@ -8,12 +10,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-# -- MMU_INT (an irqblock.IrqBlock) ---------------------------------------------------------
-MMU_INT_RAWSTAT = 0x000
-MMU_INT_CLEAR = 0x004
-MMU_INT_MASK = 0x008
-MMU_INT_STAT = 0x00C
-MMU_INT_END = 0x010
+from ..register import Reg, RegAccess
+
+# -- MMU_INT: an irqblock.IrqBlock at +0 ------------------------------------------------------
 
 #: MMU_INT bits 0..15: page fault on AS n. Bits 16..31: kbase's per-AS bus-fault bits
 #: (panthor calls them REQ_COMPLETE and never unmasks them). See docs/mmu.md.
@@ -38,18 +37,18 @@ AS_STATUS = 0x28
 AS_TRANSCFG = 0x30
 AS_FAULTEXTRA = 0x38
 
-#: name -> (offset, width in bits, writable by software)
-AS_REGISTERS: dict[str, tuple[int, int, bool]] = {
-    "TRANSTAB": (AS_TRANSTAB, 64, True),
-    "MEMATTR": (AS_MEMATTR, 64, True),
-    "LOCKADDR": (AS_LOCKADDR, 64, True),
-    "COMMAND": (AS_COMMAND, 32, True),
-    "FAULTSTATUS": (AS_FAULTSTATUS, 32, False),
-    "FAULTADDRESS": (AS_FAULTADDRESS, 64, False),
-    "STATUS": (AS_STATUS, 32, False),
-    "TRANSCFG": (AS_TRANSCFG, 64, True),
-    "FAULTEXTRA": (AS_FAULTEXTRA, 64, False),
-}
+#: The per-AS register set, for decode and traces.
+AS_REGS: tuple[Reg, ...] = (
+    Reg("AS_TRANSTAB", AS_TRANSTAB, 64, RegAccess.RW),
+    Reg("AS_MEMATTR", AS_MEMATTR, 64, RegAccess.RW),
+    Reg("AS_LOCKADDR", AS_LOCKADDR, 64, RegAccess.RW),
+    Reg("AS_COMMAND", AS_COMMAND, access=RegAccess.WO),
+    Reg("AS_FAULTSTATUS", AS_FAULTSTATUS),
+    Reg("AS_FAULTADDRESS", AS_FAULTADDRESS, 64),
+    Reg("AS_STATUS", AS_STATUS),
+    Reg("AS_TRANSCFG", AS_TRANSCFG, 64, RegAccess.RW),
+    Reg("AS_FAULTEXTRA", AS_FAULTEXTRA, 64),
+)
 
 AS_STATUS_AS_ACTIVE = 1 << 0
 
@@ -86,7 +85,6 @@ class AdrMode(IntEnum):
 TRANSCFG_INA_BITS_SHIFT = 6
 TRANSCFG_INA_BITS_MASK = 0x1F  # [10:6]: va_bits = 55 - field
 TRANSCFG_OUTA_BITS_SHIFT = 14
-TRANSCFG_SL_CONCAT = 1 << 22
 TRANSCFG_PTW_MEMATTR_SHIFT = 24  # [25:24] 1 NC, 2 WB
 TRANSCFG_PTW_SH_SHIFT = 28  # [29:28] 0 NS, 2 OS, 3 IS
 TRANSCFG_PTW_RA = 1 << 30
@@ -120,83 +118,6 @@ FAULTSTATUS_ACCESS_TYPE_SHIFT = 8
 FAULTSTATUS_ACCESS_TYPE_MASK = 0x3
 FAULTSTATUS_DECODER_FAULT = 1 << 10  # set: "DECODER FAULT" (AXI DECERR), clear: "SLAVE FAULT"
 FAULTSTATUS_SOURCE_ID_SHIFT = 16
-
-
-class ExceptionType(IntEnum):
-    """Exception type codes (``enum drm_panthor_exception_type``, §4.4), plus the
-    TRANSTAB_BUS_FAULT_n codes of the same hardware space (kbase/panfrost) that this model
-    reports for a page-table walk that hits no RAM."""
-
-    OK = 0x00
-    TERMINATED = 0x04
-    KABOOM = 0x05
-    EUREKA = 0x06
-    ACTIVE = 0x08
-    CS_RES_TERM = 0x0F
-    MAX_NON_FAULT = 0x3F
-    CS_CONFIG_FAULT = 0x40
-    CS_UNRECOVERABLE = 0x41
-    CS_ENDPOINT_FAULT = 0x44
-    CS_BUS_FAULT = 0x48
-    CS_INSTR_INVALID = 0x49
-    CS_CALL_STACK_OVERFLOW = 0x4A
-    CS_INHERIT_FAULT = 0x4B
-    INSTR_INVALID_PC = 0x50
-    INSTR_INVALID_ENC = 0x51
-    INSTR_BARRIER_FAULT = 0x55
-    DATA_INVALID_FAULT = 0x58
-    TILE_RANGE_FAULT = 0x59
-    ADDR_RANGE_FAULT = 0x5A
-    IMPRECISE_FAULT = 0x5B
-    OOM = 0x60
-    CSF_FW_INTERNAL_ERROR = 0x68
-    CSF_RES_EVICTION_TIMEOUT = 0x69
-    GPU_BUS_FAULT = 0x80
-    GPU_SHAREABILITY_FAULT = 0x88
-    SYS_SHAREABILITY_FAULT = 0x89
-    GPU_CACHEABILITY_FAULT = 0x8A
-    TRANSLATION_FAULT_0 = 0xC0
-    TRANSLATION_FAULT_1 = 0xC1
-    TRANSLATION_FAULT_2 = 0xC2
-    TRANSLATION_FAULT_3 = 0xC3
-    TRANSLATION_FAULT_4 = 0xC4
-    PERM_FAULT_0 = 0xC8
-    PERM_FAULT_1 = 0xC9
-    PERM_FAULT_2 = 0xCA
-    PERM_FAULT_3 = 0xCB
-    TRANSTAB_BUS_FAULT_0 = 0xD0
-    TRANSTAB_BUS_FAULT_1 = 0xD1
-    TRANSTAB_BUS_FAULT_2 = 0xD2
-    TRANSTAB_BUS_FAULT_3 = 0xD3
-    ACCESS_FLAG_1 = 0xD9
-    ACCESS_FLAG_2 = 0xDA
-    ACCESS_FLAG_3 = 0xDB
-    ADDR_SIZE_FAULT_IN = 0xE0
-    ADDR_SIZE_FAULT_OUT0 = 0xE4
-    ADDR_SIZE_FAULT_OUT1 = 0xE5
-    ADDR_SIZE_FAULT_OUT2 = 0xE6
-    ADDR_SIZE_FAULT_OUT3 = 0xE7
-    MEM_ATTR_FAULT_0 = 0xE8
-    MEM_ATTR_FAULT_1 = 0xE9
-    MEM_ATTR_FAULT_2 = 0xEA
-    MEM_ATTR_FAULT_3 = 0xEB
-
-
-#: Base codes of the per-level MMU fault families: code = base + level.
-TRANSLATION_FAULT = 0xC0
-PERM_FAULT = 0xC8
-TRANSTAB_BUS_FAULT = 0xD0
-ACCESS_FLAG = 0xD8
-ADDR_SIZE_FAULT_IN = 0xE0
-ADDR_SIZE_FAULT_OUT = 0xE4
-GPU_BUS_FAULT = 0x80
-
-#: code -> name, for logs and introspection.
-EXCEPTION_NAMES: dict[int, str] = {int(e): e.name for e in ExceptionType}
-
-
-def exception_name(code: int) -> str:
-    return EXCEPTION_NAMES.get(code, f"UNKNOWN_{code:#04x}")
 
 
 # -- lock region (§4.3) ----------------------------------------------------------------------

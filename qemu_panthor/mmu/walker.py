@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .. import exceptions as exc
 from ..memory import BusError
 from . import regs
 
@@ -148,16 +149,16 @@ def walk(
         if mode != _AARCH64_4K:
             if mode == _IDENTITY:
                 if va < 0 or va >> cfg.pa_bits:
-                    return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)
+                    return _fault(exc.ADDR_SIZE_FAULT_OUT, 0)
                 return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_W | PERM_X, 0, 0)
             # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
-            return _fault(regs.TRANSLATION_FAULT, 0)
+            return _fault(exc.TRANSLATION_FAULT, 0)
         if va < 0 or va >> cfg.va_bits:
-            return _fault(regs.ADDR_SIZE_FAULT_IN, 0)
+            return _fault(exc.ExceptionType.ADDR_SIZE_FAULT_IN, 0)
         pa_bits = cfg.pa_bits
         table = cfg.table
         if table >> pa_bits:
-            return _fault(regs.ADDR_SIZE_FAULT_OUT, 0)  # TTBR address size: level 0
+            return _fault(exc.ADDR_SIZE_FAULT_OUT, 0)  # TTBR address size: level 0
         lvl = cfg.start_level
         shift = cfg.start_shift
         idx = (va >> shift) & cfg.start_mask
@@ -171,16 +172,16 @@ def walk(
             try:
                 desc = read_u64(table + (idx << 3))
             except BusError:
-                return _fault(regs.TRANSTAB_BUS_FAULT + lvl, lvl)
+                return _fault(exc.TRANSTAB_BUS_FAULT + lvl, lvl)
         kind = desc & 3
         if not kind & DESC_VALID:
-            return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
+            return _fault(exc.TRANSLATION_FAULT + lvl, lvl)
         if kind == 3:
             if lvl == 3:
                 break  # page
             table = desc & OA_MASK
             if table >> pa_bits:
-                return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+                return _fault(exc.ADDR_SIZE_FAULT_OUT + lvl, lvl)
             tattr |= desc >> 59
             lvl += 1
             shift -= 9
@@ -188,13 +189,13 @@ def walk(
             continue
         if lvl == 0 or lvl == 3:
             # Block at L0 (4 KiB granule) / reserved encoding at L3.
-            return _fault(regs.TRANSLATION_FAULT + lvl, lvl)
+            return _fault(exc.TRANSLATION_FAULT + lvl, lvl)
         break  # block at L1 (1 GiB) or L2 (2 MiB)
     oa = desc & _OA_MASK_AT[lvl]
     if oa >> pa_bits:
-        return _fault(regs.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+        return _fault(exc.ADDR_SIZE_FAULT_OUT + lvl, lvl)
     if not desc & AF and cfg.check_af:
-        return _fault(regs.ACCESS_FLAG + lvl, lvl)
+        return _fault(exc.ACCESS_FLAG + lvl, lvl)
     perm = PERM_W | PERM_X
     if desc & AP_RDONLY or (tattr & _T_AP_RDONLY and cfg.hier_ap):
         perm = PERM_X
@@ -215,7 +216,7 @@ def _no_views(_pa: int) -> None:
 def perm_fault(perm: int, level: int, access: int) -> int:
     """Exception code for ``access`` against a translation with ``perm``; 0 if allowed."""
     if NEED[access] & ~perm:
-        return regs.PERM_FAULT + level
+        return exc.PERM_FAULT + level
     return 0
 
 

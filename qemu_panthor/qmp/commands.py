@@ -13,7 +13,8 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..csf import iface as I
+from ..exceptions import exception_name
+from ..gpu.regs import McuStatus
 from ..mmu import Access, MmuFault, Translation
 from ..mmu import regs as mregs
 from ..testport import ANY_AS, Op, Result, encode
@@ -31,8 +32,7 @@ INJECT_FAULTS = {"as-stuck": Op.AS_STUCK, "as-wedged": Op.AS_WEDGED, "ping-drop"
 MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
 MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18
-_MCU_STATUS = {I.MCU_STATUS_DISABLED: "DISABLED", I.MCU_STATUS_ENABLED: "ENABLED",
-               I.MCU_STATUS_HALT: "HALT", I.MCU_STATUS_FATAL: "FATAL"}
+_MCU_STATUS = {int(s): s.name for s in McuStatus}
 _IDENTITY = (
     ("GPU_ID", "gpu_id"), ("GPU_REVID", "gpu_revid"), ("CSF_ID", "csf_id"),
     ("L2_FEATURES", "l2_features"), ("CORE_FEATURES", "core_features"),
@@ -54,7 +54,7 @@ def _irq(block: IrqBlock) -> dict[str, Any]:
 
 def _fault_dict(f: MmuFault) -> dict[str, Any]:
     return {"exception-type": f.exception_type,
-            "exception-name": mregs.exception_name(f.exception_type),
+            "exception-name": exception_name(f.exception_type),
             "access": f.access.name.lower(), "bus": f.bus, "faultstatus": f.faultstatus}
 
 
@@ -337,7 +337,7 @@ class MaliEvents:
             if p_fatal is not None:
                 p_fatal(csg, cs, exc, data, info)
             self.emit("MALI_CS_FATAL", {"csg": csg, "cs": cs, "exception-type": exc,
-                                        "exception-name": mregs.exception_name(exc),
+                                        "exception-name": exception_name(exc),
                                         "exception-data": data, "info": info})
 
         def on_reset(kind: str) -> None:

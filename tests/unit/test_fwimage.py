@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from qemu_panthor.csf.fwimage import (
     parse_image,
 )
 from qemu_panthor.csf.iface import FwConfig
+from qemu_panthor.gpu.models import G610
 
 # Reference §6.4, byte for byte.
 MINIMAL = bytes.fromhex(
@@ -86,7 +88,7 @@ def test_build_parse_round_trip() -> None:
 
 @pytest.mark.parametrize(("groups", "size"), [(3, 64), (8, 64), (16, 128)])
 def test_shared_section_sized_for_group_count(groups: int, size: int) -> None:
-    img = parse_image(build_image(config=FwConfig(group_num=groups)))
+    img = parse_image(build_image(config=dataclasses.replace(FwConfig.from_model(G610), group_num=groups)))
     assert img.shared_section.va_size == size * 1024
 
 

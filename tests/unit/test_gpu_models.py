@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from qemu_panthor.csf.iface import FwConfig
 from qemu_panthor.gpu.models import G610, MODELS, GpuModel, lookup_model, panthor_model_name
 
 # MODULE_FIRMWARE entries of panthor 7.2 (§1.3).
@@ -69,10 +70,10 @@ def test_g610_identity_matches_reference_values() -> None:
     assert m.firmware_path == "arm/mali/arch10.8/mali_csffw.bin"
     assert m.model_name == "Mali-G610"
     # firmware interface as G610 firmware reports it (§2.8): v1.1.0, instr features 0x71
-    assert m.glb_version_word == 0x01010000
+    assert FwConfig.from_model(m).version == 0x01010000
     assert m.instr_features == 0x71
     # §7.4 suggested CS features for 96 regs / 8 scoreboards
-    assert m.cs_features == 0x0007085F
+    assert FwConfig.from_model(m).cs_features == 0x0007085F
     assert 1 << 6 == 64 == 1 << (m.l2_features & 0xFF)  # 64-byte cache lines
 
 
