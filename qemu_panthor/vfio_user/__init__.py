@@ -3,8 +3,10 @@
 See docs/vfio-user.md for the message flow, interrupt semantics and DMA.
 """
 
+from .errors import ProtocolError
 from .pci import Bar, BarSpec, MsixCapability, PciFunction
-from .server import ProtocolError, ServerStats, VfioUserServer
+from .server import VfioUserServer
+from .stats import ServerStats
 
 __all__ = [
     "Bar",

@@ -1,9 +1,10 @@
 """A PCI function as a vfio-user server exposes it: config space, BARs, IRQ vectors, DMA.
 
 A device model subclasses :class:`PciFunction` and implements ``bar_read``/``bar_write`` (and
-optionally ``reset``). The transport (``server.py``) serves config space from ``config``
-through ``config_read``/``config_write``, forwards BAR accesses, maps ``set_irq`` levels onto
-the client's INTx or MSI-X eventfds and fills ``dma`` with the client's DMA_MAP'd memory.
+optionally ``reset``). The transport serves config space from ``config`` through
+``config_read``/``config_write``, forwards BAR accesses, maps ``set_irq`` levels onto the
+client's INTx or MSI-X eventfds and fills ``dma`` with the client's DMA_MAP'd memory. It uses
+only the public API below (``attach_irq_sink``/``irq_sink``, ``attach_dma_port``/``dma_port``).
 
 QEMU virtualizes BAR addresses, the ROM BAR and the command register itself but forwards
 config reads/writes, so the config space here only needs to be a plausible type-0 header with
@@ -372,11 +373,23 @@ class PciFunction:
         return self._irq_levels
 
     def attach_irq_sink(self, sink: IrqSink | None) -> None:
+        """Plug in (None: unplug) what receives level changes: the transport's IRQ router."""
         self._irq_sink = sink
+
+    @property
+    def irq_sink(self) -> IrqSink | None:
+        """The attached IRQ sink (a transport detaches only its own)."""
+        return self._irq_sink
 
     # -- DMA ---------------------------------------------------------------------------------
     def attach_dma_port(self, port: DmaPort | None) -> None:
+        """Plug in (None: unplug) the message-based path to client memory without an fd."""
         self._dma_port = port
+
+    @property
+    def dma_port(self) -> DmaPort | None:
+        """The attached DMA port (a transport detaches only its own)."""
+        return self._dma_port
 
     async def dma_read(self, addr: int, size: int) -> bytes:
         """Read client memory: directly if fd-mapped, else by DMA_READ messages.

@@ -246,3 +246,6 @@ HDR_RW_VALUE = {
     8: struct.Struct("<HHIIIQIIQ"),
 }
 U64 = struct.Struct("<Q")
+
+# Spec default of the max_data_xfer_size capability when a peer does not state it.
+DEFAULT_MAX_DATA_XFER = 1 << 20

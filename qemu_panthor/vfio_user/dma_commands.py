@@ -1,0 +1,78 @@
+"""DMA_MAP and DMA_UNMAP: the client tells the server which of its memory the device may use.
+
+A window comes with an fd (mmap'ed, reached synchronously through ``PciFunction.dma``) or
+without one (reached by DMA_READ/DMA_WRITE messages, see ``dma_requests``). DMA_UNMAP needs
+an exact match; its ALL flag drops every window, the dirty-bitmap flag is not supported.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from . import protocol as P
+from .dma import DmaError, DmaMaps, close_fds
+from .errors import ProtocolError
+from .stats import ServerStats
+
+tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
+
+
+class DmaCommands:
+    """DMA_MAP/DMA_UNMAP handlers over one connection's :class:`DmaMaps`."""
+
+    def __init__(self, maps: DmaMaps, stats: ServerStats, *, trace: bool = False) -> None:
+        self.maps = maps
+        self.stats = stats
+        self.trace = trace
+
+    def dma_map(self, payload: bytes, fds: list[int]) -> bytes:
+        if len(payload) < P.DmaMap.sizeof():
+            raise ProtocolError(errno.EINVAL, "short DMA_MAP")
+        m = P.DmaMap.parse(payload)
+        F = P.DmaMapFlags
+        if m.argsz < P.DmaMap.sizeof() or m.flags & ~0xF:
+            raise ProtocolError(errno.EINVAL, f"bad DMA_MAP argsz/flags {m.argsz}/{m.flags:#x}")
+        if len(fds) > 1:
+            raise ProtocolError(errno.EINVAL, "DMA_MAP with more than one fd")
+        mode = m.flags & (F.MODE_MMAP | F.MODE_FILE_IO)
+        if mode == F.MODE_MMAP | F.MODE_FILE_IO or (mode and not fds):
+            raise ProtocolError(errno.EINVAL, "DMA_MAP access mode needs exactly one fd")
+        fd = fds[0] if fds else None
+        try:
+            self.maps.map(m.address, m.size, m.flags, m.offset, fd)
+        except DmaError as e:
+            raise ProtocolError(e.errno, str(e)) from e
+        finally:
+            close_fds(fds)  # mmap holds its own reference
+        if fd is None:
+            self.stats.dma_maps_without_fd += 1
+        else:
+            self.stats.dma_maps_with_fd += 1
+        if self.trace:
+            tlog.debug("DMA_MAP %#x+%#x flags=%#x fd=%s", m.address, m.size, m.flags, fd)
+        return b""
+
+    def dma_unmap(self, payload: bytes, fds: list[int]) -> bytes:
+        if fds:
+            raise ProtocolError(errno.EINVAL, "DMA_UNMAP carries no fds")
+        if len(payload) < P.DmaUnmap.sizeof():
+            raise ProtocolError(errno.EINVAL, "short DMA_UNMAP")
+        u = P.DmaUnmap.parse(payload)
+        F = P.DmaUnmapFlags
+        if u.argsz < P.DmaUnmap.sizeof():
+            raise ProtocolError(errno.EINVAL, "DMA_UNMAP argsz too small")
+        if u.flags & F.GET_DIRTY_BITMAP:
+            raise ProtocolError(errno.ENOTSUP, "dirty bitmaps are not supported")
+        if u.flags & ~int(F.ALL):
+            raise ProtocolError(errno.EINVAL, f"bad DMA_UNMAP flags {u.flags:#x}")
+        if u.flags & F.ALL:
+            if u.address or u.size:
+                raise ProtocolError(errno.EINVAL, "unmap-all with an address or size")
+            self.maps.unmap_all()
+        else:
+            try:
+                self.maps.unmap(u.address, u.size)
+            except DmaError as e:
+                raise ProtocolError(e.errno, str(e)) from e
+        return payload[: P.DmaUnmap.sizeof()]
