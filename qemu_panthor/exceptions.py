@@ -70,12 +70,16 @@ class ExceptionType(IntEnum):
     MEM_ATTR_FAULT_3 = 0xEB
 
 
-#: Base codes of the per-level MMU fault families: code = base + level.
-TRANSLATION_FAULT = ExceptionType.TRANSLATION_FAULT_0
-PERM_FAULT = ExceptionType.PERM_FAULT_0
-TRANSTAB_BUS_FAULT = ExceptionType.TRANSTAB_BUS_FAULT_0
-ACCESS_FLAG = ExceptionType.ACCESS_FLAG_1 - 1
-ADDR_SIZE_FAULT_OUT = ExceptionType.ADDR_SIZE_FAULT_OUT0
+#: Base codes of the per-level MMU fault families: code = base + level. Plain ints, like every
+#: code the MMU produces: its hot paths tell a fault code from a TLB entry by ``is int``.
+TRANSLATION_FAULT = int(ExceptionType.TRANSLATION_FAULT_0)
+PERM_FAULT = int(ExceptionType.PERM_FAULT_0)
+TRANSTAB_BUS_FAULT = int(ExceptionType.TRANSTAB_BUS_FAULT_0)
+ACCESS_FLAG = int(ExceptionType.ACCESS_FLAG_1) - 1
+ADDR_SIZE_FAULT_IN = int(ExceptionType.ADDR_SIZE_FAULT_IN)
+ADDR_SIZE_FAULT_OUT = int(ExceptionType.ADDR_SIZE_FAULT_OUT0)
+#: The bus fault of a GPU access (not a table walk) that hits no RAM.
+GPU_BUS_FAULT = int(ExceptionType.GPU_BUS_FAULT)
 
 _NAMES: dict[int, str] = {int(e): e.name for e in ExceptionType}
 

@@ -154,7 +154,7 @@ def walk(
             # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
             return _fault(exc.TRANSLATION_FAULT, 0)
         if va < 0 or va >> cfg.va_bits:
-            return _fault(exc.ExceptionType.ADDR_SIZE_FAULT_IN, 0)
+            return _fault(exc.ADDR_SIZE_FAULT_IN, 0)
         pa_bits = cfg.pa_bits
         table = cfg.table
         if table >> pa_bits:
