@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vfio_user_client import VfioUserClient
+from support.vfio_user_client import VfioUserClient
 
 SERVE = [sys.executable, "-m", "qemu_panthor", "serve"]
 

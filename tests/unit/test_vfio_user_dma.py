@@ -8,7 +8,7 @@ import os
 import struct
 
 import pytest
-from vfio_user_client import DMA_MAP, DMA_READ, DMA_WRITE, served
+from support.vfio_user_client import DMA_MAP, DMA_READ, DMA_WRITE, served
 
 from qemu_panthor.memory import BusError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-from vfio_user_client import (
+from support.vfio_user_client import (
     IRQ_ACTION_MASK,
     IRQ_ACTION_TRIGGER,
     IRQ_ACTION_UNMASK,

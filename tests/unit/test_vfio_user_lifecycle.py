@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from vfio_user_client import (
+from support.vfio_user_client import (
     IRQ_ACTION_TRIGGER,
     IRQ_DATA_EVENTFD,
     ScratchDevice,

@@ -9,7 +9,7 @@ import socket
 import struct
 
 import pytest
-from vfio_user_client import (
+from support.vfio_user_client import (
     DEVICE_GET_INFO,
     DMA_MAP,
     ERROR,
@@ -191,7 +191,7 @@ async def test_messages_glued_in_one_send_with_fd() -> None:
 async def test_region_read_over_a_real_socket_file(tmp_path: object) -> None:
     import asyncio
 
-    from vfio_user_client import ScratchDevice, VfioUserClient
+    from support.vfio_user_client import ScratchDevice, VfioUserClient
 
     from qemu_panthor.vfio_user import VfioUserServer
 
@@ -214,7 +214,7 @@ async def test_region_read_over_a_real_socket_file(tmp_path: object) -> None:
 async def test_serve_fd_with_inherited_listening_socket(tmp_path: object) -> None:
     import asyncio
 
-    from vfio_user_client import ScratchDevice, VfioUserClient
+    from support.vfio_user_client import ScratchDevice, VfioUserClient
 
     from qemu_panthor.vfio_user import VfioUserServer
 

@@ -8,7 +8,7 @@ import os
 import struct
 
 import pytest
-from vfio_user_client import (
+from support.vfio_user_client import (
     DEVICE_RESET,
     NO_REPLY,
     REGION_READ,
