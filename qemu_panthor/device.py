@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .csf.interp import CsInterpreter
 from .csf.mcu import CsfFirmware
 from .gpu.device import MaliGpu
 from .gpu.models import GpuModel
@@ -57,9 +56,7 @@ class MaliPciFunction(PciFunction):
         self.gpu = MaliGpu(model, self.dma, on_irq=self._on_irq, trace=trace)
         (user, size), = USER_PAGES
         self.gpu.attach_user_page(self.bar_memory(BAR_GPU)[user : user + size])
-        self.firmware = CsfFirmware.attach(
-            self.gpu, interp=CsInterpreter(self.gpu.mmu, self.gpu), loop=loop
-        )
+        self.firmware = CsfFirmware.attach(self.gpu, loop=loop)
         self.testport = FaultInjector(self.gpu, self.firmware)
 
     def _on_irq(self, line: str, level: bool) -> None:

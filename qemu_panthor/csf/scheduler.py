@@ -12,127 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from .mcu import CsfFirmware
+from ..mmu import Mmu, MmuFault
+from .runtime import CsgRuntime, CsRuntime, FwRuntime
 
 log = logging.getLogger("qemu_panthor.csf.sched")
-
-
-@dataclass
-class SyncWait:
-    """A CS blocked in SYNC_WAIT: unblocked when ``*ptr`` (``cond``) ``value``."""
-
-    ptr: int
-    value: int
-    cond: str  # "le" or "gt" (host's unblock test: GT ? v > ref : v <= ref)
-    is_64: bool
-
-    def satisfied(self, current: int) -> bool:
-        if self.cond == "gt":
-            return current > self.value
-        if self.cond == "le":
-            return current <= self.value
-        return True  # unknown condition: let the interpreter re-evaluate it
-
-
-@dataclass
-class CsRuntime:
-    """Firmware-private state of one CS slot (lost when the MCU is disabled/reset)."""
-
-    csg: int
-    index: int
-    started: bool = False
-    st: Any = None  # interp.CsExecState
-    ring_base: int = 0
-    ring_size: int = 0
-    input_va: int = 0  # ringbuf_input (MCU VA)
-    output_va: int = 0  # ringbuf_output (MCU VA)
-    priority: int = 0
-    doorbell: int = 0
-    runnable: bool = False
-    wait: SyncWait | None = None
-    stalled_as: int | None = None  # stalled on an MMU fault in this AS
-    stalled_fault: Any = None  # that fault (an mmu.MmuFault)
-    stalled_root: int | None = None  # the AS's latched TRANSTAB when it faulted
-    stalled_restarts: int | None = None  # the AS's restart-command count when it faulted
-    fault_pending: bool = False
-    fatal: bool = False
-    written_extract: int = -1
-
-    def reset(self) -> None:
-        self.started = False
-        self.st = None
-        self.runnable = False
-        self.wait = None
-        self.stalled_as = None
-        self.stalled_fault = None
-        self.stalled_root = None
-        self.stalled_restarts = None
-        self.fault_pending = False
-        self.fatal = False
-        self.written_extract = -1
-
-    @property
-    def idle(self) -> bool:
-        """Idle as CS_REQ IDLE_EMPTY/IDLE_SYNC_WAIT define it (host always sets both)."""
-        if not self.started or self.fatal:
-            return True
-        if self.runnable or self.stalled_as is not None or self.fault_pending:
-            return False
-        return True  # ring empty or blocked on a sync wait
-
-
-@dataclass
-class CsgRuntime:
-    """Firmware-private state of one CSG slot."""
-
-    index: int
-    streams: list[CsRuntime]
-    active: bool = False
-    as_nr: int = 0
-    priority: int = 0
-    endpoint_req: int = 0
-    suspend_buf: int = 0
-    idle_reported: bool = False
-    sync_pending: bool = False
-    idle_event: asyncio.TimerHandle | None = None  # the deferred IDLE event (hysteresis)
-
-    @classmethod
-    def new(cls, index: int, stream_num: int) -> CsgRuntime:
-        return cls(index, [CsRuntime(index, j) for j in range(stream_num)])
-
-    def cancel_idle_event(self) -> None:
-        if self.idle_event is not None:
-            self.idle_event.cancel()
-            self.idle_event = None
-
-    def reset(self) -> None:
-        self.cancel_idle_event()
-        self.active = False
-        self.idle_reported = False
-        self.sync_pending = False
-        for cs in self.streams:
-            cs.reset()
 
 
 class CsfScheduler:
     """Round-robin, priority-ordered execution of runnable CSs in bounded slices."""
 
-    def __init__(self, fw: CsfFirmware, interp: Any, *, budget: int = 256,
+    def __init__(self, rt: FwRuntime, mmu: Mmu, *, stream_num: int,
+                 run_slice: Callable[[CsRuntime, int], None],
+                 on_crash: Callable[[str], None], budget: int = 256,
                  loop: asyncio.AbstractEventLoop | None = None,
                  safety_poll: float = 0.05) -> None:
-        self.fw = fw
-        # ``interp`` is the interpreter module (or a stand-in with its API: CsInterpreter,
-        # new_state, CsExecState), or an interpreter instance already bound to the GPU (what
-        # qemu_panthor.device passes); an instance is used as is, state comes from the module.
-        self._interp_mod: Any = interp
-        self._interp: Any = None
-        if interp is not None and hasattr(interp, "run") and not hasattr(interp, "new_state"):
-            self._interp_mod = None
-            self._interp = interp
+        self.rt = rt
+        self.mmu = mmu
+        self.stream_num = stream_num
+        #: runs one slice of a stream (:meth:`.execute.CsExecutor.run_slice`)
+        self.run_cs_slice = run_slice
+        self._on_crash = on_crash
         self.budget = budget
         self.safety_poll = safety_poll
         self._loop = loop
@@ -140,28 +41,6 @@ class CsfScheduler:
         self._wake: asyncio.Event | None = None
         self._last_key = -1
         self.slices = 0
-
-    # -- interpreter -------------------------------------------------------------------------
-    @property
-    def interp_module(self) -> Any:
-        if self._interp_mod is None:
-            from . import interp  # the CS interpreter (written separately)
-
-            self._interp_mod = interp
-        return self._interp_mod
-
-    @property
-    def interpreter(self) -> Any:
-        if self._interp is None:
-            self._interp = self.interp_module.CsInterpreter(self.fw.gpu.mmu, self.fw.gpu)
-        return self._interp
-
-    def new_state(self) -> Any:
-        cfg = self.fw.config
-        return self.interp_module.new_state(reg_count=cfg.reg_count, scoreboards=cfg.scoreboards)
-
-    def restore_state(self, blob: bytes) -> Any:
-        return self.interp_module.CsExecState.deserialise(blob)
 
     # -- wake-up sources ---------------------------------------------------------------------
     def kick(self) -> None:
@@ -197,14 +76,15 @@ class CsfScheduler:
         stale bit outlived the VM (and a runtime suspend, which forgets faulty slots) and
         fired when the slot was unmasked for another VM, killing that VM's group. The
         firmware checks, when the retry runs, that the AS still holds the same tables."""
-        stalled = [cs for csg in self.fw.csgs for cs in csg.streams
+        stalled = [cs for csg in self.rt.csgs for cs in csg.streams
                    if cs.stalled_as == as_nr and cs.started]
         if not stalled:
             return
-        restarts = self.fw.as_restarts(as_nr)
+        restarts = self.mmu.binding(as_nr).restarts
         woke = False
         for cs in stalled:
-            if restarts is not None and restarts == cs.stalled_restarts:
+            then = cs.stalled_binding
+            if then is not None and restarts == then.restarts:
                 continue  # MMU_INT_CLEAR only: the access stays stalled
             cs.stalled_as = None
             cs.runnable = True
@@ -214,9 +94,9 @@ class CsfScheduler:
 
     def reevaluate_waits(self, only: CsgRuntime | None = None) -> None:
         """Re-check blocked SYNC_WAITs against memory (after sync updates / doorbells)."""
-        mmu = self.fw.gpu.mmu
+        mmu = self.mmu
         woke = False
-        for csg in self.fw.csgs:
+        for csg in self.rt.csgs:
             if not csg.active or (only is not None and csg is not only):
                 continue
             for cs in csg.streams:
@@ -224,10 +104,10 @@ class CsfScheduler:
                 if w is None or not cs.started:
                     continue
                 r = mmu.read(csg.as_nr, w.ptr, 8 if w.is_64 else 4, report=False)
-                if isinstance(r, bytes | bytearray):
-                    ok = w.satisfied(int.from_bytes(r, "little"))
-                else:
+                if isinstance(r, MmuFault):
                     ok = True  # the interpreter will take (and report) the fault
+                else:
+                    ok = w.satisfied(int.from_bytes(r, "little"))
                 if ok:
                     cs.wait = None
                     cs.runnable = True
@@ -239,8 +119,8 @@ class CsfScheduler:
     def _pick(self) -> CsRuntime | None:
         best: list[tuple[int, CsRuntime]] = []
         best_prio = -1
-        stream_num = self.fw.config.stream_num
-        for csg in self.fw.csgs:
+        stream_num = self.stream_num
+        for csg in self.rt.csgs:
             if not csg.active:
                 continue
             for cs in csg.streams:
@@ -262,13 +142,13 @@ class CsfScheduler:
 
     def run_slice(self) -> bool:
         """Run one slice of the next runnable CS; False if nothing was runnable."""
-        if not self.fw.running:
+        if not self.rt.running:
             return False
         cs = self._pick()
         if cs is None:
             return False
         self.slices += 1
-        self.fw.run_cs_slice(cs, self.budget)
+        self.run_cs_slice(cs, self.budget)
         return True
 
     def pump(self, max_slices: int = 10_000) -> int:
@@ -279,14 +159,14 @@ class CsfScheduler:
         return n
 
     def has_blocked(self) -> bool:
-        return any(cs.wait is not None for csg in self.fw.csgs if csg.active
+        return any(cs.wait is not None for csg in self.rt.csgs if csg.active
                    for cs in csg.streams)
 
     async def _run(self) -> None:
         if self._wake is None:
             self._wake = asyncio.Event()
         try:
-            while self.fw.running:
+            while self.rt.running:
                 if self.run_slice():
                     await asyncio.sleep(0)
                     continue
@@ -302,10 +182,10 @@ class CsfScheduler:
             raise
         except Exception:  # pragma: no cover - last-resort guard: never kill the server
             log.exception("CSF scheduler crashed; MCU marked FATAL")
-            self.fw.mcu_fatal("scheduler crashed")
+            self._on_crash("scheduler crashed")
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
 
 
-__all__ = ["CsRuntime", "CsfScheduler", "CsgRuntime", "SyncWait"]
+__all__ = ["CsfScheduler"]

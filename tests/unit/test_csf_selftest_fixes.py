@@ -43,8 +43,8 @@ def test_cs_fatal_event_and_cs_irq_req_are_raised_not_toggled() -> None:
     h.start_group(0)
     fw = h.fw
     cs = fw.csgs[0].streams[0]
-    fw._cs_event(cs, I.CS_FATAL)
-    fw._cs_event(cs, I.CS_FATAL)  # a second report before the host acked: still pending
+    fw.events.cs_event(cs, I.CS_FATAL)
+    fw.events.cs_event(cs, I.CS_FATAL)  # a second report before the host acked: still pending
     so, si = h.cs[0][0]["output_va"], h.cs[0][0]["input_va"]
     assert (h.r32(so) ^ h.r32(si)) & I.CS_FATAL
     irq_req = h.r32(h.csg[0]["output_va"] + I.CSG_OUTPUT.off["cs_irq_req"])

@@ -88,7 +88,8 @@ def test_build_parse_round_trip() -> None:
 
 @pytest.mark.parametrize(("groups", "size"), [(3, 64), (8, 64), (16, 128)])
 def test_shared_section_sized_for_group_count(groups: int, size: int) -> None:
-    img = parse_image(build_image(config=dataclasses.replace(FwConfig.from_model(G610), group_num=groups)))
+    config = dataclasses.replace(FwConfig.from_model(G610), group_num=groups)
+    img = parse_image(build_image(config=config))
     assert img.shared_section.va_size == size * 1024
 
 

@@ -7,7 +7,7 @@ reference (worked encodings, syncobj layout, status_wait encoding), not from the
 from __future__ import annotations
 
 import pytest
-from test_interp_fakes import RING, FlushIdHooks, Rig, cs_asm
+from test_interp_fakes import RING, FakeHooks, Rig, cs_asm
 
 from qemu_panthor.csf.interp import CALL_STACK_DEPTH, CsExecState, RunResult
 from qemu_panthor.csf.opcodes import decode
@@ -399,13 +399,13 @@ def test_sync_wait_blocks_then_unblocks(rig: Rig, is64, cond):
     rig.push([A.move48(0, obj), A.move48(2, ref), wait(0, 2, cond), A.move32(4, 0x44)])
     res = rig.run()
     assert res.kind == "blocked_sync"
-    assert (res.wait_ptr, res.wait_value, res.is_64) == (obj, ref, is64)
-    assert res.wait_cond == ("gt" if cond == A.GREATER else "le")
+    assert (res.wait.ptr, res.wait.value, res.wait.is_64) == (obj, ref, is64)
+    assert res.wait.cond == ("gt" if cond == A.GREATER else "le")
     # §7.4 status_wait: bit31 SYNC wait, bit30 SYNC_64B, [27:24] cond (0 LE, 1 GT)
-    assert res.status_wait == (1 << 31) | (int(is64) << 30) | (
+    assert res.wait.status_wait() == (1 << 31) | (int(is64) << 30) | (
         (1 if cond == A.GREATER else 0) << 24
     )
-    assert res.blocked_reason == 3
+    assert res.wait.blocked_reason == 3
     assert res.cmd_ptr == RING + 16 and rig.st.extract == 16 and res.instructions == 2
     assert rig.run().kind == "blocked_sync"  # re-checked, still blocked
     (rig.mmu.w64 if is64 else rig.mmu.w32)(obj, 6 if cond == A.GREATER else 5)
@@ -504,7 +504,7 @@ def test_store_state_timestamp_at_negative_offset(rig: Rig):
 
 
 def test_flush_cache2_skips_when_a_flush_happened_since_the_id():
-    rig = Rig(hooks=FlushIdHooks(latest_flush_id=5))
+    rig = Rig(hooks=FakeHooks(latest_flush_id=5))
     rig.push(
         [
             A.move32(1, 5),

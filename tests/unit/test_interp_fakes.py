@@ -125,15 +125,19 @@ class FakeMmu:
 
 
 class FakeHooks:
-    """GPU hooks: counts flushes; timestamp/cycle counters advance by a fixed step per read."""
+    """GPU hooks: counts flushes and bumps LATEST_FLUSH_ID on each (like MaliGpu; 5 is the
+    value of the §8.2 worked example); timestamp/cycle counters advance by a fixed step."""
 
-    def __init__(self, ts: int = 0x1_0000_0000, cycles: int = 0x55_0000_0000) -> None:
+    def __init__(self, ts: int = 0x1_0000_0000, cycles: int = 0x55_0000_0000,
+                 latest_flush_id: int = 5) -> None:
         self.flushes = 0
         self.ts = ts
         self.cycles = cycles
+        self.latest_flush_id = latest_flush_id
 
     def flush_caches(self) -> None:
         self.flushes += 1
+        self.latest_flush_id += 1
 
     def timestamp(self) -> int:
         self.ts += 100
@@ -142,18 +146,6 @@ class FakeHooks:
     def cycle_count(self) -> int:
         self.cycles += 7
         return self.cycles
-
-
-class FlushIdHooks(FakeHooks):
-    """Hooks that also expose LATEST_FLUSH_ID, bumped by every flush (like MaliGpu)."""
-
-    def __init__(self, latest_flush_id: int = 5) -> None:
-        super().__init__()
-        self.latest_flush_id = latest_flush_id
-
-    def flush_caches(self) -> None:
-        super().flush_caches()
-        self.latest_flush_id += 1
 
 
 RING = 0x100000

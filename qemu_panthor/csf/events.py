@@ -1,0 +1,156 @@
+"""What the firmware tells the host about its streams: CS FATAL/FAULT, CSG SYNC_UPDATE and
+IDLE events, and the CS status fields (reference §7.4, §7.6)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable
+
+from . import iface as I
+from .runtime import CsgRuntime, CsRuntime, FwRuntime
+from .section import SharedSection, ev, evlog
+
+log = logging.getLogger("qemu_panthor.csf")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+#: CSG IDLE event hysteresis (host seconds). panthor programs idle_timer = 800 us for real
+#: hardware, where its job-completion path takes tens of microseconds; under TCG that path
+#: (IRQ, threaded handler, event work, fence, user wake-up, next submit) takes 1-3 ms.
+IDLE_HYSTERESIS_S = 0.005
+
+#: Called as (csg, cs, exception_type, exception_data, info) on every CS FATAL event.
+CsFatalHook = Callable[[int, int, int, int, int], None]
+
+
+class CsfEvents:
+    """Raises the events and writes the status words the host reads."""
+
+    def __init__(self, section: SharedSection, rt: FwRuntime, *,
+                 on_mcu_fault: Callable[[Callable[[], None]], None],
+                 idle_hysteresis: float = IDLE_HYSTERESIS_S) -> None:
+        self.section = section
+        self.bus = section.bus
+        self.rt = rt
+        #: runs a callable, turning an MCU fault inside it into MCU FATAL
+        self._guard = on_mcu_fault
+        #: seconds a CSG must stay idle before its IDLE event is raised (0: at once)
+        self.idle_hysteresis = idle_hysteresis
+        self.on_cs_fatal: CsFatalHook | None = None
+
+    # -- CS events ----------------------------------------------------------------------------
+    def cs_event(self, cs: CsRuntime, bit: int) -> None:
+        """Raise CS event ``bit`` and the CSG's cs_irq_req bit for this stream."""
+        s, i, j = self.section, cs.csg, cs.index
+        s.raise_event(s.cs_out(i, j), s.cs_in(i, j) + I.CS_INPUT.off["req"], bit)
+        s.raise_event(s.csg_out(i) + I.CSG_OUTPUT.off["cs_irq_req"],
+                      s.csg_in(i) + I.CSG_INPUT.off["cs_irq_ack"], 1 << j)
+        s.irq(1 << i)
+
+    def report_cs_fatal(self, cs: CsRuntime, exc_type: int, exc_data: int, info: int,
+                        why: str = "") -> None:
+        """CS FATAL event (§7.4): fatal/fatal_info, toggle CS ack bit 30 and cs_irq_req[j]."""
+        log.warning("CSG%d CS%d FATAL: exception %#x data %#x info %#x %s", cs.csg, cs.index,
+                    exc_type, exc_data, info, why)
+        self.rt.stats["cs_fatal"] += 1
+        if self.on_cs_fatal is not None:
+            try:
+                self.on_cs_fatal(cs.csg, cs.index, exc_type, exc_data, info)
+            except Exception:  # an observer's bug must not take the MCU down
+                log.exception("on_cs_fatal hook failed")
+        o = I.CS_OUTPUT
+        out_va = self.section.cs_out(cs.csg, cs.index)
+        self.bus.write32(out_va + o.off["fatal"], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))
+        self.bus.write64(out_va + o.off["fatal_info"], info)
+        cs.fatal = True
+        cs.runnable = False
+        cs.wait = None
+        self.cs_event(cs, I.CS_FATAL)
+
+    # -- CS status ----------------------------------------------------------------------------
+    def write_cs_status(self, cs: CsRuntime) -> None:
+        """CS output status_* fields + ringbuf_output.extract, as STATUS_UPDATE requires."""
+        st = cs.st
+        if st is None:
+            return
+        o = I.CS_OUTPUT
+        buf = bytearray(0x28)  # status_cmd_ptr (0x40) .. status_wait_sync_value_hi (0x64)
+        base = o.off["status_cmd_ptr"]
+        _U64.pack_into(buf, 0, st.cmd_ptr)
+        w = cs.wait
+        if w is not None:
+            _U32.pack_into(buf, o.off["status_wait"] - base, w.status_wait())
+            _U64.pack_into(buf, o.off["status_wait_sync_ptr"] - base, w.ptr)
+            _U32.pack_into(buf, o.off["status_wait_sync_value"] - base, w.value & 0xFFFFFFFF)
+            _U32.pack_into(buf, o.off["status_blocked_reason"] - base, w.blocked_reason)
+            _U32.pack_into(buf, o.off["status_wait_sync_value_hi"] - base,
+                           (w.value >> 32) & 0xFFFFFFFF)
+        # status_scoreboards = 0: the interpreter completes asynchronous work synchronously.
+        self.bus.write(self.section.cs_out(cs.csg, cs.index) + base, buf, "CS status")
+        self.publish_extract(cs)
+
+    def publish_extract(self, cs: CsRuntime) -> None:
+        """ringbuf_output.extract := the stream's extract pointer (if it moved)."""
+        st = cs.st
+        if st is not None and st.extract != cs.written_extract:
+            self.bus.write64(cs.output_va, st.extract)
+            cs.written_extract = st.extract
+
+    # -- CSG events ---------------------------------------------------------------------------
+    def update_idle(self, csg: CsgRuntime) -> None:
+        """CSG idle: all CSs idle -> status_state.IS_IDLE at once; the IDLE event (CSG ack
+        bit 29, optional in §7.6) once per idle period, after ``idle_hysteresis`` seconds.
+
+        The firmware reports a group idle only once it has stayed idle for a hysteresis
+        period (cancelled if work arrives first), as it does for GLB IDLE with idle_timer.
+        Each IDLE event makes panthor run a scheduler tick (STATUS_UPDATE round trips and
+        more interrupts); raised at once, a submit-and-wait loop paid one tick per job, on
+        the critical path of the next submit under TCG. status_state is current at once, so
+        a tick run for any other reason still sees (and may evict) the idle group."""
+        idle = all(cs.idle for cs in csg.streams)
+        if idle == csg.idle_reported:
+            return
+        out_va = self.section.csg_out(csg.index)
+        self.bus.write32(out_va + I.CSG_OUTPUT.off["status_state"],
+                         I.CSG_STATUS_STATE_IS_IDLE if idle else 0)
+        csg.idle_reported = idle
+        csg.cancel_idle_event()
+        if not idle:
+            return
+        loop = None
+        if self.idle_hysteresis > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # synchronous use (tests pump): report at once
+                loop = None
+        if loop is None:
+            self._raise_csg_idle(csg)
+        else:
+            csg.idle_event = loop.call_later(self.idle_hysteresis, self._idle_expired, csg)
+
+    def _idle_expired(self, csg: CsgRuntime) -> None:
+        csg.idle_event = None
+        if self.rt.running and csg.active and csg.idle_reported:
+            self._guard(lambda: self._raise_csg_idle(csg))
+
+    def _raise_csg_idle(self, csg: CsgRuntime) -> None:
+        if evlog.isEnabledFor(logging.DEBUG):
+            ev("CSG%d IDLE event", csg.index)
+        s = self.section
+        s.raise_event(s.csg_out(csg.index), s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
+                      I.CSG_IDLE)
+        s.irq(1 << csg.index)
+
+    def flush(self, csg: CsgRuntime) -> None:
+        """Publish pending CSG events: SYNC_UPDATE (bit 28) then IDLE (bit 29)."""
+        if not csg.active:
+            return
+        if csg.sync_pending:
+            csg.sync_pending = False
+            s = self.section
+            s.raise_event(s.csg_out(csg.index), s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
+                          I.CSG_SYNC_UPDATE)
+            s.irq(1 << csg.index)
+        self.update_idle(csg)

@@ -1,0 +1,116 @@
+"""Running a slice of one command stream and publishing what it did.
+
+The scheduler picks a stream; :class:`CsExecutor` runs it in the interpreter for a bounded
+number of instructions and turns the :class:`~.cs_state.RunResult` into firmware state and
+host-visible effects: the ring's extract pointer, blocked sync waits, MMU-fault stalls (retried
+after the driver's AS command, in the same tables only), CS FATAL events, and the CSG's
+SYNC_UPDATE and IDLE events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..exceptions import ExceptionType
+from ..mmu import Mmu
+from .bus import McuFault
+from .cs_state import RunResult
+from .events import CsfEvents
+from .interp import CsInterpreter
+from .runtime import CsgRuntime, CsRuntime, FwRuntime
+from .scheduler import CsfScheduler
+from .section import ev, evlog
+
+log = logging.getLogger("qemu_panthor.csf")
+
+
+class CsExecutor:
+    """Runs stream slices for the scheduler (its ``run_slice``)."""
+
+    def __init__(self, rt: FwRuntime, interp: CsInterpreter, mmu: Mmu, events: CsfEvents,
+                 sched: CsfScheduler, *, on_mcu_fault: Callable[[str], None]) -> None:
+        self.rt = rt
+        self.interp = interp
+        self.mmu = mmu
+        self.events = events
+        self.sched = sched
+        self._mcu_fatal = on_mcu_fault
+
+    def run_slice(self, cs: CsRuntime, budget: int) -> None:
+        """Run one slice of ``cs`` and publish its effects (extract, status, events)."""
+        csg = self.rt.csgs[cs.csg]
+        st = cs.st
+        if st is None:
+            return
+        try:
+            if cs.stalled_fault is not None and not self._retry_allowed(cs):
+                self.events.flush(csg)
+                return
+            res = self.interp.run(st, budget)  # never raises
+            if evlog.isEnabledFor(logging.DEBUG):
+                ev("CSG%d CS%d slice: %s after %d instructions", cs.csg, cs.index, res.kind,
+                   res.instructions)
+            self.rt.stats["cs_instructions"] += res.instructions
+            self.rt.stats["jobs"] += res.jobs
+            self._apply(csg, cs, res)
+            self.events.flush(csg)
+        except McuFault as e:
+            self._mcu_fatal(str(e))
+
+    def _retry_allowed(self, cs: CsRuntime) -> bool:
+        """A CS retrying an access that faulted: allowed only while its AS still holds the
+        tables it faulted in. If the driver disabled the AS (panthor's answer to an unhandled
+        fault) or latched another VM's tables into it, the faulted access is terminated and
+        the CS fails with that fault: hardware never replays it into another address space
+        (doing so raised the old fault in the new owner's name and killed its group)."""
+        fault, then = cs.stalled_fault, cs.stalled_binding
+        cs.stalled_fault = None
+        cs.stalled_binding = None
+        assert fault is not None
+        now = self.mmu.binding(fault.as_nr)
+        if now.enabled and then is not None and now.transtab == then.transtab:
+            return True
+        self.events.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+                                    why=f"AS{fault.as_nr} disabled or re-assigned during "
+                                        "the fault")
+        return False
+
+    def _apply(self, csg: CsgRuntime, cs: CsRuntime, res: RunResult) -> None:
+        self.events.publish_extract(cs)
+        kind = res.kind
+        if kind == "idle":
+            cs.runnable = False
+        elif kind == "budget":
+            cs.runnable = True
+        elif kind == "blocked_sync":
+            cs.runnable = False
+            cs.wait = res.wait
+            self.events.write_cs_status(cs)
+        elif kind == "mmu_fault" and res.fault is not None:
+            cs.runnable = False
+            fault = res.fault
+            binding = self.mmu.binding(fault.as_nr)
+            if not binding.enabled:
+                # The driver disabled this AS (panthor's answer to an unhandled fault): no
+                # update can resolve the access, the CS fails with the fault.
+                self.events.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+                                            why=f"access in disabled AS{fault.as_nr}")
+                return
+            cs.stalled_as = fault.as_nr
+            cs.stalled_fault = fault
+            cs.stalled_binding = binding
+            log.info("CSG%d CS%d stalled on MMU fault %s", cs.csg, cs.index, fault)
+        elif kind == "fatal":
+            self.events.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)
+        else:
+            self.events.report_cs_fatal(cs, ExceptionType.CSF_FW_INTERNAL_ERROR, 0, 0,
+                                        why=f"unknown run result {kind!r}")
+        if res.sync_update:
+            csg.sync_pending = True  # system scope: tell the host (CSG SYNC_UPDATE)
+            self.sched.reevaluate_waits()
+            for other in self.rt.csgs:  # ... and it may unblock streams of other groups
+                if other is not csg and other.active:
+                    self.events.update_idle(other)
+        elif res.csg_sync_update:
+            self.sched.reevaluate_waits(csg)  # CSG scope: wakes this group's streams only

@@ -1,0 +1,114 @@
+"""Firmware-private state of the CSG and CS slots: what the MCU keeps in its own RAM.
+
+Nothing here survives an MCU stop (disable, halt, GPU reset): the host's view lives in the
+shared section (guest memory) and a suspended group's streams live in its suspend buffer.
+All parts of the firmware model (:mod:`.mcu`, :mod:`.slots`, :mod:`.events`, :mod:`.execute`,
+:mod:`.scheduler`) share one :class:`FwRuntime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..mmu import AsBinding, MmuFault
+from .cs_state import CsExecState, SyncWait
+
+
+@dataclass
+class CsRuntime:
+    """Firmware-private state of one CS slot."""
+
+    csg: int
+    index: int
+    started: bool = False
+    st: CsExecState | None = None
+    ring_base: int = 0
+    ring_size: int = 0
+    input_va: int = 0  # ringbuf_input (MCU VA)
+    output_va: int = 0  # ringbuf_output (MCU VA)
+    priority: int = 0
+    doorbell: int = 0
+    runnable: bool = False
+    wait: SyncWait | None = None
+    stalled_as: int | None = None  # stalled on an MMU fault in this AS, until a restart
+    stalled_fault: MmuFault | None = None  # that fault, until the access is retried
+    stalled_binding: AsBinding | None = None  # the AS's tables and restart count at the fault
+    fault_pending: bool = False
+    fatal: bool = False
+    written_extract: int = -1
+
+    def reset(self) -> None:
+        self.started = False
+        self.st = None
+        self.runnable = False
+        self.wait = None
+        self.stalled_as = None
+        self.stalled_fault = None
+        self.stalled_binding = None
+        self.fault_pending = False
+        self.fatal = False
+        self.written_extract = -1
+
+    @property
+    def idle(self) -> bool:
+        """Idle as CS_REQ IDLE_EMPTY/IDLE_SYNC_WAIT define it (host always sets both)."""
+        if not self.started or self.fatal:
+            return True
+        if self.runnable or self.stalled_as is not None or self.fault_pending:
+            return False
+        return True  # ring empty or blocked on a sync wait
+
+
+@dataclass
+class CsgRuntime:
+    """Firmware-private state of one CSG slot."""
+
+    index: int
+    streams: list[CsRuntime]
+    active: bool = False
+    as_nr: int = 0
+    priority: int = 0
+    endpoint_req: int = 0
+    suspend_buf: int = 0
+    idle_reported: bool = False
+    sync_pending: bool = False
+    idle_event: asyncio.TimerHandle | None = None  # the deferred IDLE event (hysteresis)
+
+    @classmethod
+    def new(cls, index: int, stream_num: int) -> CsgRuntime:
+        return cls(index, [CsRuntime(index, j) for j in range(stream_num)])
+
+    def cancel_idle_event(self) -> None:
+        if self.idle_event is not None:
+            self.idle_event.cancel()
+            self.idle_event = None
+
+    def reset(self) -> None:
+        self.cancel_idle_event()
+        self.active = False
+        self.idle_reported = False
+        self.sync_pending = False
+        for cs in self.streams:
+            cs.reset()
+
+
+@dataclass
+class FwRuntime:
+    """The MCU's run state and its slots."""
+
+    csgs: list[CsgRuntime]
+    running: bool = False
+    halted: bool = False
+    #: cs_instructions: CS instructions executed; jobs: kernel job-ring sequences completed
+    #: (system-scope SYNC_ADDs executed from a ring itself); cs_fatal: CS FATAL events.
+    stats: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def new(cls, group_num: int, stream_num: int) -> FwRuntime:
+        return cls([CsgRuntime.new(i, stream_num) for i in range(group_num)])
+
+    def drop_slots(self) -> None:
+        for csg in self.csgs:
+            csg.reset()
