@@ -2,20 +2,18 @@
 
 Goals (not asserted): miss <= 1.5 us, hit <= 0.3 us. Absolute times depend on the machine and
 its load; the "x dict" column is the ratio to the dict lookup measured in the same run.
-Run: .venv/bin/python bench/bench_mmu.py
+Run: PYTHONPATH=tests .venv/bin/python bench/bench_mmu.py (the LPAE writer is the tests' support
+package)
 """
 
 from __future__ import annotations
 
-import sys
 import timeit
-from pathlib import Path
+
+from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.mmu import Access, Mmu
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import pgtable_writer as ptw
 
 N = 200_000
 

@@ -93,14 +93,12 @@ def serve_aecho(path: str) -> None:
 def run_loop(coro: object) -> None:
     """The loop the backend uses (qemu_panthor.eventloop: uvloop unless
     QEMU_PANTHOR_LOOP=asyncio), for the asyncio echo server and ours alike."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from qemu_panthor import eventloop
 
     eventloop.run(coro)  # type: ignore[arg-type]
 
 
 def serve_vfio(path: str) -> None:
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from qemu_panthor.vfio_user import BarSpec, PciFunction, VfioUserServer
 
     class Dev(PciFunction):

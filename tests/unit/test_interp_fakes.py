@@ -4,9 +4,9 @@ and a ring-buffer harness. Holds no tests itself."""
 from __future__ import annotations
 
 import struct
-import sys
 from dataclasses import dataclass
-from pathlib import Path
+
+from support import cs_asm  # noqa: F401  (re-exported for the test modules)
 
 from qemu_panthor.memory import BusError, RamRegion, SparseRam
 
@@ -29,9 +29,6 @@ except ImportError:  # MMU package not available: same fields as docs/architectu
         exception_type: int
         bus: bool = False
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import cs_asm  # noqa: F401  (re-exported for the test modules)
 
 PAGE = 4096
 TRANSLATION_FAULT_3 = 0xC3

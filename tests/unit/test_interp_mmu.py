@@ -1,10 +1,10 @@
 """The kernel's job sequence through the real GPU MMU: page tables written by the independent
-tests/pgtable_writer.py the way panthor maps its BOs (ring, user stream and syncobj NOEXEC,
+tests/support/pgtable_writer.py the way panthor maps its BOs (ring, user stream and syncobj NOEXEC,
 §5.2 / §9.4), then a fault on an unmapped stream reported in AS_FAULTSTATUS and retried."""
 
 from __future__ import annotations
 
-import pgtable_writer as ptw
+from support import pgtable_writer as ptw
 from test_interp_fakes import FakeHooks, cs_asm
 
 from qemu_panthor.csf.interp import CsInterpreter, new_state

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import logging
 import mmap
-import sys
-from pathlib import Path
+
+from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import BusError, RamRegion, SparseRam
 from qemu_panthor.mmu import Access, Mmu, MmuFault
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pgtable_writer as ptw
 
 ASB = 0x400 + 1 * 0x40  # AS1
 TRANSTAB, LOCKADDR, COMMAND, TRANSCFG = 0x00, 0x10, 0x18, 0x30

@@ -5,16 +5,12 @@ written from the reference, not imported from the model."""
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
+from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pgtable_writer as ptw
 
 # §2.5/§4.4: MMU_INT relative to the MMU block base 0x2000
 RAWSTAT, CLEAR, MASK, STAT = 0x0, 0x4, 0x8, 0xC

@@ -4,18 +4,13 @@ garbage registers and garbage VAs never make the model raise."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import RamRegion, SparseRam
 from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pgtable_writer as ptw
 
 ASB = 0x400 + 1 * 0x40
 FAULT_CODES = (

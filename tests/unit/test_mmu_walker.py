@@ -1,19 +1,14 @@
 """Walker matrix in the spirit of io-pgtable's arm_lpae_run_tests: tables written by the
-independent tests/pgtable_writer.py, translations checked against what the writer chose and
+independent tests/support/pgtable_writer.py, translations checked against what the writer chose and
 fault codes against the reference (§4.4, §5.3)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pgtable_writer as ptw
 
 RW = ptw.IOMMU_READ | ptw.IOMMU_WRITE | ptw.IOMMU_CACHE
 RO = ptw.IOMMU_READ | ptw.IOMMU_CACHE

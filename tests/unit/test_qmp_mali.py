@@ -5,22 +5,18 @@ the hardware reference (GPU_ID, exception codes, FAULTSTATUS layout), not from t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import test_mcu as mcu
 from qemu.qmp import ExecuteError, QMPClient
+from support import pgtable_writer as ptw
 
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.memory import RamRegion
 from qemu_panthor.qmp import build_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pgtable_writer as ptw
-import test_mcu as mcu
 
 TIMEOUT = 5.0
 MMU = 0x2000

@@ -5,10 +5,10 @@ AS_ACTIVE, polled before and after each AS_COMMAND), dropped GLB PING acks, and 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+import test_mcu as mcu
 from qemu.qmp import ExecuteError, QMPClient
 
 from qemu_panthor.csf import iface as I
@@ -16,9 +16,6 @@ from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.qmp import build_server
 from qemu_panthor.testport import ANY_AS, POLL_READS, FaultInjector, Op, encode
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_mcu as mcu
 
 BAR2 = 2
 TP = 0xF00
