@@ -1,0 +1,105 @@
+"""Shared harness of the fuzz campaigns: flags, failure accounting, the summary line.
+
+A campaign is bounded (``--cases`` and ``--seconds``), seeded (``--seed``: the same seed gives
+the same inputs) and counts three kinds of failure: a *crash* (an exception escaping the model),
+a *hang* (one step over its time bound) and a *traceback* (a log record carrying exception
+info, which the model must never emit for bad input). It prints one summary line and exits 1
+when anything failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+class _TracebackCounter(logging.Handler):
+    """Counts log records with exception info (a traceback at the user)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+        self.first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.count += 1
+            if self.first is None:
+                self.first = self.format(record)
+
+
+@dataclass
+class Campaign:
+    """One fuzz run: the RNG, the limits and the findings."""
+
+    name: str
+    seed: int
+    cases: int
+    seconds: float
+    hang_s: float
+    rng: random.Random = field(init=False)
+    done: int = 0
+    crashes: list[str] = field(default_factory=list)
+    hangs: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._tb = _TracebackCounter()
+        logging.getLogger("qemu_panthor").addHandler(self._tb)
+        logging.getLogger("qemu_panthor").setLevel(logging.ERROR)
+        logging.getLogger("qemu_panthor").propagate = False
+        self._t0 = time.monotonic()
+
+    def iterate(self) -> Iterator[int]:
+        """Case numbers until ``cases`` ran or ``seconds`` passed."""
+        while self.done < self.cases and time.monotonic() - self._t0 < self.seconds:
+            yield self.done
+            self.done += 1
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """One step: an exception escaping it is a crash (recorded, not raised), a step
+        longer than ``hang_s`` a hang."""
+        t = time.monotonic()
+        try:
+            yield
+        except Exception as e:  # a crash: the model let an exception escape
+            self.crashes.append(f"case {self.done} seed {self.seed}: {what}: {e!r}")
+        finally:
+            dt = time.monotonic() - t
+            if dt > self.hang_s:
+                self.hangs.append(f"case {self.done} seed {self.seed}: {what} took {dt:.3f} s")
+
+    @property
+    def tracebacks(self) -> int:
+        return self._tb.count
+
+    def finish(self) -> int:
+        elapsed = time.monotonic() - self._t0
+        extra = "".join(f", {k} {v:g}" for k, v in self.figures.items())
+        print(f"fuzz {self.name}: {self.done} cases in {elapsed:.1f} s (seed {self.seed}): "
+              f"{len(self.crashes)} crashes, {len(self.hangs)} hangs, "
+              f"{self.tracebacks} tracebacks{extra}")
+        for line in (self.crashes + self.hangs)[:10]:
+            print("  " + line)
+        if self._tb.first:
+            print("  first traceback:\n" + self._tb.first)
+        return 1 if self.crashes or self.hangs or self.tracebacks else 0
+
+
+def campaign_from_argv(name: str, *, cases: int, seconds: float, hang_s: float,
+                       argv: list[str] | None = None) -> Campaign:
+    ap = argparse.ArgumentParser(prog=f"fuzz_{name}", description=__doc__)
+    ap.add_argument("--seed", type=int, default=1, help="RNG seed (default 1)")
+    ap.add_argument("--cases", type=int, default=cases, help=f"cases (default {cases})")
+    ap.add_argument("--seconds", type=float, default=seconds,
+                    help=f"time limit (default {seconds:g} s)")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    return Campaign(name, args.seed, args.cases, args.seconds, hang_s)
