@@ -64,9 +64,10 @@ class Campaign:
             self.done += 1
 
     @contextlib.contextmanager
-    def guard(self, what: str) -> Iterator[None]:
+    def guard(self, what: str, hang_s: float | None = None) -> Iterator[None]:
         """One step: an exception escaping it is a crash (recorded, not raised), a step
-        longer than ``hang_s`` a hang."""
+        longer than ``hang_s`` (default: the campaign's) a hang."""
+        limit = self.hang_s if hang_s is None else hang_s
         t = time.monotonic()
         try:
             yield
@@ -74,7 +75,7 @@ class Campaign:
             self.crashes.append(f"case {self.done} seed {self.seed}: {what}: {e!r}")
         finally:
             dt = time.monotonic() - t
-            if dt > self.hang_s:
+            if dt > limit:
                 self.hangs.append(f"case {self.done} seed {self.seed}: {what} took {dt:.3f} s")
 
     @property

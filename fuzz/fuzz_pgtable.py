@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         mmu.write32(as_reg(as_nr, AS_COMMAND), cmd)
                 continue
             else:
-                with c.guard("mappings"):
+                with c.guard("mappings", hang_s=1.0):  # QMP introspection, not MMIO
                     introspect.mappings(mmu, as_nr, max_entries=4096)
                 continue
             accesses += 1
