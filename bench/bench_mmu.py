@@ -33,7 +33,9 @@ def main() -> None:
         mmu.write32(base + off, v & 0xFFFFFFFF)
         mmu.write32(base + off + 4, v >> 32)
     mmu.write32(base + 0x18, 1)
-    tlb = mmu._slots[1].tlb  # bench-only peek: drop the page's TLB entry before each miss
+    slot = mmu.slot(1)
+    assert slot is not None
+    tlb = slot.tlb  # bench-only peek: drop the page's TLB entry before each miss
     vpn = va >> 12
 
     def drop_entry() -> None:  # the TLB entry (and the fast-path views of it) only

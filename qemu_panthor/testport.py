@@ -47,7 +47,7 @@ ANY_AS = 0xFF
 POLL_READS = 10002
 
 
-class Op(IntEnum):
+class InjectOp(IntEnum):
     """INJECT bits [7:0]."""
 
     DISARM = 0
@@ -92,7 +92,7 @@ REG_BY_OFFSET = {r.offset: r for r in REGISTERS}
 REG = {r.name: r.offset for r in REGISTERS}
 
 
-def encode(op: Op | int, as_nr: int = ANY_AS, count: int = 1) -> int:
+def encode(op: InjectOp | int, as_nr: int = ANY_AS, count: int = 1) -> int:
     """The TP_INJECT value arming ``op``."""
     return (int(op) & 0xFF) | (as_nr & 0xFF) << 8 | (count & 0xFFFF) << 16
 
@@ -127,16 +127,16 @@ class FaultInjector:
         """Decode and apply a TP_INJECT value (also what ``x-mali-inject`` uses)."""
         code &= 0xFFFF_FFFF
         op, as_nr, count = code & 0xFF, code >> 8 & 0xFF, max(code >> 16, 1)
-        if op == Op.DISARM:
+        if op == InjectOp.DISARM:
             self.as_armed = self.ping_armed = 0
             self._sync_hooks()
-        elif op in (Op.AS_STUCK, Op.AS_WEDGED):
+        elif op in (InjectOp.AS_STUCK, InjectOp.AS_WEDGED):
             if as_nr != ANY_AS and not self.mmu.as_present >> as_nr & 1:
                 return self._result(Result.BAD_AS)
             self.as_filter, self.as_armed = as_nr, count
-            self.as_hold = POLL_READS if op == Op.AS_STUCK else -1
+            self.as_hold = POLL_READS if op == InjectOp.AS_STUCK else -1
             self._sync_hooks()
-        elif op == Op.PING_DROP:
+        elif op == InjectOp.PING_DROP:
             if self.firmware is None:
                 return self._result(Result.BAD_OP)
             self.ping_armed = count
@@ -222,4 +222,4 @@ class FaultInjector:
 
 
 __all__ = ["ANY_AS", "MAGIC", "POLL_READS", "PORT_BASE", "PORT_SIZE", "REGISTERS",
-           "FaultInjector", "Op", "PortReg", "Result", "encode"]
+           "FaultInjector", "InjectOp", "PortReg", "Result", "encode"]

@@ -18,24 +18,22 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, NamedTuple
 
 from .. import exceptions as exc
 from ..irqblock import IRQ_BLOCK_SIZE, IRQ_CLEAR, IrqBlock
-from ..memory import BusError, PhysMem
-from . import regs
-from .tlb import DEFAULT_CAPACITY, Tlb
+from ..memory import BusError, PhysMem, SparseRam
+from . import introspect, regs
+from .tlb import DEFAULT_CAPACITY, Tlb, TlbEntry
+from .types import BUS_CODES, RESTART_COMMANDS, Access, AsBinding, MmuFault, Translation
 from .walker import (
     NEED,
+    NO_VIEW,
     PAGE_SHIFT,
     PAGE_SIZE,
     PERM_W,
     PERM_X,
     WALK_SHIFT,
     WalkConfig,
-    collect_leaves,
     walk,
 )
 
@@ -50,91 +48,6 @@ _U32_UNPACK = _U32.unpack_from
 _U64_UNPACK = _U64.unpack_from
 #: most guest pages whose memoryview the MMU keeps (the cache is emptied when full)
 VIEW_CACHE_CAPACITY = 1 << 16
-
-
-class Access(IntEnum):
-    """AS_FAULTSTATUS ACCESS_TYPE."""
-
-    ATOMIC = 0
-    EXECUTE = 1
-    READ = 2
-    WRITE = 3
-
-
-@dataclass(frozen=True)
-class Translation:
-    pa: int
-    writable: bool
-    executable: bool
-    attr_index: int
-    level: int
-
-
-@dataclass(frozen=True)
-class MmuFault:
-    """A fault as the MMU reports it. ``bus`` marks bus faults (AS_FAULTSTATUS bit 10)."""
-
-    as_nr: int
-    va: int
-    access: Access
-    exception_type: int
-    bus: bool = False
-
-    @property
-    def faultstatus(self) -> int:
-        """The AS_FAULTSTATUS value this fault latches (source id 0)."""
-        return (
-            self.exception_type
-            | int(self.access) << regs.FAULTSTATUS_ACCESS_TYPE_SHIFT
-            | (regs.FAULTSTATUS_DECODER_FAULT if self.bus else 0)
-        )
-
-    def __str__(self) -> str:
-        kind = "bus fault" if self.bus else "fault"
-        return (
-            f"AS{self.as_nr} {kind} {exc.exception_name(self.exception_type)} "
-            f"({self.exception_type:#x}) on {self.access.name} at VA {self.va:#x}"
-        )
-
-
-class MapAttrs(NamedTuple):
-    writable: bool
-    executable: bool
-    attr_index: int
-    af: bool
-
-
-class Mapping(NamedTuple):
-    va: int
-    pa: int
-    size: int
-    attrs: MapAttrs
-
-
-class MappingList(list[Mapping]):
-    """``Mmu.mappings`` result; ``truncated`` is set when the entry cap cut the walk short."""
-
-    truncated: bool = False
-
-
-_GPU_BUS_FAULT = int(exc.ExceptionType.GPU_BUS_FAULT)
-_BUS_CODES = frozenset(range(exc.TRANSTAB_BUS_FAULT, exc.TRANSTAB_BUS_FAULT + 4)) | {
-    _GPU_BUS_FAULT
-}
-
-
-#: AS commands that restart transactions stalled on a fault (LOCK and NOP do not).
-RESTART_COMMANDS = (regs.AsCommand.UPDATE, regs.AsCommand.UNLOCK, regs.AsCommand.FLUSH_PT,
-                    regs.AsCommand.FLUSH_MEM)
-
-
-@dataclass(frozen=True, slots=True)
-class AsBinding:
-    """What an AS slot translates with now, for the firmware's stalled-access retries."""
-
-    enabled: bool  # the latched ADRMODE translates (not UNMAPPED)
-    transtab: int  # the latched (UPDATE'd) AS_TRANSTAB
-    restarts: int  # AS commands executed so far that restart stalled transactions
 
 
 class AsSlot:
@@ -220,17 +133,15 @@ class Mmu:
             AsSlot(n, self._cfg(0, 0, 0), tlb_capacity) if self.as_present >> n & 1 else None
             for n in range(regs.MAX_AS)
         ]
-        # Page views: guest page PA -> memoryview of that 4 KiB page, or False when the page is
-        # not wholly inside one RAM region. Only for a PhysMem with view() and add_listener()
-        # (SparseRam), which tells us when its regions change; then the cache is emptied before
-        # the removed regions are released. Other PhysMems get every access through read/write.
-        self._views: dict[int, memoryview | bool] = {}
+        # Page views: guest page PA -> memoryview of that 4 KiB page, or NO_VIEW when the page
+        # is not wholly inside one RAM region. Only over a SparseRam, which hands out views and
+        # tells us when its regions change; then the cache is emptied before the removed
+        # regions are released. Other PhysMems get every access through read/write.
+        self._views: dict[int, memoryview] = {}
         self._mem_view: Callable[[int, int], memoryview] | None = None
-        add_listener = getattr(mem, "add_listener", None)
-        mem_view = getattr(mem, "view", None)
-        if add_listener is not None and mem_view is not None:
-            add_listener(self._drop_views)  # held weakly
-            self._mem_view = mem_view
+        if isinstance(mem, SparseRam):
+            mem.add_listener(self._drop_views)  # held weakly
+            self._mem_view = mem.view
         # The TLB-hit fast path of read/write: AS number -> Tlb, empty in strict mode.
         self._fast: dict[int, Tlb] = {}
         self.strict = strict
@@ -260,20 +171,20 @@ class Mmu:
             if st is not None:
                 st.tlb.drop_views()
 
-    def _page_view(self, page: int) -> memoryview | bool:
-        """The memoryview of the guest page at ``page`` (4 KiB aligned), or False."""
+    def _page_view(self, page: int) -> memoryview:
+        """The memoryview of the guest page at ``page`` (4 KiB aligned), or NO_VIEW."""
         v = self._views.get(page)
         if v is None:
             mem_view = self._mem_view
             if mem_view is None:
-                return False
+                return NO_VIEW
             views = self._views
             if len(views) >= VIEW_CACHE_CAPACITY:
                 views.clear()
             try:
                 v = mem_view(page, PAGE_SIZE)
             except BusError:
-                v = False
+                v = NO_VIEW
             views[page] = v
         return v
 
@@ -283,7 +194,7 @@ class Mmu:
         if v is None:
             v = self._page_view(pa & ~_PAGE_MASK)
         if v:
-            return _U64_UNPACK(v, pa & _PAGE_MASK)[0]  # type: ignore[arg-type]
+            return _U64_UNPACK(v, pa & _PAGE_MASK)[0]
         return self._read_u64(pa)
 
     def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
@@ -423,7 +334,7 @@ class Mmu:
     def _fault(
         self, st: AsSlot | None, as_nr: int, va: int, access: int, code: int, report: bool
     ) -> MmuFault:
-        f = MmuFault(as_nr, va & _M64, Access(access), code, code in _BUS_CODES)
+        f = MmuFault(as_nr, va & _M64, Access(access), code, code in BUS_CODES)
         if st is None:
             self.stats["absent_as"] += 1
             return f
@@ -449,12 +360,13 @@ class Mmu:
         return f
 
     # -- translation ----------------------------------------------------------------------------
-    def _slot(self, as_nr: int) -> AsSlot | None:
+    def slot(self, as_nr: int) -> AsSlot | None:
+        """The AS slot ``as_nr``; None when it is not in AS_PRESENT (or out of range)."""
         if 0 <= as_nr < regs.MAX_AS:
             return self._slots[as_nr]
         return None
 
-    def _lookup(self, st: AsSlot, va: int) -> tuple[int, int, int, int, int, int] | int:
+    def _lookup(self, st: AsSlot, va: int) -> TlbEntry | int:
         """TLB entry for ``va``'s page (walking and filling on a miss), or a fault code."""
         tlb = st.tlb
         e = tlb.entries.get(va >> PAGE_SHIFT)
@@ -513,13 +425,14 @@ class Mmu:
         """Translate ``va``'s page for a GPU access: the fault, else the view of the guest page
         it maps (indexed for the hit fast path), else (no view: not a SparseRam, or no RAM
         there) the PA of ``va``."""
-        e = self._lookup(st, va)
-        if e.__class__ is int:
-            return self._fault(st, st.nr, va, access, e, report)  # type: ignore[arg-type]
-        perm = e[1]  # type: ignore[index]
+        r = self._lookup(st, va)
+        if r.__class__ is int:
+            return self._fault(st, st.nr, va, access, r, report)
+        e: TlbEntry = r  # type: ignore[assignment]  # int returned above; a class test narrows no non-final type
+        perm = e[1]
         if NEED[access] & ~perm:
-            return self._fault(st, st.nr, va, access, exc.PERM_FAULT + e[2], report)  # type: ignore[index]
-        page = e[0]  # type: ignore[index]
+            return self._fault(st, st.nr, va, access, exc.PERM_FAULT + e[2], report)
+        page = e[0]
         v = self._views.get(page)
         if v is None:
             v = self._page_view(page)
@@ -527,38 +440,25 @@ class Mmu:
             if not self._strict:
                 vpn = va >> PAGE_SHIFT
                 tlb = st.tlb
-                tlb.rviews[vpn] = v  # type: ignore[assignment]
+                tlb.rviews[vpn] = v
                 if perm & PERM_W:
-                    tlb.wviews[vpn] = v  # type: ignore[assignment]
-            return v  # type: ignore[return-value]
-        return page | (va & _PAGE_MASK)  # type: ignore[no-any-return]
+                    tlb.wviews[vpn] = v
+            return v
+        return page | (va & _PAGE_MASK)
 
     def translate(self, as_nr: int, va: int, access: Access) -> Translation | MmuFault:
         """What the GPU would use for ``va``: the TLB (filled on a miss, so possibly stale, as on
         hardware) else a walk. Never touches registers or MMU_INT."""
-        st = self._slot(as_nr)
+        st = self.slot(as_nr)
         if st is None:
             return self._fault(None, as_nr, va, access, exc.TRANSLATION_FAULT, False)
-        e = self._lookup(st, va)
-        if e.__class__ is int:
-            return self._fault(st, as_nr, va, access, e, False)  # type: ignore[arg-type]
-        pa, perm, level, _, _, attr = e  # type: ignore[misc]
+        r = self._lookup(st, va)
+        if r.__class__ is int:
+            return self._fault(st, as_nr, va, access, r, False)
+        pa, perm, level, _, _, attr = r  # type: ignore[misc]  # int returned above; a class test narrows no non-final type
         if NEED[access] & ~perm:
             return self._fault(st, as_nr, va, access, exc.PERM_FAULT + level, False)
         return Translation(pa | (va & _PAGE_MASK), bool(perm & PERM_W), bool(perm & PERM_X),
-                           attr, level)
-
-    def walk(self, as_nr: int, va: int, access: Access = Access.READ) -> Translation | MmuFault:
-        """What the page tables say now (no TLB, no side effects): for introspection."""
-        st = self._slot(as_nr)
-        if st is None:
-            return MmuFault(as_nr, va & _M64, Access(access), exc.TRANSLATION_FAULT)
-        code, level, oa, size, perm, attr, _ = walk(self._read_u64, st.cfg, va)
-        if not code:
-            code = exc.PERM_FAULT + level if NEED[access] & ~perm else 0
-        if code:  # built here, not by _fault(): introspection leaves even the counters alone
-            return MmuFault(as_nr, va & _M64, Access(access), code, code in _BUS_CODES)
-        return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
                            attr, level)
 
     # -- accesses -------------------------------------------------------------------------------
@@ -593,15 +493,14 @@ class Mmu:
         off = va & _PAGE_MASK
         if off + size <= PAGE_SIZE:
             p = self._page(st, va, access, report)
-            cls = p.__class__
-            if cls is memoryview:
-                return p[off : off + size].tobytes()  # type: ignore[index]
-            if cls is MmuFault:
-                return p  # type: ignore[return-value]
+            if type(p) is memoryview:
+                return p[off : off + size].tobytes()
+            if type(p) is MmuFault:
+                return p
             try:
-                return self.mem.read(p, size)  # type: ignore[arg-type]
+                return self.mem.read(p, size)
             except BusError:
-                return self._fault(st, as_nr, va, access, _GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, access, exc.GPU_BUS_FAULT, report)
         out = bytearray()
         end = va + size
         cur = va
@@ -609,16 +508,15 @@ class Mmu:
             off = cur & _PAGE_MASK
             n = min(PAGE_SIZE - off, end - cur)
             p = self._page(st, cur, access, report)
-            cls = p.__class__
-            if cls is memoryview:
-                out += p[off : off + n]  # type: ignore[index]
-            elif cls is MmuFault:
-                return p  # type: ignore[return-value]
+            if type(p) is memoryview:
+                out += p[off : off + n]
+            elif type(p) is MmuFault:
+                return p
             else:
                 try:
-                    out += self.mem.read(p, n)  # type: ignore[arg-type]
+                    out += self.mem.read(p, n)
                 except BusError:
-                    return self._fault(st, as_nr, cur, access, _GPU_BUS_FAULT, report)
+                    return self._fault(st, as_nr, cur, access, exc.GPU_BUS_FAULT, report)
             cur += n
         return bytes(out)
 
@@ -652,16 +550,15 @@ class Mmu:
         off = va & _PAGE_MASK
         if off + size <= PAGE_SIZE:
             p = self._page(st, va, w, report)
-            cls = p.__class__
-            if cls is memoryview:
-                p[off : off + size] = data  # type: ignore[index]
+            if type(p) is memoryview:
+                p[off : off + size] = data
                 return None
-            if cls is MmuFault:
-                return p  # type: ignore[return-value]
+            if type(p) is MmuFault:
+                return p
             try:
-                self.mem.write(p, data)  # type: ignore[arg-type]
+                self.mem.write(p, data)
             except BusError:
-                return self._fault(st, as_nr, va, w, _GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, w, exc.GPU_BUS_FAULT, report)
             return None
         chunks: list[tuple[int, memoryview | int, int]] = []
         end = va + size
@@ -669,21 +566,21 @@ class Mmu:
         while cur < end:
             n = min(PAGE_SIZE - (cur & _PAGE_MASK), end - cur)
             p = self._page(st, cur, w, report)
-            if p.__class__ is MmuFault:
-                return p  # type: ignore[return-value]
-            chunks.append((cur, p, n))  # type: ignore[arg-type]
+            if type(p) is MmuFault:
+                return p
+            chunks.append((cur, p, n))
             cur += n
         view = memoryview(data).cast("B")
         for cva, p, n in chunks:
             off = cva - va
-            if p.__class__ is memoryview:
+            if type(p) is memoryview:
                 poff = cva & _PAGE_MASK
-                p[poff : poff + n] = view[off : off + n]  # type: ignore[index]
+                p[poff : poff + n] = view[off : off + n]
                 continue
             try:
-                self.mem.write(p, view[off : off + n])  # type: ignore[arg-type]
+                self.mem.write(p, view[off : off + n])
             except BusError:
-                return self._fault(st, as_nr, cva, w, _GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, cva, w, exc.GPU_BUS_FAULT, report)
         return None
 
     def read_u32(
@@ -697,9 +594,11 @@ class Mmu:
                     off = va & 0xFFF
                     if off <= 4092:
                         tlb.hits += 1
-                        return _U32_UNPACK(v, off)[0]  # type: ignore[no-any-return]
+                        return _U32_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 4, access, report)
-        return r if r.__class__ is MmuFault else _U32.unpack(r)[0]  # type: ignore[arg-type]
+        if type(r) is MmuFault:
+            return r
+        return _U32.unpack(r)[0]
 
     def read_u64(
         self, as_nr: int, va: int, access: Access = Access.READ, *, report: bool = True
@@ -712,9 +611,11 @@ class Mmu:
                     off = va & 0xFFF
                     if off <= 4088:
                         tlb.hits += 1
-                        return _U64_UNPACK(v, off)[0]  # type: ignore[no-any-return]
+                        return _U64_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 8, access, report)
-        return r if r.__class__ is MmuFault else _U64.unpack(r)[0]  # type: ignore[arg-type]
+        if type(r) is MmuFault:
+            return r
+        return _U64.unpack(r)[0]
 
     def write_u32(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
         return self.write(as_nr, va, _U32.pack(value & _M32), report=report)
@@ -724,7 +625,7 @@ class Mmu:
 
     def binding(self, as_nr: int) -> AsBinding:
         """The slot's latched configuration and restart count (an absent slot is disabled)."""
-        st = self._slot(as_nr)
+        st = self.slot(as_nr)
         if st is None:
             return AsBinding(False, 0, 0)
         cfg = st.cfg
@@ -732,89 +633,6 @@ class Mmu:
                          sum(st.commands[c] for c in RESTART_COMMANDS))
 
     # -- introspection --------------------------------------------------------------------------
-    def as_state(self, as_nr: int) -> dict[str, Any]:
-        """Registers, the latched configuration, fault state and TLB counters of one AS."""
-        st = self._slot(as_nr)
-        if st is None:
-            return {"as": as_nr, "present": False}
-        cfg = st.cfg
-        try:
-            mode = regs.AdrMode(cfg.adrmode).name
-        except ValueError:
-            mode = f"RESERVED_{cfg.adrmode}"
-        tlb = st.tlb
-        return {
-            "as": as_nr,
-            "present": True,
-            "registers": {
-                "TRANSTAB": st.transtab,
-                "MEMATTR": st.memattr,
-                "LOCKADDR": st.lockaddr,
-                "FAULTSTATUS": st.faultstatus,
-                "FAULTADDRESS": st.faultaddress,
-                "STATUS": self.as_active >> as_nr & 1,
-                "TRANSCFG": st.transcfg,
-                "FAULTEXTRA": st.faultextra,
-            },
-            "active": {
-                "TRANSTAB": cfg.transtab,
-                "MEMATTR": cfg.memattr,
-                "TRANSCFG": cfg.transcfg,
-                "adrmode": mode,
-                "va_bits": cfg.va_bits,
-                "pa_bits": cfg.pa_bits,
-                "start_level": cfg.start_level,
-            },
-            "locked": list(st.locked),
-            "fault_pending": self.fault_pending(as_nr),
-            "fault": {
-                "exception": exc.exception_name(st.faultstatus & 0xFF),
-                "access": Access((st.faultstatus >> 8) & 3).name,
-                "address": st.faultaddress,
-            },
-            "faults": st.faults,
-            "faults_latched": st.faults_latched,
-            "faults_dropped": st.faults_dropped,
-            "commands": {c.name: st.commands[c] for c in regs.AsCommand},
-            "bad_commands": st.bad_commands,
-            "tlb": {
-                "entries": len(tlb),
-                "block_entries": len(tlb.blocks),
-                "hits": tlb.hits,
-                "misses": tlb.misses,
-                "flushes": tlb.flushes,
-                "invalidations": tlb.invalidations,
-                "evictions": tlb.evictions,
-                "stale_hits": tlb.stale_hits,
-                "walk_cache_entries": len(tlb.walks),
-            },
-        }
-
-    def mappings(self, as_nr: int, max_entries: int = 1 << 20) -> MappingList:
-        """The active page tables of ``as_nr`` as coalesced (va, pa, size, attrs) ranges.
-
-        Reads at most ``max_entries`` descriptors (``.truncated`` says if it stopped early), so
-        hostile tables cannot hang it; tables outside RAM and invalid descriptors are skipped.
-        """
-        out = MappingList()
-        st = self._slot(as_nr)
-        if st is None:
-            return out
-        cfg = st.cfg
-        if cfg.adrmode == regs.AdrMode.IDENTITY:
-            out.append(Mapping(0, 0, 1 << cfg.pa_bits, MapAttrs(True, True, 0, True)))
-            return out
-        leaves, out.truncated = collect_leaves(self.mem.read, cfg, max_entries)
-        for lf in leaves:
-            attrs = MapAttrs(bool(lf.perm & PERM_W), bool(lf.perm & PERM_X), lf.attr_index, lf.af)
-            if out:
-                last = out[-1]
-                if (
-                    last.va + last.size == lf.va
-                    and last.pa + last.size == lf.oa
-                    and last.attrs == attrs
-                ):
-                    out[-1] = Mapping(last.va, last.pa, last.size + lf.size, attrs)
-                    continue
-            out.append(Mapping(lf.va, lf.oa, lf.size, attrs))
-        return out
+    def as_state(self, as_nr: int) -> introspect.AsState | introspect.AbsentAs:
+        """:func:`.introspect.as_state`, for callers not yet on :meth:`binding`."""
+        return introspect.as_state(self, as_nr)

@@ -114,12 +114,6 @@ class Tlb:
         self.wviews.pop(k, None)
         self.evictions += 1
 
-    def set_view(self, vpn: int, view: memoryview, writable: bool) -> None:
-        """Record the guest page view of ``vpn``'s entry (which must be present)."""
-        self.rviews[vpn] = view
-        if writable:
-            self.wviews[vpn] = view
-
     def drop_views(self) -> None:
         self.rviews.clear()
         self.wviews.clear()
@@ -146,12 +140,12 @@ class Tlb:
                 for k in range(max(lo, 0), hi + 1):
                     walks.pop(k, None)
             else:
-                for k in [k for k in walks if lo <= k <= hi]:
-                    del walks[k]
+                for w in [w for w in walks if lo <= w <= hi]:
+                    del walks[w]
         blocks = self.blocks
         if blocks:
-            for k in [k for k, b in blocks.items() if b[3] < end and base < b[3] + b[4]]:
-                del blocks[k]
+            for bk in [bk for bk, b in blocks.items() if b[3] < end and base < b[3] + b[4]]:
+                del blocks[bk]
         entries = self.entries
         if not entries:
             return 0

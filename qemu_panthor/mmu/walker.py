@@ -55,6 +55,8 @@ WALK_CACHE_CAPACITY = 1 << 12
 _WALK_SHIFT = WALK_SHIFT
 _WALK_CAP = WALK_CACHE_CAPACITY
 _U64_FROM = struct.Struct("<Q").unpack_from
+#: In a page-view cache: "this page is not wholly inside one RAM region" (falsy, like None).
+NO_VIEW = memoryview(b"")
 #: output-address mask of a leaf at each level (block/page aligned)
 _OA_MASK_AT = tuple(OA_MASK & ~((1 << (PAGE_SHIFT + 9 * (3 - lvl))) - 1) for lvl in range(4))
 # hierarchical table bits as kept in the walk's ``tattr`` (descriptor bits [63:59])
@@ -122,7 +124,7 @@ def walk(
     cfg: WalkConfig,
     va: int,
     wc: dict[int, tuple[int, int]] | None = None,
-    views: dict[int, memoryview | bool] | None = None,
+    views: dict[int, memoryview] | None = None,
 ) -> WalkResult:
     """Translate ``va`` with ``cfg``, reading descriptors with ``read_u64`` (raises BusError
     outside RAM). Never raises; hostile tables terminate within 4 descriptor reads.
@@ -132,7 +134,8 @@ def walk(
     records it there if the walk succeeds (like the TLB, the walk cache never holds anything a
     faulting walk read), bounded by WALK_CACHE_CAPACITY, oldest first.
     ``views`` maps a 4 KiB-aligned PA to a memoryview of that page (the MMU's page-view cache):
-    a table found there is read from the view, any other through ``read_u64``."""
+    a table found there is read from the view (:data:`NO_VIEW`: none), any other through
+    ``read_u64``."""
     # A walk-cache entry exists only for a 2 MiB region a successful AARCH64_4K walk with this
     # configuration went through (UPDATE empties the cache), so the mode and VA-size checks
     # below already passed for every VA of it.
@@ -167,7 +170,7 @@ def walk(
     while True:
         v = get_view(table)
         if v:
-            desc = _U64_FROM(v, idx << 3)[0]  # type: ignore[arg-type]
+            desc = _U64_FROM(v, idx << 3)[0]
         else:
             try:
                 desc = read_u64(table + (idx << 3))

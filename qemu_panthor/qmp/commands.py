@@ -2,7 +2,7 @@
 
 Every query reads model state directly (never through MMIO, so it counts no register access
 and latches nothing); ``x-query-mali-translate`` and ``x-query-mali-page-table`` walk the
-page tables with ``Mmu.walk`` / ``Mmu.mappings``, which fill no TLB and raise no fault.
+page tables with :mod:`qemu_panthor.mmu.introspect`, which fills no TLB and raises no fault.
 Events come from the models' observer hooks: ``Mmu.on_fault`` (MALI_MMU_FAULT),
 ``CsfFirmware.on_cs_fatal`` (MALI_CS_FATAL) and ``MaliGpu.on_reset`` (MALI_GPU_RESET).
 """
@@ -13,22 +13,28 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..exceptions import exception_name
 from ..gpu.regs import McuStatus
-from ..mmu import Access, MmuFault, Translation
+from ..memory import SparseRam
+from ..mmu import Access, MmuFault, Translation, introspect
 from ..mmu import regs as mregs
-from ..testport import ANY_AS, Op, Result, encode
+from ..testport import ANY_AS, InjectOp, Result, encode
+from ..vfio_user.protocol import Command as VuCommand
+from .protocol import QmpServer
 from .schema import Arg, Command, CommandTable, generic
 
 if TYPE_CHECKING:
+    from ..csf.runtime import CsRuntime
     from ..device import MaliPciFunction
     from ..irqblock import IrqBlock
-    from .protocol import QmpServer
+    from ..mmu.introspect import AsState
+    from ..vfio_user import VfioUserServer
 
 ACCESS_CHOICES = ("read", "write", "execute", "atomic")
 #: x-mali-inject ``fault`` names -> test-port INJECT ops (docs/test-port.md)
-INJECT_FAULTS = {"as-stuck": Op.AS_STUCK, "as-wedged": Op.AS_WEDGED, "ping-drop": Op.PING_DROP,
-                 "disarm": Op.DISARM}
+INJECT_FAULTS = {"as-stuck": InjectOp.AS_STUCK, "as-wedged": InjectOp.AS_WEDGED,
+                 "ping-drop": InjectOp.PING_DROP, "disarm": InjectOp.DISARM}
 MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
 MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18
@@ -61,7 +67,7 @@ def _fault_dict(f: MmuFault) -> dict[str, Any]:
 class MaliIntrospection:
     """The query commands over one :class:`MaliPciFunction` (and its vfio-user server)."""
 
-    def __init__(self, device: MaliPciFunction, vfio: Any = None) -> None:
+    def __init__(self, device: MaliPciFunction, vfio: VfioUserServer | None = None) -> None:
         self.device = device
         self.gpu = device.gpu
         self.mmu = device.gpu.mmu
@@ -77,11 +83,19 @@ class MaliIntrospection:
             raise generic(f"Address space {as_nr} is not present "
                           f"(AS_PRESENT {self.mmu.as_present:#x})")
 
+    def _state(self, as_nr: int) -> AsState:
+        """``as_state`` of a slot in AS_PRESENT (the QMP error for any other)."""
+        self._check_as(as_nr)
+        s = introspect.as_state(self.mmu, as_nr)
+        assert s["present"] is True  # every AS_PRESENT slot has one
+        return s
+
     def _in_ram(self, pa: int) -> bool | None:
-        regions = getattr(self.mmu.mem, "regions", None)
-        if regions is None:
+        """Whether guest RAM backs ``pa``; None when the memory cannot tell (no region list)."""
+        mem = self.mmu.mem
+        if not isinstance(mem, SparseRam):
             return None
-        return any(r.base <= pa < r.end for r in regions)
+        return any(r.base <= pa < r.end for r in mem.regions)
 
     # -- query-mali-gpu ------------------------------------------------------------------------
     def query_gpu(self) -> dict[str, Any]:
@@ -100,9 +114,9 @@ class MaliIntrospection:
                 "MCU_CONTROL": ctl.mcu_control,
                 "MCU_STATUS": status,
                 "status": _MCU_STATUS.get(status, f"UNKNOWN_{status}"),
-                "running": bool(getattr(self.fw, "running", False)),
-                "halted": bool(getattr(self.fw, "halted", False)),
-                "boots": int(getattr(self.fw, "boots", 0)),
+                "running": self.fw.running,
+                "halted": self.fw.halted,
+                "boots": self.fw.boots,
             },
             "irq": {"gpu": _irq(self.gpu.gpu_irq), "job": _irq(self.gpu.job_irq),
                     "mmu": _irq(self.gpu.mmu_irq)},
@@ -112,7 +126,7 @@ class MaliIntrospection:
 
     # -- query-mali-mmu ------------------------------------------------------------------------
     def _as_info(self, n: int) -> dict[str, Any]:
-        s = self.mmu.as_state(n)
+        s = self._state(n)
         regs, act = s["registers"], s["active"]
         fs = regs["FAULTSTATUS"]
         return {
@@ -145,10 +159,10 @@ class MaliIntrospection:
     def translate(self, as_: int, va: int, access: str = "read") -> dict[str, Any]:
         self._check_as(as_)
         acc = Access[access.upper()]
-        r = self.mmu.walk(as_, va, acc)
+        r = introspect.walk(self.mmu, as_, va, acc)
         out: dict[str, Any] = {"as": as_, "va": va, "access": access}
         if isinstance(r, Translation):
-            memattr = self.mmu.as_state(as_)["active"]["MEMATTR"]
+            memattr = self._state(as_)["active"]["MEMATTR"]
             out |= {"translated": True, "pa": r.pa, "writable": r.writable,
                     "executable": r.executable, "attr-index": r.attr_index,
                     "memattr": (memattr >> (8 * r.attr_index)) & 0xFF, "level": r.level}
@@ -162,8 +176,8 @@ class MaliIntrospection:
     # -- x-query-mali-page-table ---------------------------------------------------------------
     def page_table(self, as_: int, max_ranges: int = 1024) -> dict[str, Any]:
         self._check_as(as_)
-        maps = self.mmu.mappings(as_, MAX_PAGE_TABLE_DESCRIPTORS)
-        act = self.mmu.as_state(as_)["active"]
+        maps = introspect.mappings(self.mmu, as_, MAX_PAGE_TABLE_DESCRIPTORS)
+        act = self._state(as_)["active"]
         ranges = [{"va": m.va, "pa": m.pa, "size": m.size, "writable": m.attrs.writable,
                    "executable": m.attrs.executable, "attr-index": m.attrs.attr_index,
                    "access-flag": m.attrs.af} for m in maps[:max_ranges]]
@@ -173,7 +187,7 @@ class MaliIntrospection:
 
     # -- query-mali-csg ------------------------------------------------------------------------
     @staticmethod
-    def _blocked_on(cs: Any) -> dict[str, Any] | None:
+    def _blocked_on(cs: CsRuntime) -> dict[str, Any] | None:
         if cs.fatal:
             return {"reason": "fatal"}
         if cs.fault_pending:
@@ -186,10 +200,10 @@ class MaliIntrospection:
                     "condition": w.cond, "64bit": w.is_64}
         return None
 
-    def _stream(self, cs: Any) -> dict[str, Any]:
+    def _stream(self, cs: CsRuntime) -> dict[str, Any]:
         st = cs.st
-        insert = getattr(st, "insert", 0) if st is not None else 0
-        extract = getattr(st, "extract", 0) if st is not None else 0
+        insert = st.insert if st is not None else 0
+        extract = st.extract if st is not None else 0
         blocked = self._blocked_on(cs)
         if blocked is not None:
             state = "blocked"
@@ -197,13 +211,11 @@ class MaliIntrospection:
             state = "running"
         else:
             state = "idle"
-        out = {"index": cs.index, "state": state, "priority": cs.priority,
+        out: dict[str, Any] = {"index": cs.index, "state": state, "priority": cs.priority,
                "doorbell": cs.doorbell, "ring-base": cs.ring_base, "ring-size": cs.ring_size,
                "insert": insert, "extract": extract, "blocked-on": blocked}
         if st is not None:
-            cmd = getattr(st, "cmd_ptr", None)
-            if isinstance(cmd, int):
-                out["cmd-ptr"] = cmd
+            out["cmd-ptr"] = st.cmd_ptr
         return out
 
     def query_csg(self) -> dict[str, Any]:
@@ -217,19 +229,19 @@ class MaliIntrospection:
                 "suspend-buf": g.suspend_buf,
                 "streams": [self._stream(cs) for cs in g.streams if cs.started],
             })
-        return {"running": bool(fw.running), "halted": bool(fw.halted), "slots": slots}
+        return {"running": fw.running, "halted": fw.halted, "slots": slots}
 
     # -- query-mali-stats ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         g = self.gpu.stats
         hits = misses = latched = dropped = 0
         for n in self._as_slots():
-            s = self.mmu.as_state(n)
+            s = self._state(n)
             hits += s["tlb"]["hits"]
             misses += s["tlb"]["misses"]
             latched += s["faults_latched"]
             dropped += s["faults_dropped"]
-        fw_stats = getattr(self.fw, "stats", {})
+        fw_stats = self.fw.stats
         out: dict[str, Any] = {
             "mmio": {"reads": g["mmio_reads"], "writes": g["mmio_writes"],
                      "unknown-reads": g["unknown_reads"], "unknown-writes": g["unknown_writes"],
@@ -239,14 +251,12 @@ class MaliIntrospection:
             "mmu-faults": {"latched": latched, "dropped": dropped},
             "cs": {"instructions": fw_stats.get("cs_instructions", 0),
                    "jobs": fw_stats.get("jobs", 0), "fatal": fw_stats.get("cs_fatal", 0),
-                   "slices": getattr(self.fw.sched, "slices", 0)},
+                   "slices": self.fw.sched.slices},
             "gpu": {"resets": g["gpu_resets"], "cache-flushes": g["cache_flushes"],
                     "doorbells": g["doorbells"]},
         }
         v = self.vfio
         if v is not None:
-            from ..vfio_user.protocol import Command as VuCommand
-
             def cmd_name(c: int) -> str:
                 try:
                     return VuCommand(c).name
@@ -356,18 +366,16 @@ class MaliEvents:
 
 def version() -> dict[str, Any]:
     """query-version / greeting: qemu-panthor's version in QEMU's VersionInfo shape."""
-    from .. import __version__
-
     nums = [int(x) if x.isdigit() else 0 for x in __version__.split(".")[:3]]
     nums += [0] * (3 - len(nums))
     return {"qemu": {"major": nums[0], "minor": nums[1], "micro": nums[2]},
             "package": f"qemu-panthor {__version__}"}
 
 
-def build_server(device: MaliPciFunction, vfio: Any = None) -> tuple[QmpServer, MaliEvents]:
+def build_server(
+    device: MaliPciFunction, vfio: VfioUserServer | None = None
+) -> tuple[QmpServer, MaliEvents]:
     """A QMP server offering the Mali commands, and its event wiring (not yet listening)."""
-    from .protocol import QmpServer
-
     table = CommandTable()
     MaliIntrospection(device, vfio).register(table)
     server = QmpServer(table, version=version())

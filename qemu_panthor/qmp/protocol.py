@@ -344,15 +344,18 @@ class QmpServer:
             self.stats["errors"] += 1
             return error_reply(cls, desc, msg_id, has_id=has_id)
 
-        name: Any = None
+        name: str | None = None
+        args: dict[str, Any] = {}
         for key in msg:
+            value = msg[key]
             if key in ("execute", "exec-oob"):
-                if not isinstance(msg[key], str):
+                if not isinstance(value, str):
                     return err("GenericError", f"QMP input member '{key}' must be a string")
-                name = msg[key]
+                name = value
             elif key == "arguments":
-                if not isinstance(msg[key], dict):
+                if not isinstance(value, dict):
                     return err("GenericError", "QMP input member 'arguments' must be an object")
+                args = value
             elif key != "id":
                 return err("GenericError", f"QMP input member '{key}' is unexpected")
         if "execute" in msg and "exec-oob" in msg:
@@ -367,7 +370,6 @@ class QmpServer:
         if session.negotiated and name == "qmp_capabilities":
             return err("CommandNotFound",
                        "Capabilities negotiation is already complete, command ignored")
-        args = msg.get("arguments", {})
         self.stats["commands"] += 1
         try:
             if name == "qmp_capabilities":

@@ -17,7 +17,7 @@ from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import BusError, RamRegion, SparseRam
-from qemu_panthor.mmu import Access, Mmu, MmuFault
+from qemu_panthor.mmu import Access, Mmu, MmuFault, introspect
 
 ASB = 0x400 + 1 * 0x40  # AS1
 TRANSTAB, LOCKADDR, COMMAND, TRANSCFG = 0x00, 0x10, 0x18, 0x30
@@ -74,7 +74,7 @@ class CountingMem:
 
 
 def tlb(mmu: Mmu) -> dict:
-    return mmu.as_state(1)["tlb"]
+    return introspect.as_state(mmu, 1)["tlb"]
 
 
 def test_walk_cache_shortens_misses_in_a_cached_2m_region():
@@ -135,7 +135,7 @@ def test_walk_cache_is_stale_until_invalidation_covers_the_2m_region():
     _repoint_l3(ram, w, new)
     # TLB miss on b: the cached L3 table is used, as a hardware walk cache may
     assert mmu.read(1, b, 4) == b"old1"
-    assert mmu.walk(1, b).pa == new[b]  # the tables say otherwise
+    assert introspect.walk(mmu, 1, b).pa == new[b]  # the tables say otherwise
     # invalidating a region outside this 2 MiB changes nothing
     lock_unlock(mmu, VA + 2 * ptw.SZ_2M)
     assert mmu.read(1, c, 4) == b"old2"

@@ -10,7 +10,7 @@ import pytest
 from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
-from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
+from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation, introspect
 
 # §2.5/§4.4: MMU_INT relative to the MMU block base 0x2000
 RAWSTAT, CLEAR, MASK, STAT = 0x0, 0x4, 0x8, 0xC
@@ -129,7 +129,7 @@ def test_register_file(env):
     assert mmu.read32(0x0FF0) == 0
     # unknown AS command is ignored and counted
     mmu.write32(AS(3, COMMAND), 0x77)
-    assert mmu.as_state(3)["bad_commands"] == 1
+    assert introspect.as_state(mmu, 3)["bad_commands"] == 1
     # MMU_INT quartet
     mmu.write32(MASK, 0xFFFF)
     assert mmu.read32(MASK) == 0xFFFF
@@ -149,7 +149,7 @@ def test_update_latches_config(env):
     w2 = ptw.LpaeWriter(ram)
     w2.map(0x10_0000, 0x8000_2000, 0x1000, RW)
     drv.w64(AS(1, TRANSTAB), w2.transtab)
-    assert mmu.walk(1, 0x10_0000).pa == 0x8000_0000
+    assert introspect.walk(mmu, 1, 0x10_0000).pa == 0x8000_0000
     drv.send_cmd(1, UPDATE)
     assert mmu.translate(1, 0x10_0000, Access.READ).pa == 0x8000_2000
 
@@ -193,7 +193,7 @@ def test_fault_report_latch_and_clear_protocol(env):
     assert mmu.read32(RAWSTAT) == 0
     assert mmu.write(2, 0x20_1234, b"xy") is None
     assert ram.mem.read(0x8000_1234, 2) == b"xy"
-    st = mmu.as_state(2)
+    st = introspect.as_state(mmu, 2)
     assert st["faults_latched"] == 2 and st["faults_dropped"] == 1
 
 
@@ -226,28 +226,28 @@ def test_tlb_is_not_coherent_with_tables(env, caplog):
     drv.as_enable(1, w.transtab, TRANSCFG_48)
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_0000
     assert mmu.translate(1, va + 0x10_0000, Access.READ).pa == 0x8000_1000
-    st = mmu.as_state(1)["tlb"]
+    st = introspect.as_state(mmu, 1)["tlb"]
     assert (st["hits"], st["misses"]) == (0, 2)
     p = w.pte_addr(va)
     ram.mem.write_u64(p, (ram.mem.read_u64(p) & ~ptw.PTE_ADDR_MASK) | 0x8000_7000)
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_0000  # stale
-    assert mmu.walk(1, va).pa == 0x8000_7000  # tables say otherwise
+    assert introspect.walk(mmu, 1, va).pa == 0x8000_7000  # tables say otherwise
     # a lock region that does not cover it changes nothing
     drv.lock_region(1, va + 0x10_0000, 0x1000)
     drv.unlock_region(1)
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_0000
     # LOCK (pack_region_range example: 0x80000000000E = 32 KiB at va) + UNLOCK -> new
     drv.lock_region(1, va, 0x1000)
-    assert mmu.as_state(1)["locked"] == [(va, 0x8000)]
+    assert introspect.as_state(mmu, 1)["locked"] == [(va, 0x8000)]
     drv.unlock_region(1)
-    assert mmu.as_state(1)["locked"] == []
+    assert introspect.as_state(mmu, 1)["locked"] == []
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_7000
     # UPDATE drops the whole AS
     ram.mem.write_u64(p, (ram.mem.read_u64(p) & ~ptw.PTE_ADDR_MASK) | 0x8000_9000)
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_7000
     drv.send_cmd(1, UPDATE)
     assert mmu.translate(1, va, Access.READ).pa == 0x8000_9000
-    st = mmu.as_state(1)["tlb"]
+    st = introspect.as_state(mmu, 1)["tlb"]
     assert st["hits"] >= 2 and st["misses"] >= 4
 
 
@@ -260,11 +260,11 @@ def test_strict_mode_reports_stale_hits(caplog):
     drv.as_enable(1, w.transtab, TRANSCFG_48)
     assert mmu.read(1, 0x1000, 4) == b"\0" * 4
     assert mmu.read(1, 0x1000, 4) == b"\0" * 4
-    assert mmu.as_state(1)["tlb"]["stale_hits"] == 0
+    assert introspect.as_state(mmu, 1)["tlb"]["stale_hits"] == 0
     w.unmap(0x1000, 0x1000)  # no LOCK/UNLOCK: a driver bug
     with caplog.at_level(logging.WARNING, logger="qemu_panthor.mmu"):
         assert mmu.read(1, 0x1000, 4) == b"\0" * 4  # hardware still serves the stale entry
-    assert mmu.as_state(1)["tlb"]["stale_hits"] == 1
+    assert introspect.as_state(mmu, 1)["tlb"]["stale_hits"] == 1
     assert mmu.stats["stale_hits"] == 1
     assert "stale TLB entry" in caplog.text
 
@@ -297,9 +297,9 @@ def test_flush_commands_invalidate_and_unlock(env, cmd):
     w.unmap(0x1000, 0x1000)
     drv.w64(AS(1, LOCKADDR), pack_region_range(0x1000, 0x1000))
     drv.send_cmd(1, LOCK)
-    assert mmu.as_state(1)["locked"]
+    assert introspect.as_state(mmu, 1)["locked"]
     drv.send_cmd(1, cmd)
-    assert mmu.as_state(1)["locked"] == []
+    assert introspect.as_state(mmu, 1)["locked"] == []
     assert mmu.translate(1, 0x1000, Access.READ).exception_type == 0xC3
 
 
@@ -307,7 +307,7 @@ def test_lock_region_decode_small_width_rounded_up(env):
     _, mmu, drv, _ = env
     drv.w64(AS(1, LOCKADDR), 0x12345000 | 11)  # 4 KiB asked; hardware minimum is 32 KiB
     drv.send_cmd(1, LOCK)
-    assert mmu.as_state(1)["locked"] == [(0x12340000, 0x8000)]
+    assert introspect.as_state(mmu, 1)["locked"] == [(0x12340000, 0x8000)]
 
 
 def test_vm_bind_sequence_map_and_unmap(env):
@@ -359,7 +359,7 @@ def test_reset(env):
     for reg in (TRANSTAB, MEMATTR, LOCKADDR, TRANSCFG, FAULTSTATUS, FAULTADDRESS):
         assert mmu.read32(AS(1, reg)) == 0
     assert mmu.read32(RAWSTAT) == 0 and mmu.read32(MASK) == 0
-    assert mmu.as_state(1)["tlb"]["entries"] == 0
+    assert introspect.as_state(mmu, 1)["tlb"]["entries"] == 0
     assert mmu.read(1, 0x1000, 4).exception_type == 0xC0
 
 
@@ -371,7 +371,7 @@ def test_mcu_vm_32bit(env):
     drv.as_enable(0, w.transtab, TRANSCFG_32)
     assert mmu.translate(0, 0x2FFF, Access.EXECUTE).pa == 0x8000_2FFF
     assert mmu.read(0, 0x1_0000_0000, 4).exception_type == 0xE0
-    maps = mmu.mappings(0)
+    maps = introspect.mappings(mmu, 0)
     assert [(m.va, m.pa, m.size, m.attrs.writable) for m in maps] == [
         (0x0, 0x8000_0000, 0x3000, True),
         (0x0400_0000, 0x8010_0000, 0x1000, False),
@@ -388,4 +388,4 @@ def test_absent_as_and_odd_arguments(env):
     assert mmu.read(1, 0, 0) == b""
     assert mmu.write(1, 0, b"") is None
     assert mmu.read(1, -5, 4).exception_type in (0xC0, 0xE0)
-    assert mmu.as_state(9) == {"as": 9, "present": False}
+    assert introspect.as_state(mmu, 9) == {"as": 9, "present": False}

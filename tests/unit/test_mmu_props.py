@@ -10,7 +10,7 @@ from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import RamRegion, SparseRam
-from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
+from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation, introspect
 
 ASB = 0x400 + 1 * 0x40
 FAULT_CODES = (
@@ -81,7 +81,7 @@ def test_random_mappings_translate_exactly(maps, probes, va_bits):
             assert isinstance(r, MmuFault) and r.exception_type == 0xC0 + w.missing_level(va)
         else:
             assert r.pa == pa
-    ranges = {(m.va, m.size) for m in mmu.mappings(1)}
+    ranges = {(m.va, m.size) for m in introspect.mappings(mmu, 1)}
     covered = sum(s for _, s in ranges)
     assert covered == sum(s for _, _, s, _ in done[1::2])
 
@@ -116,6 +116,6 @@ def test_garbage_never_raises(garbage, transtab, transcfg, vas, access, cmds):
         assert isinstance(r2, bytes) or r2.exception_type in FAULT_CODES
         r3 = mmu.write(1, va, b"z" * 9)
         assert r3 is None or r3.exception_type in FAULT_CODES
-    maps = mmu.mappings(1, max_entries=4096)
+    maps = introspect.mappings(mmu, 1, max_entries=4096)
     assert all(m.size > 0 for m in maps)
-    mmu.as_state(1)
+    introspect.as_state(mmu, 1)

@@ -8,7 +8,7 @@ import pytest
 from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
-from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation
+from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation, introspect
 
 RW = ptw.IOMMU_READ | ptw.IOMMU_WRITE | ptw.IOMMU_CACHE
 RO = ptw.IOMMU_READ | ptw.IOMMU_CACHE
@@ -114,7 +114,7 @@ def test_start_level_geometry():
         _ram, w, mmu = setup(va_bits)
         assert w.start_level == start
         w.map(0x1000, 0x8000_1000, 0x1000, RW)
-        assert mmu.as_state(AS)["active"]["start_level"] == start
+        assert introspect.as_state(mmu, AS)["active"]["start_level"] == start
         assert mmu.translate(AS, 0x1000, Access.READ).pa == 0x8000_1000
         # missing top-level entry faults at the start level
         far = (1 << va_bits) - 0x1000
@@ -190,7 +190,7 @@ def test_hostile_tables():
     ram.mem.write_u64(l0, w.pgd | 3)
     r = mmu.translate(AS, va, Access.READ)
     assert isinstance(r, MmuFault | Translation)
-    assert mmu.mappings(AS) is not None
+    assert introspect.mappings(mmu, AS) is not None
     # 2. table outside RAM -> page-table-walk bus fault at the level reading it
     ram.mem.write_u64(l0, 0x1_0000_0000 | 3)  # L1 table at 4 GiB: no RAM there
     mmu.write32(ASB + 0x18, 1)
@@ -227,6 +227,6 @@ def test_self_referencing_dag_mappings_are_bounded():
         ram.mem.write_u64(l1 + 8 * i, l2 | 3)
         ram.mem.write_u64(l2 + 8 * i, l2 | 3)
     mmu.write32(ASB + 0x18, 1)
-    maps = mmu.mappings(AS, max_entries=1 << 14)
+    maps = introspect.mappings(mmu, AS, max_entries=1 << 14)
     assert maps.truncated
     assert isinstance(mmu.translate(AS, 0x1234_5678, Access.READ), MmuFault | Translation)

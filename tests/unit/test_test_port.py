@@ -14,8 +14,9 @@ from qemu.qmp import ExecuteError, QMPClient
 from qemu_panthor.csf import iface as I
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
+from qemu_panthor.mmu import introspect
 from qemu_panthor.qmp import build_server
-from qemu_panthor.testport import ANY_AS, POLL_READS, FaultInjector, Op, encode
+from qemu_panthor.testport import ANY_AS, POLL_READS, FaultInjector, InjectOp, encode
 
 BAR2 = 2
 TP = 0xF00
@@ -60,14 +61,14 @@ def test_port_identity_and_location(dev: MaliPciFunction) -> None:
 
 
 def test_as_stuck_hangs_one_command_for_one_driver_poll(dev: MaliPciFunction) -> None:
-    tp_w(dev, TP_INJECT, encode(Op.AS_STUCK, 3, 1))
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_STUCK, 3, 1))
     assert tp_r(dev, TP_RESULT) == 0 and tp_r(dev, TP_AS_ARMED) == 1
     assert status(dev, 3) == 0  # armed, nothing fired: the poll before the command passes
     dev.gpu.mmio_write(as_reg(3, AS_LOCKADDR), 8, 0x8000_0000_000E)
     dev.gpu.mmio_write(as_reg(3, AS_COMMAND), 4, CMD_LOCK)
     assert tp_r(dev, TP_FIRED) == 1 and tp_r(dev, TP_AS_ARMED) == 0
     assert tp_r(dev, TP_AS_ACTIVE) == 1 << 3
-    st = dev.gpu.mmu.as_state(3)
+    st = introspect.as_state(dev.gpu.mmu, 3)
     assert st["commands"]["LOCK"] == 0 and st["locked"] == []  # never executed
     assert st["registers"]["STATUS"] == 1 and status(dev, 2) == 0  # only AS3 is stuck
     # panthor's poll: 10 us x 100 ms -> every read of one poll sees AS_ACTIVE
@@ -75,24 +76,24 @@ def test_as_stuck_hangs_one_command_for_one_driver_poll(dev: MaliPciFunction) ->
     assert status(dev, 3) == 0 and tp_r(dev, TP_AS_ACTIVE) == 0  # the next command's poll
     # one-shot: the next LOCK executes normally
     dev.gpu.mmio_write(as_reg(3, AS_COMMAND), 4, CMD_LOCK)
-    assert status(dev, 3) == 0 and dev.gpu.mmu.as_state(3)["commands"]["LOCK"] == 1
+    assert status(dev, 3) == 0 and introspect.as_state(dev.gpu.mmu, 3)["commands"]["LOCK"] == 1
     assert tp_r(dev, TP_FIRED) == 1
 
 
 def test_any_as_count_and_commands_while_active_are_lost(dev: MaliPciFunction) -> None:
-    tp_w(dev, TP_INJECT, encode(Op.AS_STUCK, ANY_AS, 2))
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_STUCK, ANY_AS, 2))
     dev.gpu.mmio_write(as_reg(1, AS_COMMAND), 4, CMD_UPDATE)
     dev.gpu.mmio_write(as_reg(1, AS_COMMAND), 4, CMD_UNLOCK)  # written while ACTIVE: lost
     assert tp_r(dev, TP_FIRED) == 1 and tp_r(dev, TP_AS_ARMED) == 1
     dev.gpu.mmio_write(as_reg(5, AS_COMMAND), 4, CMD_UPDATE)
     assert tp_r(dev, TP_AS_ACTIVE) == (1 << 1) | (1 << 5) and tp_r(dev, TP_FIRED) == 2
-    assert dev.gpu.mmu.as_state(1)["commands"]["UNLOCK"] == 0
+    assert introspect.as_state(dev.gpu.mmu, 1)["commands"]["UNLOCK"] == 0
     dev.gpu.mmio_write(as_reg(6, AS_COMMAND), 4, CMD_UPDATE)  # count exhausted
-    assert status(dev, 6) == 0 and dev.gpu.mmu.as_state(6)["commands"]["UPDATE"] == 1
+    assert status(dev, 6) == 0 and introspect.as_state(dev.gpu.mmu, 6)["commands"]["UPDATE"] == 1
 
 
 def test_as_wedged_lasts_until_gpu_soft_reset(dev: MaliPciFunction) -> None:
-    tp_w(dev, TP_INJECT, encode(Op.AS_WEDGED, 2))
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_WEDGED, 2))
     dev.gpu.mmio_write(as_reg(2, AS_COMMAND), 4, CMD_UPDATE)
     assert all(status(dev, 2) == 1 for _ in range(3 * POLL_READS))
     resets = tp_r(dev, TP_GPU_RESETS)
@@ -104,12 +105,12 @@ def test_as_wedged_lasts_until_gpu_soft_reset(dev: MaliPciFunction) -> None:
 
 
 def test_device_reset_ends_a_hang_and_disarm_clears(dev: MaliPciFunction) -> None:
-    tp_w(dev, TP_INJECT, encode(Op.AS_STUCK, ANY_AS, 5))
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_STUCK, ANY_AS, 5))
     dev.gpu.mmio_write(as_reg(0, AS_COMMAND), 4, CMD_UPDATE)
     dev.reset()
     assert status(dev, 0) == 0
     assert tp_r(dev, TP_AS_ARMED) == 4  # arms survive a reset
-    tp_w(dev, TP_INJECT, encode(Op.DISARM))
+    tp_w(dev, TP_INJECT, encode(InjectOp.DISARM))
     assert tp_r(dev, TP_AS_ARMED) == 0 and dev.gpu.mmu.as_cmd_hook is None
     dev.gpu.mmio_write(as_reg(0, AS_COMMAND), 4, CMD_UPDATE)
     assert status(dev, 0) == 0 and tp_r(dev, TP_FIRED) == 1
@@ -117,11 +118,11 @@ def test_device_reset_ends_a_hang_and_disarm_clears(dev: MaliPciFunction) -> Non
 
 def test_bad_inject_codes_are_rejected(dev: MaliPciFunction) -> None:
     absent = next(n for n in range(16) if not MODELS["g610"].as_present >> n & 1)
-    tp_w(dev, TP_INJECT, encode(Op.AS_STUCK, absent))
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_STUCK, absent))
     assert tp_r(dev, TP_RESULT) == 2 and tp_r(dev, TP_AS_ARMED) == 0
     tp_w(dev, TP_INJECT, 0x77)
     assert tp_r(dev, TP_RESULT) == 1 and dev.gpu.mmu.as_cmd_hook is None
-    tp_w(dev, TP_INJECT, encode(Op.AS_STUCK, 1, 0))  # count 0 means 1
+    tp_w(dev, TP_INJECT, encode(InjectOp.AS_STUCK, 1, 0))  # count 0 means 1
     assert tp_r(dev, TP_RESULT) == 0 and tp_r(dev, TP_AS_ARMED) == 1
 
 
@@ -138,7 +139,7 @@ def test_ping_drop_leaves_one_ping_unacknowledged_until_reset() -> None:
         host.w(mcu.doorbell_off(0), 1)
         return host.r32(gi) & I.GLB_PING == host.r32(go) & I.GLB_PING
 
-    assert port.inject(encode(Op.PING_DROP)) == 0
+    assert port.inject(encode(InjectOp.PING_DROP)) == 0
     assert ping_acked() is False and port.fired == 1
     host.w(mcu.doorbell_off(0), 1)  # another doorbell: still no ack (firmware is stuck)
     assert host.r32(gi) & I.GLB_PING != host.r32(go) & I.GLB_PING
