@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 KERNEL ?= 7.2
 GPU    ?= g610
 
-.PHONY: all run test setup lint unit integration bench venv clean clean-cache
+.PHONY: all run test setup lint unit integration bench fuzz venv clean clean-cache
 
 all: test
 
@@ -46,3 +46,10 @@ clean:
 
 clean-cache:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/qemu-panthor"
+
+# Bounded, seeded fuzz campaigns (figures in docs/fuzzing.md). SEED=N picks another seed.
+SEED ?= 1
+fuzz: venv
+	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_pgtable --seed $(SEED)
+	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_mmio --seed $(SEED)
+	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_cs --seed $(SEED)

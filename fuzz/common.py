@@ -52,9 +52,11 @@ class Campaign:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._tb = _TracebackCounter()
-        logging.getLogger("qemu_panthor").addHandler(self._tb)
-        logging.getLogger("qemu_panthor").setLevel(logging.ERROR)
-        logging.getLogger("qemu_panthor").propagate = False
+        logger = logging.getLogger("qemu_panthor")
+        self._saved = (logger.level, logger.propagate)
+        logger.addHandler(self._tb)
+        logger.setLevel(logging.ERROR)  # bad input may log warnings; tracebacks are counted
+        logger.propagate = False
         self._t0 = time.monotonic()
 
     def iterate(self) -> Iterator[int]:
@@ -83,6 +85,10 @@ class Campaign:
         return self._tb.count
 
     def finish(self) -> int:
+        """Print the summary line; the exit status (1 if anything failed)."""
+        logger = logging.getLogger("qemu_panthor")
+        logger.removeHandler(self._tb)
+        logger.level, logger.propagate = self._saved
         elapsed = time.monotonic() - self._t0
         extra = "".join(f", {k} {v:g}" for k, v in self.figures.items())
         print(f"fuzz {self.name}: {self.done} cases in {elapsed:.1f} s (seed {self.seed}): "
@@ -102,5 +108,7 @@ def campaign_from_argv(name: str, *, cases: int, seconds: float, hang_s: float,
     ap.add_argument("--cases", type=int, default=cases, help=f"cases (default {cases})")
     ap.add_argument("--seconds", type=float, default=seconds,
                     help=f"time limit (default {seconds:g} s)")
+    ap.add_argument("--hang-ms", type=float, default=hang_s * 1e3,
+                    help=f"a step longer than this is a hang (default {hang_s * 1e3:g} ms)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    return Campaign(name, args.seed, args.cases, args.seconds, hang_s)
+    return Campaign(name, args.seed, args.cases, args.seconds, args.hang_ms / 1e3)
