@@ -10,9 +10,8 @@ clear; on RESUME it is re-issued in the AS that CSG_INPUT.config gives *now*.
 
 from __future__ import annotations
 
-from test_mcu import SYNCOBJ_VA, USER_VA, Host, Tables, kernel_job
-
-from qemu_panthor.csf import iface as I
+from support import panthor_fw as pf
+from support.csf_host import SYNCOBJ_VA, USER_VA, Host, Tables, kernel_job
 
 MMU_INT_RAWSTAT, MMU_INT_CLEAR, MMU_INT_MASK, MMU_INT_STAT = 0x2000, 0x2004, 0x2008, 0x200C
 HOLE = 0x0765_4320  # never mapped in the faulting VM
@@ -86,7 +85,7 @@ def _as_disable(h: Host, as_nr: int) -> None:
 
 def _cs_fatal_pending(h: Host) -> bool:
     so, si = h.cs[0][0]["output_va"], h.cs[0][0]["input_va"]
-    return bool((h.r32(so) ^ h.r32(si)) & I.CS_FATAL)
+    return bool((h.r32(so) ^ h.r32(si)) & pf.CS_FATAL)
 
 
 def _other_vm(h: Host) -> tuple[Tables, int]:
@@ -129,8 +128,8 @@ def test_unhandled_fault_leaves_no_stale_interrupt_for_the_next_owner_of_the_slo
     assert h.cs_out("fatal") & 0xFF == 0xC2 and h.cs_out("fatal_info") == HOLE
     assert h.r(MMU_INT_RAWSTAT) == 0  # the terminated access raised nothing new
     assert _faults(h, 1) == 1
-    h.csg_req(0, I.CSG_STATE_TERMINATE)
-    assert h.csg_acked(0, I.CSG_STATE_MASK)
+    h.csg_req(0, pf.CSG_STATE_TERMINATE)
+    assert h.csg_acked(0, pf.CSG_STATE_MASK)
     # runtime suspend + resume: panthor_mmu_resume writes CLEAR/MASK = sw mask (AS1 excluded)
     h.w(MMU_INT_MASK, 0)
     h.w(MMU_INT_CLEAR, 0xFD)
@@ -160,8 +159,8 @@ def test_group_suspended_while_stalled_reissues_the_access_in_its_new_as() -> No
     _stall(h, as_nr=1)
     cs = h.fw.csgs[0].streams[0]
     extract = h.extract()
-    h.csg_req(0, I.CSG_STATE_SUSPEND)
-    assert h.csg_acked(0, I.CSG_STATE_MASK)
+    h.csg_req(0, pf.CSG_STATE_SUSPEND)
+    assert h.csg_acked(0, pf.CSG_STATE_MASK)
     assert h.extract() == extract and extract != h.insert  # not idle: the job is in flight
     _driver_handles_fault(h, 1)  # the IRQ thread runs now; nothing is resident on AS1
     assert h.r(MMU_INT_RAWSTAT) == 0
@@ -169,8 +168,8 @@ def test_group_suspended_while_stalled_reissues_the_access_in_its_new_as() -> No
     h.w(MMU_INT_MASK, h.r(MMU_INT_MASK) | 2)
     h.as_enable(1, vm_x.root)
     h.as_enable(2, h.user_vm.root)  # the faulting VM re-activated on AS2
-    h.start_group(0, state=I.CSG_STATE_RESUME, as_nr=2)
-    assert h.csg_acked(0, I.CSG_STATE_MASK)
+    h.start_group(0, state=pf.CSG_STATE_RESUME, as_nr=2)
+    assert h.csg_acked(0, pf.CSG_STATE_MASK)
     h.fw.sched.pump()
     cs = h.fw.csgs[0].streams[0]
     assert cs.stalled_as == 2 and not cs.fatal
@@ -189,13 +188,13 @@ def test_group_suspended_while_stalled_completes_once_its_vm_maps_the_page() -> 
     now mapped (the VM was re-activated, UPDATE), the store lands and the job completes."""
     h = _booted()
     _stall(h, as_nr=1)
-    h.csg_req(0, I.CSG_STATE_SUSPEND)
-    assert h.csg_acked(0, I.CSG_STATE_MASK)
+    h.csg_req(0, pf.CSG_STATE_SUSPEND)
+    assert h.csg_acked(0, pf.CSG_STATE_MASK)
     h.w(MMU_INT_CLEAR, 2)
     pa = h.alloc.page()
     h.user_vm.map(HOLE & ~0xFFF, pa, 0x1000)
     h.as_enable(3, h.user_vm.root)  # re-activated on another slot
-    h.start_group(0, state=I.CSG_STATE_RESUME, as_nr=3)
+    h.start_group(0, state=pf.CSG_STATE_RESUME, as_nr=3)
     h.fw.sched.pump()
     assert h.ram.read_u32(pa + (HOLE & 0xFFF)) == 0x22222222
     assert h.ram.read_u32(h.user_pa + 0x800) == 1
@@ -216,8 +215,8 @@ def test_fatal_stream_stays_halted_across_suspend_and_resume() -> None:
     h.push(kernel_job(USER_VA, 8 * len(stream), SYNCOBJ_VA))
     h.fw.sched.pump()
     assert _cs_fatal_pending(h) and h.cs_out("fatal") & 0xFF == 0x49
-    h.csg_req(0, I.CSG_STATE_SUSPEND)
-    h.start_group(0, state=I.CSG_STATE_RESUME)
+    h.csg_req(0, pf.CSG_STATE_SUSPEND)
+    h.start_group(0, state=pf.CSG_STATE_RESUME)
     assert h.fw.sched.pump() == 0
     cs = h.fw.csgs[0].streams[0]
     assert cs.fatal and not cs.runnable

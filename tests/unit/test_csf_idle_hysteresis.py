@@ -8,11 +8,10 @@ import asyncio
 import time
 
 import pytest
-from test_mcu import SYNCOBJ_VA, USER_VA, Host, kernel_job
+from support import panthor_fw as pf
+from support.csf_host import SYNCOBJ_VA, USER_VA, Host, kernel_job
 
-from qemu_panthor.csf import iface as I
-
-STATUS_STATE = I.CSG_OUTPUT.off["status_state"]
+STATUS_STATE = pf.CsgOutput.off("status_state")
 
 
 @pytest.fixture
@@ -28,17 +27,17 @@ def idle_pending(host: Host, i: int = 0) -> bool:
     """The host's view: an IDLE event is pending while req and ack bit 29 differ."""
     req = host.r32(host.csg[i]["input_va"])
     ack = host.r32(host.csg[i]["output_va"])
-    return bool((req ^ ack) & I.CSG_IDLE)
+    return bool((req ^ ack) & pf.CSG_IDLE)
 
 
 def ack_idle(host: Host, i: int = 0) -> None:
     """What panthor's event handler does: copy ack bit 29 into req (no doorbell)."""
     ci, co = host.csg[i]["input_va"], host.csg[i]["output_va"]
-    host.update(ci, host.r32(co), I.CSG_IDLE)
+    host.update(ci, host.r32(co), pf.CSG_IDLE)
 
 
 def is_idle(host: Host, i: int = 0) -> bool:
-    return bool(host.r32(host.csg[i]["output_va"] + STATUS_STATE) & I.CSG_STATUS_STATE_IS_IDLE)
+    return bool(host.r32(host.csg[i]["output_va"] + STATUS_STATE) & pf.CSG_STATUS_STATE_IS_IDLE)
 
 
 def write_user_stream(host: Host) -> None:
@@ -97,13 +96,13 @@ async def test_terminate_and_suspend_drop_a_pending_idle_event(host: Host) -> No
     host.fw.idle_hysteresis = 0.05
     host.start_group(0)  # empty ring: idle at once, event deferred
     assert is_idle(host) and not idle_pending(host)
-    host.csg_req(0, I.CSG_STATE_TERMINATE)
-    assert host.csg_acked(0, I.CSG_STATE_MASK)
+    host.csg_req(0, pf.CSG_STATE_TERMINATE)
+    assert host.csg_acked(0, pf.CSG_STATE_MASK)
     await asyncio.sleep(0.15)
     assert not idle_pending(host)
     host.start_group(0)
-    host.csg_req(0, I.CSG_STATE_SUSPEND)
-    assert host.csg_acked(0, I.CSG_STATE_MASK)
+    host.csg_req(0, pf.CSG_STATE_SUSPEND)
+    assert host.csg_acked(0, pf.CSG_STATE_MASK)
     await asyncio.sleep(0.15)
     assert not idle_pending(host)
     host.fw.sched.stop()

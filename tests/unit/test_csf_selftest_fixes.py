@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from test_mcu import USER_VA, Host, kernel_job
-
-from qemu_panthor.csf import iface as I
+from support import panthor_fw as pf
+from support.csf_host import USER_VA, Host, kernel_job
 
 
 def _booted_host() -> Host:
@@ -28,13 +27,13 @@ def test_second_sync_update_before_the_host_acks_keeps_the_event_pending() -> No
         h.push(kernel_job(USER_VA, 24, 0x0200_0000))
         h.fw.sched.pump()
         assert h.ram.read_u64(h.sync_pa) == n
-        assert (h.r32(ci) ^ h.r32(co)) & I.CSG_SYNC_UPDATE, f"SYNC_UPDATE lost after job {n}"
+        assert (h.r32(ci) ^ h.r32(co)) & pf.CSG_SYNC_UPDATE, f"SYNC_UPDATE lost after job {n}"
     # once acknowledged (req := ack), the next completion raises it again
-    h.update(ci, h.r32(co) & I.CSG_SYNC_UPDATE, I.CSG_SYNC_UPDATE)
-    assert not (h.r32(ci) ^ h.r32(co)) & I.CSG_SYNC_UPDATE
+    h.update(ci, h.r32(co) & pf.CSG_SYNC_UPDATE, pf.CSG_SYNC_UPDATE)
+    assert not (h.r32(ci) ^ h.r32(co)) & pf.CSG_SYNC_UPDATE
     h.push(kernel_job(USER_VA, 24, 0x0200_0000))
     h.fw.sched.pump()
-    assert (h.r32(ci) ^ h.r32(co)) & I.CSG_SYNC_UPDATE
+    assert (h.r32(ci) ^ h.r32(co)) & pf.CSG_SYNC_UPDATE
 
 
 def test_cs_fatal_event_and_cs_irq_req_are_raised_not_toggled() -> None:
@@ -43,12 +42,12 @@ def test_cs_fatal_event_and_cs_irq_req_are_raised_not_toggled() -> None:
     h.start_group(0)
     fw = h.fw
     cs = fw.csgs[0].streams[0]
-    fw.events.cs_event(cs, I.CS_FATAL)
-    fw.events.cs_event(cs, I.CS_FATAL)  # a second report before the host acked: still pending
+    fw.events.cs_event(cs, pf.CS_FATAL)
+    fw.events.cs_event(cs, pf.CS_FATAL)  # a second report before the host acked: still pending
     so, si = h.cs[0][0]["output_va"], h.cs[0][0]["input_va"]
-    assert (h.r32(so) ^ h.r32(si)) & I.CS_FATAL
-    irq_req = h.r32(h.csg[0]["output_va"] + I.CSG_OUTPUT.off["cs_irq_req"])
-    irq_ack = h.r32(h.csg[0]["input_va"] + I.CSG_INPUT.off["cs_irq_ack"])
+    assert (h.r32(so) ^ h.r32(si)) & pf.CS_FATAL
+    irq_req = h.r32(h.csg[0]["output_va"] + pf.CsgOutput.off("cs_irq_req"))
+    irq_ack = h.r32(h.csg[0]["input_va"] + pf.CsgInput.off("cs_irq_ack"))
     assert (irq_req ^ irq_ack) & 1
 
 
@@ -72,7 +71,7 @@ def _stall_on_unmapped_store(h: Host) -> int:
 
 def _cs_fatal_pending(h: Host) -> bool:
     so, si = h.cs[0][0]["output_va"], h.cs[0][0]["input_va"]
-    return bool((h.r32(so) ^ h.r32(si)) & I.CS_FATAL)
+    return bool((h.r32(so) ^ h.r32(si)) & pf.CS_FATAL)
 
 
 def test_stalled_cs_fails_when_the_driver_disables_the_as() -> None:

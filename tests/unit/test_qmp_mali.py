@@ -1,6 +1,6 @@
 """The Mali QMP commands and events against model state set up the way the driver would:
 AS registers programmed through MMIO, page tables written by the independent LPAE writer,
-command streams run by the firmware model (the test_mcu harness). Expected values come from
+command streams run by the firmware model (the support.csf_host driver). Expected values come from
 the hardware reference (GPU_ID, exception codes, FAULTSTATUS layout), not from the model."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import test_mcu as mcu
 from qemu.qmp import ExecuteError, QMPClient
+from support import csf_host
 from support import pgtable_writer as ptw
 
 from qemu_panthor.device import MaliPciFunction
@@ -229,10 +229,10 @@ async def _event(qmp: QMPClient) -> dict:
     return dict(msg)
 
 
-# -- command streams through the firmware model (the test_mcu driver harness) ------------------
+# -- command streams through the firmware model (the support.csf_host driver) ------------------
 @pytest.fixture
 async def host(tmp_path: Path):
-    h = mcu.Host()
+    h = csf_host.Host()
     h.boot()
     h.glb_init()
     h.job_irq()
@@ -249,7 +249,7 @@ async def host(tmp_path: Path):
 
 async def test_query_csg_shows_a_stream_blocked_on_a_sync_wait(host) -> None:
     host.start_group(0)
-    host.push(mcu._blocking_program(host))
+    host.push(csf_host.blocking_program())
     host.fw.sched.pump()
     c = await host.qmp.execute("query-mali-csg")
     assert c["running"] is True
@@ -257,20 +257,20 @@ async def test_query_csg_shows_a_stream_blocked_on_a_sync_wait(host) -> None:
     assert slot["active"] and slot["as"] == 1 and slot["priority"] == 15
     assert all(not s["active"] and s["streams"] == [] for s in c["slots"][1:])
     (cs,) = slot["streams"]
-    assert cs["index"] == 0 and cs["ring-base"] == mcu.RING_VA and cs["ring-size"] == 0x1000
+    assert cs["index"] == 0 and cs["ring-base"] == csf_host.RING_VA and cs["ring-size"] == 0x1000
     assert cs["insert"] == 64 and cs["extract"] == 32  # stopped at the 5th instruction
     assert cs["state"] == "blocked"
-    assert cs["blocked-on"] == {"reason": "sync-wait", "address": mcu.USER_VA + 0x900,
+    assert cs["blocked-on"] == {"reason": "sync-wait", "address": csf_host.USER_VA + 0x900,
                                 "value": 0, "condition": "gt", "64bit": True}
-    assert cs["cmd-ptr"] == mcu.RING_VA + 32
+    assert cs["cmd-ptr"] == csf_host.RING_VA + 32
 
 
 async def test_stats_count_instructions_and_jobs(host) -> None:
     host.start_group(0)
     for k, wd in enumerate([0x0100000000010800, 0x010200000000002A, 0x3300000200000000]):
         host.ram.write_u64(host.user_pa + 8 * k, wd)  # user stream: a user SYNC_ADD64
-    host.push(mcu.kernel_job(mcu.USER_VA, 24, mcu.SYNCOBJ_VA))
-    host.push(mcu.kernel_job(mcu.USER_VA, 24, mcu.SYNCOBJ_VA))
+    host.push(csf_host.kernel_job(csf_host.USER_VA, 24, csf_host.SYNCOBJ_VA))
+    host.push(csf_host.kernel_job(csf_host.USER_VA, 24, csf_host.SYNCOBJ_VA))
     host.fw.sched.pump()
     assert host.ram.read_u64(host.sync_pa) == 2
     s = await host.qmp.execute("query-mali-stats")
@@ -297,7 +297,8 @@ async def test_cs_fatal_event(host) -> None:
 
 async def test_mmu_fault_from_a_command_stream(host) -> None:
     host.start_group(0)
-    host.push([mcu.move48(0, 0x7777_0000), mcu.move32(5, 1), mcu.sync_set32(0, 5), 0])
+    host.push([csf_host.move48(0, 0x7777_0000), csf_host.move32(5, 1),
+               csf_host.sync_set32(0, 5), 0])
     host.fw.sched.pump()
     ev = await _event(host.qmp)
     assert ev["event"] == "MALI_MMU_FAULT"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import test_mcu as mcu
 from qemu.qmp import ExecuteError, QMPClient
+from support import csf_host
+from support import panthor_fw as pf
 
-from qemu_panthor.csf import iface as I
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.mmu import introspect
@@ -127,7 +127,7 @@ def test_bad_inject_codes_are_rejected(dev: MaliPciFunction) -> None:
 
 
 def test_ping_drop_leaves_one_ping_unacknowledged_until_reset() -> None:
-    host = mcu.Host()
+    host = csf_host.Host()
     host.boot()
     host.glb_init()
     host.job_irq()
@@ -135,14 +135,14 @@ def test_ping_drop_leaves_one_ping_unacknowledged_until_reset() -> None:
     gi, go = host.glb["input_va"], host.glb["output_va"]
 
     def ping_acked() -> bool:
-        host.toggle(gi, go, I.GLB_PING)
-        host.w(mcu.doorbell_off(0), 1)
-        return host.r32(gi) & I.GLB_PING == host.r32(go) & I.GLB_PING
+        host.toggle(gi, go, pf.GLB_PING)
+        host.w(csf_host.doorbell_off(0), 1)
+        return host.r32(gi) & pf.GLB_PING == host.r32(go) & pf.GLB_PING
 
     assert port.inject(encode(InjectOp.PING_DROP)) == 0
     assert ping_acked() is False and port.fired == 1
-    host.w(mcu.doorbell_off(0), 1)  # another doorbell: still no ack (firmware is stuck)
-    assert host.r32(gi) & I.GLB_PING != host.r32(go) & I.GLB_PING
+    host.w(csf_host.doorbell_off(0), 1)  # another doorbell: still no ack (firmware is stuck)
+    assert host.r32(gi) & pf.GLB_PING != host.r32(go) & pf.GLB_PING
     host.gpu.mmio_write(GPU_COMMAND, 4, GPU_SOFT_RESET)
     assert port.ping_holding is False and host.fw.ping_hook is None
     assert port.fired == 1  # with no hook the firmware acks PINGs as before (test_mcu)
