@@ -19,7 +19,7 @@ RING = 0x10_0000
 PAGE = 4096
 
 # MOVE32 r0 <- N; loop: ADD_IMMEDIATE32 r0 <- r0 - 1; BRANCH GREATER r0, -2
-# (encodings from mali-csf-hw.md §8.3: opcode[63:56], dst[48:8], src[40:8], imm[0:32];
+# (encodings from docs/reference/cs-instructions.md: opcode[63:56], dst[48:8], src[40:8], imm[0:32];
 #  BRANCH offset[0:16] signed, condition[28:3] (1 = GREATER), value register[40:8])
 ADD_R0_M1 = (0x10 << 56) | (0 << 48) | (0 << 40) | 0xFFFFFFFF
 BRANCH_GT_R0_M2 = (0x16 << 56) | (0 << 40) | (1 << 28) | (0x10000 - 2)

@@ -56,14 +56,14 @@
 #define QP_PCI_VENDOR_ARM		0x13b5
 #define QP_PCI_DEVICE_GPU		0xc5f0
 
-/* GPU_CONTROL registers read before the nodes are built (mali-csf-hw.md §2.1). */
+/* GPU_CONTROL registers read before the nodes are built (docs/reference/gpu-registers.md). */
 #define QP_GPU_ID			0x000
 #define QP_COHERENCY_FEATURES		0x300
 #define QP_COHERENCY_ACE_LITE		BIT(0)
 #define QP_PROBE_MAP_LEN		0x1000
 
 /*
- * Doorbell pages reach 0x80000 + 16 * 0x10000 (mali-csf-hw.md §1.2). A test
+ * Doorbell pages reach 0x80000 + 16 * 0x10000 (docs/reference/guest.md). A test
  * build may lower it (-DQP_BAR0_MIN_LEN=...) to bind a stand-in device.
  */
 #ifndef QP_BAR0_MIN_LEN

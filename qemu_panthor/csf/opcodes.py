@@ -2,9 +2,9 @@
 
 Every CS instruction is one little-endian u64 with the opcode in bits [63:56] (Mesa
 ``v10.xml`` "CS Base"). This module holds the opcode numbers, the enums the operand fields use
-and, per opcode, the operand field layout ``name[start:size]`` exactly as the hardware reference
-(mali-csf-hw.md §8.3) lists it. The interpreter decodes with shifts and masks on its hot path;
-this table drives the disassembler used for logging and documentation.
+and, per opcode, the operand field layout ``name[start:size]`` exactly as the hardware
+reference (docs/reference/cs-instructions.md) lists it. The interpreter decodes with shifts and
+masks on its hot path; this table drives the disassembler used for logging and documentation.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ _MULTI = (
     _f("base", 48, 8, "reg"),
 )
 
-#: Operand layout per opcode (mali-csf-hw.md §8.3).
+#: Operand layout per opcode (docs/reference/cs-instructions.md).
 FIELDS: dict[int, tuple[OperandField, ...]] = {
     Op.NOP: (),
     Op.MOVE48: (_f("immediate", 0, 48), _f("dst", 48, 8, "pair")),
