@@ -1,8 +1,8 @@
 """A tiny Mali v10 command-stream assembler for tests.
 
-Written straight from the field tables of mali-csf-hw.md §8.3 (``name[start:size]``, opcode in
-bits [63:56]); it deliberately does not import the interpreter or its opcode table, so a
-mistake in one is not mirrored in the other.
+Written straight from the field tables of docs/reference/cs-instructions.md
+(``name[start:size]``, opcode in bits [63:56]); it deliberately does not import the
+interpreter or its opcode table, so a mistake in one is not mirrored in the other.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""CS interpreter behaviour against mali-csf-hw.md §8 (kernel ring sequence, IGT/Mesa idioms).
+"""CS interpreter behaviour against docs/reference/cs-instructions.md (kernel ring sequence,
+IGT/Mesa idioms).
 
 Streams are built with the independent tests/support/cs_asm.py; expected values come from the
 reference (worked encodings, syncobj layout, status_wait encoding), not from the interpreter.
