@@ -42,8 +42,8 @@ _NS_PER_S = 1_000_000_000
 # Power-domain register word offsets -> (domain, kind, half). kind in ready/pwron/...
 _POWER_WORDS: dict[int, tuple[str, str, int]] = {}
 for _d in POWER_DOMAINS.values():
-    for _kind in ("ready", "pwron", "pwroff", "pwrtrans", "pwractive"):
-        _base = getattr(_d, _kind)
+    for _kind, _base in (("ready", _d.ready), ("pwron", _d.pwron), ("pwroff", _d.pwroff),
+                         ("pwrtrans", _d.pwrtrans), ("pwractive", _d.pwractive)):
         _POWER_WORDS[_base] = (_d.name, _kind, 0)
         _POWER_WORDS[_base + 4] = (_d.name, _kind, 1)
 
@@ -75,36 +75,42 @@ _MCU_STATUS = GPU_CONTROL["MCU_STATUS"]
 _INT_LO, _INT_HI = GPU_INT_BASE, GPU_INT_BASE + IRQ_BLOCK_SIZE
 
 
+def identity_registers(model: GpuModel) -> dict[str, int]:
+    """Name -> value of every identity/feature register of ``model`` (64-bit ones whole)."""
+    return {
+        "GPU_ID": model.gpu_id,
+        "L2_FEATURES": model.l2_features,
+        "CORE_FEATURES": model.core_features,
+        "TILER_FEATURES": model.tiler_features,
+        "MEM_FEATURES": model.mem_features,
+        "MMU_FEATURES": model.mmu_features,
+        "AS_PRESENT": model.as_present,
+        "CSF_ID": model.csf_id,
+        "GPU_FEATURES": model.gpu_features,
+        "THREAD_MAX_THREADS": model.thread_max_threads,
+        "THREAD_MAX_WORKGROUP_SIZE": model.thread_max_workgroup_size,
+        "THREAD_MAX_BARRIER_SIZE": model.thread_max_barrier_size,
+        "THREAD_FEATURES": model.thread_features,
+        **{f"TEXTURE_FEATURES{n}": v for n, v in enumerate(model.texture_features)},
+        "SHADER_PRESENT": model.shader_present,
+        "TILER_PRESENT": model.tiler_present,
+        "L2_PRESENT": model.l2_present,
+        "GPU_REVID": model.gpu_revid,
+        "COHERENCY_FEATURES": model.coherency_features,
+    }
+
+
+_REG_BY_NAME = {r.name: r for r in GPU_CONTROL_REGS}
+
+
 def identity_words(model: GpuModel) -> dict[int, int]:
     """Word offset -> value of every identity/feature register of ``model``."""
     words: dict[int, int] = {}
-
-    def put(name: str, value: int, width: int = 32) -> None:
-        off = GPU_CONTROL[name]
-        words[off] = value & _M32
-        if width == 64:
-            words[off + 4] = (value >> 32) & _M32
-
-    put("GPU_ID", model.gpu_id)
-    put("L2_FEATURES", model.l2_features)
-    put("CORE_FEATURES", model.core_features)
-    put("TILER_FEATURES", model.tiler_features)
-    put("MEM_FEATURES", model.mem_features)
-    put("MMU_FEATURES", model.mmu_features)
-    put("AS_PRESENT", model.as_present)
-    put("CSF_ID", model.csf_id)
-    put("GPU_FEATURES", model.gpu_features, 64)
-    put("THREAD_MAX_THREADS", model.thread_max_threads)
-    put("THREAD_MAX_WORKGROUP_SIZE", model.thread_max_workgroup_size)
-    put("THREAD_MAX_BARRIER_SIZE", model.thread_max_barrier_size)
-    put("THREAD_FEATURES", model.thread_features)
-    for n, v in enumerate(model.texture_features):
-        put(f"TEXTURE_FEATURES{n}", v)
-    put("SHADER_PRESENT", model.shader_present, 64)
-    put("TILER_PRESENT", model.tiler_present, 64)
-    put("L2_PRESENT", model.l2_present, 64)
-    put("GPU_REVID", model.gpu_revid)
-    put("COHERENCY_FEATURES", model.coherency_features)
+    for name, value in identity_registers(model).items():
+        reg = _REG_BY_NAME[name]
+        words[reg.offset] = value & _M32
+        if reg.width == 64:
+            words[reg.offset + 4] = (value >> 32) & _M32
     return words
 
 

@@ -15,10 +15,11 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ParamSpec
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..memory import PhysMem
+from ..mmu import Mmu
 from .control import GpuControl
 from .models import GpuModel
 from .regs import (
@@ -36,7 +37,6 @@ from .regs import (
 )
 
 if TYPE_CHECKING:
-    from ..mmu import Mmu
     from . import McuHooks
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,7 @@ _FLUSH_ID_MASK = 0x00FFFFFF  # userspace must pass bits 30:24 == 0 (§3.3); 0 = 
 _JOB_INT_END = JOB_INT_BASE + IRQ_BLOCK_SIZE
 _USER_END = USER_BASE + PAGE_SIZE
 _SIZES = (1, 2, 4, 8)
-
-MmuFactory = Callable[..., Any]
-
-
-def _default_mmu_factory(*args: Any, **kwargs: Any) -> Any:
-    from ..mmu import Mmu
-
-    return Mmu(*args, **kwargs)
+_P = ParamSpec("_P")
 
 
 class MaliGpu:
@@ -71,7 +64,6 @@ class MaliGpu:
         clock: Callable[[], int] = time.monotonic_ns,
         timestamp_hz: int | None = None,
         core_clock_hz: int | None = None,
-        mmu_factory: MmuFactory | None = None,
     ) -> None:
         self.model = model
         self.mem = mem
@@ -87,8 +79,7 @@ class MaliGpu:
         self.gpu_irq = IrqBlock("gpu", lambda level: self._irq_level("gpu", level))
         self.job_irq = IrqBlock("job", lambda level: self._irq_level("job", level))
         self.mmu_irq = IrqBlock("mmu", lambda level: self._irq_level("mmu", level))
-        factory = mmu_factory or _default_mmu_factory
-        self.mmu: Mmu = factory(
+        self.mmu = Mmu(
             mem,
             self.mmu_irq,
             as_present=model.as_present,
@@ -169,7 +160,9 @@ class MaliGpu:
 
     # -- ControlOwner -------------------------------------------------------------------
     def mcu_control_written(self, value: int) -> None:
-        self._call_mcu("mcu_control", value)
+        mcu = self.mcu
+        if mcu is not None:
+            self._mcu_hook("mcu_control", mcu.mcu_control, value)
 
     def cache_flush_command(self, command: int) -> None:
         self.flush_caches()
@@ -200,26 +193,24 @@ class MaliGpu:
                 log.exception("on_reset(%s) hook failed", kind)
 
     def _reset_blocks(self) -> None:
-        self._call_mcu("gpu_reset")
+        mcu = self.mcu
+        if mcu is not None:
+            self._mcu_hook("gpu_reset", mcu.gpu_reset)
         self._mcu_status = 0
         self.control.reset_state()
-        try:
-            self.mmu.reset()
-        except Exception:
-            self.stats["errors"] += 1
-            log.exception("Mmu.reset failed")
+        self.mmu.reset()
         self.mmu_irq.reset()
         self.job_irq.reset()
 
-    def _call_mcu(self, method: str, *args: int) -> None:
-        mcu = self.mcu
-        if mcu is None:
-            return
+    def _mcu_hook(
+        self, name: str, hook: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        """Call one of the firmware model's hooks; its failures never escape into MMIO."""
         try:
-            getattr(mcu, method)(*args)
+            hook(*args, **kwargs)
         except Exception:
             self.stats["mcu_hook_errors"] += 1
-            log.exception("McuHooks.%s%r failed", method, args)
+            log.exception("McuHooks.%s%r failed", name, args)
 
     def _irq_level(self, name: str, level: bool) -> None:
         if level:
@@ -347,9 +338,11 @@ class MaliGpu:
         if off >= CSF_DOORBELL_BASE and not off & 0xFFFF:
             index = (off - CSF_DOORBELL_BASE) >> 16
             self.stats["doorbells"] += 1
-            if self.mcu is None:
+            mcu = self.mcu
+            if mcu is None:
                 self.stats["doorbells_dropped"] += 1
-            self._call_mcu("doorbell", index)
+            else:
+                self._mcu_hook("doorbell", mcu.doorbell, index)
             return
         if off == USER_BASE:
             return  # LATEST_FLUSH_ID is read-only

@@ -126,9 +126,11 @@ class GpuModel:
         asp = self.as_present
         if not asp & 1 or asp & 0xFFFFFFFE == 0 or asp & (asp + 1) or asp >> 16:
             out.append("AS_PRESENT must be contiguous from bit 0 with 2..16 slots")
-        for name in ("shader_present", "tiler_present", "l2_present"):
-            if getattr(self, name) == 0:
-                out.append(f"{name.upper()} must be non-zero")
+        for name, present in (("SHADER_PRESENT", self.shader_present),
+                              ("TILER_PRESENT", self.tiler_present),
+                              ("L2_PRESENT", self.l2_present)):
+            if present == 0:
+                out.append(f"{name} must be non-zero")
         if len(self.texture_features) != 4:
             out.append("TEXTURE_FEATURES has 4 words")
         if not 3 <= self.csg_count <= 31:

@@ -82,7 +82,7 @@ def qmp_main(args: argparse.Namespace) -> int:
         raise UserError(f"qmp: give the backend's QMP socket with --socket PATH "
                         f"(or set {SOCKET_ENV})")
     arguments = parse_arguments(list(args.args))
-    if not getattr(args, "verbose", 0):  # qemu.qmp logs failures itself; we print one line
+    if not args.verbose:  # qemu.qmp logs failures itself; we print one line
         logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     result = asyncio.run(run_command(path, args.qmp_command, arguments))
     json.dump(result, sys.stdout, indent=2)

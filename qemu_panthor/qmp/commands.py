@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..exceptions import exception_name
+from ..gpu.control import identity_registers
 from ..gpu.regs import McuStatus
 from ..memory import SparseRam
 from ..mmu import Access, MmuFault, Translation, introspect
@@ -39,18 +40,6 @@ MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
 MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18
 _MCU_STATUS = {int(s): s.name for s in McuStatus}
-_IDENTITY = (
-    ("GPU_ID", "gpu_id"), ("GPU_REVID", "gpu_revid"), ("CSF_ID", "csf_id"),
-    ("L2_FEATURES", "l2_features"), ("CORE_FEATURES", "core_features"),
-    ("TILER_FEATURES", "tiler_features"), ("MEM_FEATURES", "mem_features"),
-    ("MMU_FEATURES", "mmu_features"), ("AS_PRESENT", "as_present"),
-    ("GPU_FEATURES", "gpu_features"), ("THREAD_FEATURES", "thread_features"),
-    ("THREAD_MAX_THREADS", "thread_max_threads"),
-    ("THREAD_MAX_WORKGROUP_SIZE", "thread_max_workgroup_size"),
-    ("THREAD_MAX_BARRIER_SIZE", "thread_max_barrier_size"),
-    ("COHERENCY_FEATURES", "coherency_features"), ("SHADER_PRESENT", "shader_present"),
-    ("TILER_PRESENT", "tiler_present"), ("L2_PRESENT", "l2_present"),
-)
 
 
 def _irq(block: IrqBlock) -> dict[str, Any]:
@@ -106,8 +95,7 @@ class MaliIntrospection:
             "model": m.key,
             "name": m.model_name,
             "arch": f"{m.arch_major}.{m.arch_minor}.{m.arch_rev}",
-            "identity": {reg: getattr(m, attr) for reg, attr in _IDENTITY}
-            | {f"TEXTURE_FEATURES{n}": v for n, v in enumerate(m.texture_features)},
+            "identity": identity_registers(m),
             "power": {dom: {"present": ctl.present[dom], "ready": ctl.ready[dom]}
                       for dom in ("l2", "shader", "tiler")},
             "mcu": {

@@ -8,11 +8,12 @@ import struct
 import time
 
 import pytest
-from test_gpu_fakes import FakeClock, RecordingMcu, Rig, StandInMmu
+from test_gpu_fakes import FakeClock, RecordingMcu, Rig
 
 from qemu_panthor.gpu import MaliGpu
 from qemu_panthor.gpu.models import G610, MODELS
 from qemu_panthor.memory import SparseRam
+from qemu_panthor.mmu import Mmu, introspect
 
 # Offsets written out from the reference tables (not imported from the product code).
 GPU_ID, L2_FEATURES, CORE_FEATURES, TILER_FEATURES = 0x0, 0x4, 0x8, 0xC
@@ -157,16 +158,22 @@ def test_second_model_decodes_its_own_identity() -> None:
     assert (gpu_id >> 28, (gpu_id >> 24) & 0xF) == (12, 8)
     assert rig.r64(GPU_FEATURES) == g720.gpu_features
     assert rig.r64(SHADER_PRESENT) == g720.shader_present
-    assert rig.gpu.mmu.as_present == g720.as_present  # type: ignore[attr-defined]
+    assert rig.gpu.mmu.as_present == g720.as_present
 
 
 def test_mmu_constructed_from_model_and_window_forwarded() -> None:
     rig = Rig()
     mmu = rig.gpu.mmu
-    assert (mmu.as_present, mmu.va_bits, mmu.pa_bits) == (0xFF, 48, 40)  # type: ignore[attr-defined]
-    assert mmu.irq is rig.gpu.mmu_irq  # type: ignore[attr-defined]
-    rig.w32(0x2400 + 1 * 0x40 + 0x18, 1)  # AS1 AS_COMMAND = UPDATE
-    assert mmu.writes[-1] == (0x458, 1)  # type: ignore[attr-defined]
+    assert (mmu.as_present, mmu.va_bits, mmu.pa_bits) == (0xFF, 48, 40)
+    assert mmu.irq is rig.gpu.mmu_irq
+    rig.w64(0x2400 + 1 * 0x40 + 0x00, 0x1234_5000)  # AS1 AS_TRANSTAB (MMU block +0x440)
+    rig.w32(0x2400 + 1 * 0x40 + 0x18, 1)  # AS1 AS_COMMAND = UPDATE (MMU block +0x458)
+    st = introspect.as_state(mmu, 1)
+    assert st["present"] is True
+    assert st["registers"]["TRANSTAB"] == 0x1234_5000
+    assert st["commands"]["UPDATE"] == 1 and sum(st["commands"].values()) == 1
+    assert st["active"]["TRANSTAB"] == 0x1234_5000
+    assert rig.r64(0x2400 + 1 * 0x40 + 0x00) == 0x1234_5000  # reads come back the same way
     rig.w32(MMU_INT_MASK, 0xFFFF)
     assert rig.r32(MMU_INT_MASK) == 0xFFFF
     rig.gpu.mmu_irq.raise_bits(1 << 3)
@@ -215,8 +222,17 @@ def test_gpu_fault_reporting() -> None:
 
 
 # -- GPU_CMD -------------------------------------------------------------------------------
-def test_soft_reset_as_the_driver_does_it() -> None:
+def test_soft_reset_as_the_driver_does_it(monkeypatch: pytest.MonkeyPatch) -> None:
     rig = Rig()
+    mmu_resets = 0
+    mmu_reset = rig.gpu.mmu.reset
+
+    def counted_mmu_reset() -> None:
+        nonlocal mmu_resets
+        mmu_resets += 1
+        mmu_reset()
+
+    monkeypatch.setattr(rig.gpu.mmu, "reset", counted_mmu_reset)
     mcu = RecordingMcu(rig.gpu)
     rig.gpu.mcu = mcu
     rig.w32(GPU_INT_MASK, GPU_IRQ_DEFAULT)
@@ -227,7 +243,8 @@ def test_soft_reset_as_the_driver_does_it() -> None:
     rig.w32(MCU_CONTROL, 2)
     assert rig.r32(MCU_STATUS) == 1
     rig.gpu.raise_gpu_fault(0x88, 0x1000)
-    resets_before = rig.gpu.mmu.resets  # type: ignore[attr-defined]
+    rig.w64(0x2400 + 2 * 0x40 + 0x00, 0x5000)  # AS2 AS_TRANSTAB: an AS register reset clears
+    resets_before = mmu_resets
 
     assert driver_soft_reset(rig)
 
@@ -239,7 +256,8 @@ def test_soft_reset_as_the_driver_does_it() -> None:
     assert rig.r64(L2_READY) == 0 and rig.r64(SHADER_READY) == 0
     assert rig.r32(JOB_INT_MASK) == 0 and rig.r32(JOB_INT_RAWSTAT) == 0
     assert rig.r32(MMU_INT_MASK) == 0
-    assert rig.gpu.mmu.resets == resets_before + 1  # type: ignore[attr-defined]
+    assert mmu_resets == resets_before + 1
+    assert rig.r64(0x2400 + 2 * 0x40 + 0x00) == 0
     assert mcu.calls[-1] == ("gpu_reset", None)
     assert rig.r32(MCU_STATUS) == 0 and rig.r32(MCU_CONTROL) == 0
     assert rig.r32(GPU_FAULT_STATUS) == 0
@@ -395,7 +413,6 @@ def test_timestamp_rate_against_real_clock() -> None:
         on_irq=lambda n, lv: None,
         clock=time.monotonic_ns,
         timestamp_hz=hz,
-        mmu_factory=StandInMmu,
     )
     outer0 = time.monotonic_ns()
     ts0 = gpu.mmio_read(TIMESTAMP, 8)
@@ -559,13 +576,10 @@ def test_device_reset_returns_to_power_on_state() -> None:
     assert rig.r32(GPU_ID) == 0xA8670005
 
 
-def test_default_mmu_is_the_real_mmu_model() -> None:
-    mmu_mod = pytest.importorskip("qemu_panthor.mmu")
-    if not hasattr(mmu_mod, "Mmu"):
-        pytest.skip("qemu_panthor.mmu.Mmu not available yet")
+def test_the_mmu_is_the_real_mmu_model() -> None:
     lines: list[tuple[str, bool]] = []
     gpu = MaliGpu(G610, SparseRam(), on_irq=lambda n, lv: lines.append((n, lv)))
-    assert isinstance(gpu.mmu, mmu_mod.Mmu)
+    assert isinstance(gpu.mmu, Mmu)
     gpu.mmio_write(MMU_INT_MASK, 4, 0xFFFF)
     assert gpu.mmio_read(MMU_INT_MASK, 4) == 0xFFFF
     gpu.mmio_write(GPU_CMD, 4, 0x101)  # reset clears MMU_INT_MASK

@@ -1,14 +1,9 @@
-"""Test doubles for the GPU device tests: a controllable clock, an MCU recorder, a stand-in MMU.
-
-The stand-in MMU only records what MaliGpu forwards to it; it is used so these tests do not
-depend on the MMU model (tested in its own files).
-"""
+"""Test doubles for the GPU device tests: a controllable clock and an MCU recorder."""
 
 from __future__ import annotations
 
 from qemu_panthor.gpu import MaliGpu
 from qemu_panthor.gpu.models import G610, GpuModel
-from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import SparseRam
 
 
@@ -50,51 +45,26 @@ class RecordingMcu:
         self._rec("gpu_reset", None)
 
 
-class StandInMmu:
-    """Records MaliGpu's forwarding; MMU_INT lives in ``irq`` like the real Mmu."""
-
-    def __init__(
-        self, mem: object, irq: IrqBlock, *, as_present: int, va_bits: int, pa_bits: int
-    ) -> None:
-        self.mem = mem
-        self.irq = irq
-        self.as_present = as_present
-        self.va_bits = va_bits
-        self.pa_bits = pa_bits
-        self.regs: dict[int, int] = {}
-        self.writes: list[tuple[int, int]] = []
-        self.resets = 0
-
-    def read32(self, off: int) -> int:
-        if off < 0x10:
-            return self.irq.read(off)
-        return self.regs.get(off, 0)
-
-    def write32(self, off: int, value: int) -> None:
-        self.writes.append((off, value))
-        if off < 0x10:
-            self.irq.write(off, value)
-        else:
-            self.regs[off] = value
-
-    def reset(self) -> None:
-        self.resets += 1
-        self.regs.clear()
-
-
 class Rig:
     """A MaliGpu with recorded IRQ line changes."""
 
-    def __init__(self, model: GpuModel = G610, *, clock: FakeClock | None = None, **kw: object):
+    def __init__(
+        self,
+        model: GpuModel = G610,
+        *,
+        clock: FakeClock | None = None,
+        trace: bool = False,
+        timestamp_hz: int | None = None,
+    ) -> None:
         self.clock = clock or FakeClock()
         self.lines: list[tuple[str, bool]] = []
         self.gpu = MaliGpu(
             model,
             SparseRam(),
             on_irq=lambda name, level: self.lines.append((name, level)),
+            trace=trace,
             clock=self.clock,
-            mmu_factory=kw.pop("mmu_factory", StandInMmu),
-            **kw,  # type: ignore[arg-type]
+            timestamp_hz=timestamp_hz,
         )
 
     def r32(self, off: int) -> int:

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from test_gpu_fakes import FakeClock, RecordingMcu, Rig
 
 from qemu_panthor.gpu.models import MODELS
-from qemu_panthor.mmu import Mmu
 
 # Offsets near every decoded region plus anywhere in (and just outside) the window.
 _hot = st.sampled_from(
@@ -50,13 +49,9 @@ _op = st.tuples(st.booleans(), _offset, _size, st.integers(0, 2**64 - 1))
 @given(
     ops=st.lists(_op, max_size=60),
     model=st.sampled_from(sorted(MODELS)),
-    real_mmu=st.booleans(),
 )
-def test_random_accesses_never_raise(
-    ops: list[tuple[bool, int, int, int]], model: str, real_mmu: bool
-) -> None:
-    extra = {"mmu_factory": Mmu} if real_mmu else {}
-    rig = Rig(MODELS[model], clock=FakeClock(step=7), **extra)
+def test_random_accesses_never_raise(ops: list[tuple[bool, int, int, int]], model: str) -> None:
+    rig = Rig(MODELS[model], clock=FakeClock(step=7))
     rig.gpu.mcu = RecordingMcu(rig.gpu)
     for is_write, off, size, value in ops:
         if is_write:

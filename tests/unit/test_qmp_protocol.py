@@ -213,7 +213,7 @@ async def test_events_only_after_negotiation(server) -> None:
 
 async def test_cli_client_prints_the_result(server, capsys) -> None:
     ns = argparse.Namespace(socket=server.path, qmp_command="x-query-mali-translate",
-                            args=["as=1", "va=0x1000", "access=write"])
+                            args=["as=1", "va=0x1000", "access=write"], verbose=0)
     assert await asyncio.to_thread(qmp_main, ns) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["as"] == 1 and out["va"] == 0x1000 and out["access"] == "write"
