@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Protocol
 
 _U32 = struct.Struct("<I")
@@ -78,8 +79,8 @@ class SparseRam:
         It runs before ``remove``/``clear`` return the removed regions, so a cache can drop
         its views before the caller releases them. A bound method is held weakly.
         """
-        if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
-            self._listeners.append(weakref.WeakMethod(fn))  # type: ignore[arg-type]
+        if isinstance(fn, MethodType):
+            self._listeners.append(weakref.WeakMethod(fn))
         else:
             self._listeners.append(lambda: fn)
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def remove_tree(p: Path) -> None:
         p.unlink()
         return
 
-    def onerror(func: Any, path: str, _exc: Any) -> None:
+    def onerror(func: Callable[[str], object], path: str, _exc: object) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(path), 0o755)
             func(path)

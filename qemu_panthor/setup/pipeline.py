@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from . import recipes
@@ -117,7 +118,7 @@ def _root_kver(root: Path) -> str:
     return m.group(1)
 
 
-def _recipe_hash(recipe: dict) -> str:
+def _recipe_hash(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -437,7 +438,9 @@ def ensure_images(line_name: str, *, refresh: bool = False, cache: Cache | None 
                   modules_dir, busybox, glue, selftests)
 
 
-def _cached_images(cache: Cache, line: recipes.KernelLine, manifest: dict) -> Images | None:
+def _cached_images(
+    cache: Cache, line: recipes.KernelLine, manifest: dict[str, Any]
+) -> Images | None:
     """The cached image set for ``line`` if complete (no network, no lock)."""
     try:
         roots = manifest["roots"]
