@@ -1,4 +1,4 @@
-"""The backend's event loop: uvloop when installed (a dependency), else asyncio's own.
+"""The backend's event loop: uvloop (a dependency), or asyncio's own on request.
 
 The vfio-user round trip is dominated by the loop itself: on these machines asyncio's
 selector loop alone costs ~1.5x a bare echo server, uvloop ~1.2x (bench/bench_vfio_user.py).
@@ -12,16 +12,15 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import uvloop
+
 T = TypeVar("T")
 ENV = "QEMU_PANTHOR_LOOP"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop, or None (asyncio's default) when ``QEMU_PANTHOR_LOOP=asyncio``."""
     if os.environ.get(ENV, "").lower() == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
         return None
     return uvloop.new_event_loop
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-from typing import Any
 
 from ..errors import UserError
 
@@ -25,7 +24,11 @@ CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
 
 
-def parse_value(text: str) -> Any:
+#: A command-line argument value.
+ArgValue = bool | int | str
+
+
+def parse_value(text: str) -> ArgValue:
     """``true``/``false`` -> bool, integer literals (``0x`` hex, ``0o``, ``0b``, decimal) ->
     int, anything else stays a string."""
     low = text.lower()
@@ -37,8 +40,8 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_arguments(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def parse_arguments(items: list[str]) -> dict[str, ArgValue]:
+    out: dict[str, ArgValue] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -49,8 +52,8 @@ def parse_arguments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-async def run_command(path: str, command: str, arguments: dict[str, Any]) -> Any:
-    """Connect to the QMP socket at ``path``, execute one command, return its result."""
+async def run_command(path: str, command: str, arguments: dict[str, ArgValue]) -> object:
+    """Connect to the QMP socket at ``path``, execute one command, return its (JSON) result."""
     from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
 
     client = QMPClient("qemu-panthor-qmp")
