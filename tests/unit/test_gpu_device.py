@@ -8,7 +8,7 @@ import struct
 import time
 
 import pytest
-from test_gpu_fakes import FakeClock, RecordingMcu, Rig
+from support.gpu_doubles import FakeClock, RecordingMcu, Rig
 
 from qemu_panthor.gpu import MaliGpu
 from qemu_panthor.gpu.models import G610, MODELS

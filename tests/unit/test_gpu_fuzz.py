@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_gpu_fakes import FakeClock, RecordingMcu, Rig
+from support.gpu_doubles import FakeClock, RecordingMcu, Rig
 
 from qemu_panthor.gpu.models import MODELS
 

@@ -8,7 +8,8 @@ reference (worked encodings, syncobj layout, status_wait encoding), not from the
 from __future__ import annotations
 
 import pytest
-from test_interp_fakes import RING, FakeHooks, Rig, cs_asm
+from support import cs_asm
+from support.interp_doubles import RING, FakeHooks, Rig
 
 from qemu_panthor.csf.interp import CALL_STACK_DEPTH, CsExecState, RunResult
 from qemu_panthor.csf.opcodes import decode

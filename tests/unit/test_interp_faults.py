@@ -7,7 +7,8 @@ effects, and re-running after the page is mapped completes it exactly once.
 from __future__ import annotations
 
 import pytest
-from test_interp_fakes import RING, Access, Rig, cs_asm
+from support import cs_asm
+from support.interp_doubles import RING, Access, Rig
 
 A = cs_asm
 DATA = 0x40000

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_interp_fakes import Rig
+from support.interp_doubles import Rig
 
 from qemu_panthor.csf.interp import RESULT_KINDS, CsExecState
 from qemu_panthor.csf.opcodes import FIELDS

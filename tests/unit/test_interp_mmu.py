@@ -4,8 +4,9 @@ tests/support/pgtable_writer.py the way panthor maps its BOs (ring, user stream 
 
 from __future__ import annotations
 
+from support import cs_asm
 from support import pgtable_writer as ptw
-from test_interp_fakes import FakeHooks, cs_asm
+from support.interp_doubles import FakeHooks
 
 from qemu_panthor.csf.interp import CsInterpreter, new_state
 from qemu_panthor.irqblock import IrqBlock

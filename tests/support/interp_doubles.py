@@ -1,34 +1,12 @@
 """Test doubles for the CS interpreter tests: an identity-mapped MMU over a SparseRam, GPU hooks,
-and a ring-buffer harness. Holds no tests itself."""
+and a ring-buffer harness."""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-
-from support import cs_asm  # noqa: F401  (re-exported for the test modules)
 
 from qemu_panthor.memory import BusError, RamRegion, SparseRam
-
-try:
-    from qemu_panthor.mmu import Access, MmuFault
-except ImportError:  # MMU package not available: same fields as docs/architecture.md
-    from enum import IntEnum
-
-    class Access(IntEnum):  # type: ignore[no-redef]
-        ATOMIC = 0
-        EXECUTE = 1
-        READ = 2
-        WRITE = 3
-
-    @dataclass(frozen=True)
-    class MmuFault:  # type: ignore[no-redef]
-        as_nr: int
-        va: int
-        access: Access
-        exception_type: int
-        bus: bool = False
-
+from qemu_panthor.mmu import Access, MmuFault
 
 PAGE = 4096
 TRANSLATION_FAULT_3 = 0xC3
