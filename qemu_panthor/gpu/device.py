@@ -15,7 +15,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec
+from typing import ParamSpec, Protocol
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..memory import PhysMem
@@ -36,9 +36,6 @@ from .regs import (
     register_name,
 )
 
-if TYPE_CHECKING:
-    from . import McuHooks
-
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger(__name__ + ".trace")  # every access when ``trace=True``
 
@@ -49,6 +46,16 @@ _JOB_INT_END = JOB_INT_BASE + IRQ_BLOCK_SIZE
 _USER_END = USER_BASE + PAGE_SIZE
 _SIZES = (1, 2, 4, 8)
 _P = ParamSpec("_P")
+
+
+class McuHooks(Protocol):
+    """What the GPU forwards to the firmware (MCU) model."""
+
+    def mcu_control(self, value: int) -> None: ...  # MCU_CONTROL (0x700) write
+
+    def doorbell(self, index: int) -> None: ...  # write to CSF_DOORBELL(index)
+
+    def gpu_reset(self) -> None: ...  # GPU soft/hard reset: MCU stops, state lost
 
 
 class MaliGpu:
