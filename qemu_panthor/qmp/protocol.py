@@ -26,7 +26,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from qemu.qmp.message import DeserializationError, Message, UnexpectedTypeError
 from qemu.qmp.protocol import AsyncProtocol, Runstate
@@ -106,7 +106,7 @@ class JsonSplitter:
         return len(self._buf)
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"invalid keyword '{name}'")
 
 
