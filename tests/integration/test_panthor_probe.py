@@ -1,5 +1,5 @@
-"""[gpu]/[glue]/[firmware] first light, seen from the host: the unmodified panthor probes our
-GPU through firmware boot, with no timeouts or errors in its log."""
+"""[gpu]/[glue]/[firmware] seen from the host: the unmodified panthor probes our emulated
+GPU through firmware boot ("first light"), with no timeouts or errors in its log."""
 
 from __future__ import annotations
 
