@@ -99,7 +99,7 @@ def _valid_chain(c: Campaign, mem: SparseRam, tables: list[int], root: int) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    c = campaign_from_argv("pgtable", cases=30_000, seconds=300.0, hang_s=0.05, argv=argv)
+    c = campaign_from_argv("pgtable", cases=10_000, seconds=300.0, hang_s=0.05, argv=argv)
     mem = HostileRam(c)
     buf = bytearray(RAM_SIZE)
     mem.add(RamRegion(RAM_BASE, buf))
