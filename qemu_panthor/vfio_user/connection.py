@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from construct import ConstructError
+
 from . import protocol as P
 from .dma import DmaMaps, close_fds
 from .dma_commands import DmaCommands
@@ -56,6 +58,10 @@ _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+# A payload the layouts cannot decode (handlers check lengths first; this is the safety net).
+_DECODE_ERRORS = (ConstructError, struct.error)
+# Replies queued for a client that does not read them: stop reading its requests above this.
+HIGH_WATER = 4 << 20
 
 
 class Connection:
@@ -85,6 +91,8 @@ class Connection:
         self.fdq: deque[tuple[int, list[int], bool]] = deque()
         self.drain = 0
         self.drain_end = 0
+        self.max_pending_fds = server.max_msg_fds
+        self.paused = False  # not reading: the client is not reading our replies
         self.outbox = Outbox(sock, loop, self.close)
         self.send = self.outbox.send
         self.send_fast = self.outbox.send_fast
@@ -150,12 +158,36 @@ class Connection:
         if self.dev.dma_port is self.requests:
             self.dev.attach_dma_port(None)
         self.requests.close()
+        # The receive buffer is the biggest thing we hold: gone now, not when collected.
+        self.buf = bytearray()
+        self.mv = memoryview(self.buf)
+        self.iov0 = [self.mv]
+        self.start = self.end = 0
         if not self.done.done():
             self.done.set_result(None)
+
+    def _pause(self) -> None:
+        """Stop reading requests until the client has read our queued replies."""
+        if self.paused or self.closed:
+            return
+        self.paused = True
+        self.loop.remove_reader(self.fileno)
+        self.outbox.on_drained = self._resume
+
+    def _resume(self) -> None:
+        self.outbox.on_drained = None
+        if not self.paused or self.closed:
+            return
+        self.paused = False
+        self.loop.add_reader(self.fileno, self.on_readable)
+        self.process()
 
     # -- receive -----------------------------------------------------------------------------
     def on_readable(self) -> None:
         if self.closed:
+            return
+        if self.outbox.queued_bytes > HIGH_WATER:
+            self._pause()
             return
         start, end = self.start, self.end
         if end == start:
@@ -189,6 +221,20 @@ class Connection:
             return
         self.end = end + n
         self.process()
+        if self.fdq:
+            self._bound_pending_fds()
+
+    def _bound_pending_fds(self) -> None:
+        """Fds still queued belong to the incomplete message; more than one message may carry
+        are closed now (the message then fails with EINVAL), so a client cannot fill our fd
+        table with a message that never completes."""
+        if sum(len(f) for _, f, _ in self.fdq) <= self.max_pending_fds:
+            return
+        last = self.fdq[-1][0]
+        for _, f, _ in self.fdq:
+            close_fds(f)
+        self.fdq.clear()
+        self.fdq.append((last, [], True))
 
     def take_fds(self, msg_end: int) -> tuple[list[int], bool]:
         """Fds that arrived with bytes before stream offset ``msg_end``."""
@@ -204,7 +250,7 @@ class Connection:
     def process(self) -> None:
         buf = self.buf
         hdr_unpack = _HDR.unpack_from
-        while not self.closed:
+        while not self.closed and not self.paused:
             s = self.start
             avail = self.end - s
             if self.drain:
@@ -279,6 +325,8 @@ class Connection:
             self.start = s + size
             fds, trunc = self.take_fds(self.base + s + size)
             self.dispatch(mid, cmd, size, flags, s, fds, trunc)
+            if self.outbox.queued_bytes > HIGH_WATER:
+                self._pause()
 
     # -- hot path ---------------------------------------------------------------------------
     def fast_write(
@@ -310,6 +358,8 @@ class Connection:
         self.stats.commands[cmd] += 1
         if self.trace:
             tlog.debug("cmd %s id=%d size=%d fds=%d", cmd_name(cmd), mid, size, len(fds))
+        # Fds are the message's until a handler keeps one (it removes it from ``fds``);
+        # whatever is left is closed here, whatever happened.
         try:
             if mtype != 0:
                 raise ProtocolError(errno.EINVAL, f"unknown message type {mtype}")
@@ -322,14 +372,18 @@ class Connection:
                 raise ProtocolError(errno.EINVAL, "command before VERSION negotiation")
             result = handler(payload, fds)
         except ProtocolError as e:
-            close_fds(fds)
-            self.error(mid, cmd, flags, e.errno, str(e))
+            self.error(mid, cmd, flags, e.errno, str(e), e.level)
+            return
+        except _DECODE_ERRORS as e:
+            self.error(mid, cmd, flags, errno.EINVAL, f"malformed payload: {e}")
             return
         except Exception as e:  # a device-model bug must not kill the connection
-            close_fds(fds)
             log.exception("vfio-user command %s failed", cmd_name(cmd))
             self.error(mid, cmd, flags, errno.EIO, f"internal error: {e}")
             return
+        finally:
+            if fds:
+                close_fds(fds)
         if cmd == _VERSION:
             self.negotiated = True
             self.requests.client_max_xfer = self.version.client_max_xfer
@@ -341,11 +395,14 @@ class Connection:
             reply, out_fds = result, []
         self.send(_HDR.pack(mid, cmd, 16 + len(reply), _REPLY, 0) + reply, out_fds)
 
-    def error(self, mid: int, cmd: int, flags: int, err: int, why: str) -> None:
+    def error(
+        self, mid: int, cmd: int, flags: int, err: int, why: str, level: int = logging.INFO
+    ) -> None:
+        """The ERROR reply (unless NO_REPLY) and the one log line for a failed command."""
         self.stats.errors[err] += 1
-        if log.isEnabledFor(logging.INFO):
-            log.info("vfio-user %s id=%d: %s (%s)", cmd_name(cmd), mid, why,
-                     errno.errorcode.get(err, err))
+        if log.isEnabledFor(level):
+            log.log(level, "vfio-user %s id=%d: %s (%s)", cmd_name(cmd), mid, why,
+                    errno.errorcode.get(err, err))
         if not flags & _NO_REPLY:
             self.send(_HDR.pack(mid, cmd, 16, _ERROR_REPLY, err))
 

@@ -11,9 +11,12 @@ import errno
 import logging
 
 from . import protocol as P
-from .dma import DmaError, DmaMaps, close_fds
+from .dma import DmaError, DmaMaps, UnsafeFd
 from .errors import ProtocolError
 from .stats import ServerStats
+from .version import PGSIZES
+
+PAGE_SIZE = PGSIZES & -PGSIZES  # the smallest page size we advertise: DMA_MAP granularity
 
 tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
 
@@ -25,26 +28,44 @@ class DmaCommands:
         self.maps = maps
         self.stats = stats
         self.trace = trace
+        self.warned_unsafe_fd = False
 
     def dma_map(self, payload: bytes, fds: list[int]) -> bytes:
-        if len(payload) < P.DmaMap.sizeof():
+        """DMA_MAP: 32-byte payload, argsz 32, page-aligned address/size/offset, at most one
+        fd (a sealed memfd, see ``dma.check_fd``), no offset without an fd. The fd is only
+        borrowed: the mmap holds its own reference and the connection closes ours."""
+        fixed = P.DmaMap.sizeof()
+        if len(payload) < fixed:
             raise ProtocolError(errno.EINVAL, "short DMA_MAP")
         m = P.DmaMap.parse(payload)
         F = P.DmaMapFlags
-        if m.argsz < P.DmaMap.sizeof() or m.flags & ~0xF:
-            raise ProtocolError(errno.EINVAL, f"bad DMA_MAP argsz/flags {m.argsz}/{m.flags:#x}")
+        if m.argsz != fixed or len(payload) != fixed or m.flags & ~0xF:
+            raise ProtocolError(
+                errno.EINVAL,
+                f"bad DMA_MAP argsz/size/flags {m.argsz}/{len(payload)}/{m.flags:#x}",
+            )
         if len(fds) > 1:
             raise ProtocolError(errno.EINVAL, "DMA_MAP with more than one fd")
         mode = m.flags & (F.MODE_MMAP | F.MODE_FILE_IO)
         if mode == F.MODE_MMAP | F.MODE_FILE_IO or (mode and not fds):
             raise ProtocolError(errno.EINVAL, "DMA_MAP access mode needs exactly one fd")
+        if (m.address | m.size | m.offset) % PAGE_SIZE:
+            raise ProtocolError(
+                errno.EINVAL,
+                f"DMA_MAP {m.address:#x}+{m.size:#x} offset {m.offset:#x} is not page-aligned",
+            )
+        if m.offset and not fds:
+            raise ProtocolError(errno.EINVAL, f"DMA_MAP offset {m.offset:#x} without an fd")
         fd = fds[0] if fds else None
         try:
             self.maps.map(m.address, m.size, m.flags, m.offset, fd)
+        except UnsafeFd as e:
+            # What an operator must fix (guest RAM not a sealed memfd): said once loudly.
+            level = logging.INFO if self.warned_unsafe_fd else logging.WARNING
+            self.warned_unsafe_fd = True
+            raise ProtocolError(e.errno, str(e), level=level) from None
         except DmaError as e:
-            raise ProtocolError(e.errno, str(e)) from e
-        finally:
-            close_fds(fds)  # mmap holds its own reference
+            raise ProtocolError(e.errno, str(e)) from None
         if fd is None:
             self.stats.dma_maps_without_fd += 1
         else:
@@ -74,5 +95,5 @@ class DmaCommands:
             try:
                 self.maps.unmap(u.address, u.size)
             except DmaError as e:
-                raise ProtocolError(e.errno, str(e)) from e
+                raise ProtocolError(e.errno, str(e)) from None
         return payload[: P.DmaUnmap.sizeof()]

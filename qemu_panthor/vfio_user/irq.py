@@ -8,33 +8,26 @@ UNMASK it writes again if the line is still asserted.
 MSI-X (VFIO index 2) is edge: one eventfd per vector, written on a rising level. A vector that
 rises while it has no eventfd or is masked is written when it gets one / is unmasked, if it is
 still asserted and not yet delivered. Exactly one message per assertion episode.
+
+A trigger eventfd whose write fails (saturated counter, or anything else) is reported once,
+closed and forgotten: that interrupt is disabled until the client sets a trigger again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
+from .eventfd import close as _close
+from .eventfd import signal as _signal
 from .pci import IrqSink, PciFunction
 
-log = logging.getLogger("qemu_panthor.vfio_user.trace")
-
-_ONE = (1).to_bytes(8, "little")
-
-
-def _signal(fd: int) -> None:
-    try:
-        os.write(fd, _ONE)
-    except OSError as e:  # a closed or full eventfd: the interrupt cannot be delivered
-        log.warning("eventfd %d write failed: %s", fd, e)
+log = logging.getLogger(__name__)
+tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
 
 
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+def _report_dead(what: str, fd: int, e: OSError) -> None:
+    log.warning("%s eventfd %d write failed: %s; disabled until the client sets it again",
+                what, fd, e.strerror or e)
 
 
 class IrqRouter(IrqSink):
@@ -62,7 +55,7 @@ class IrqRouter(IrqSink):
     # -- device side -------------------------------------------------------------------
     def level_changed(self, vector: int, level: bool, old_mask: int, new_mask: int) -> None:
         if self.trace:
-            log.debug("irq vector %d -> %d", vector, level)
+            tlog.debug("irq vector %d -> %d", vector, level)
         if self.msix_enabled:
             if vector < self.msix_count:
                 if level:
@@ -83,8 +76,11 @@ class IrqRouter(IrqSink):
         self.intx_masked = True  # automasked until the client's UNMASK
         self.fired_intx += 1
         if self.trace:
-            log.debug("INTx fire (eventfd %d)", fd)
-        _signal(fd)
+            tlog.debug("INTx fire (eventfd %d)", fd)
+        if (e := _signal(fd)) is not None:
+            _report_dead("INTx", fd, e)
+            self.intx_fd = None
+            _close(fd)
 
     def _msix_try(self, v: int) -> None:
         fd = self.msix_fds[v]
@@ -101,8 +97,12 @@ class IrqRouter(IrqSink):
         self.msix_delivered[v] = True
         self.fired_msix[v] += 1
         if self.trace:
-            log.debug("MSI-X vector %d fire (eventfd %d)", v, fd)
-        _signal(fd)
+            tlog.debug("MSI-X vector %d fire (eventfd %d)", v, fd)
+        if (e := _signal(fd)) is not None:
+            _report_dead(f"MSI-X vector {v}", fd, e)
+            self.msix_fds[v] = None
+            self.msix_delivered[v] = False  # not delivered: a new trigger gets it
+            _close(fd)
 
     # -- client side (SET_IRQS) ------------------------------------------------------------
     def intx_set_trigger(self, fd: int | None) -> None:
@@ -161,8 +161,11 @@ class IrqRouter(IrqSink):
         self.err_fd = fd
 
     def err_trigger(self) -> None:
-        if self.err_fd is not None:
-            _signal(self.err_fd)
+        fd = self.err_fd
+        if fd is not None and (e := _signal(fd)) is not None:
+            _report_dead("ERR", fd, e)
+            self.err_fd = None
+            _close(fd)
 
     # -- lifetime ----------------------------------------------------------------------------
     def detach(self) -> None:

@@ -3,7 +3,8 @@ client wants them delivered (eventfds per vector, mask/unmask, client-side trigg
 
 The delivery semantics live in :class:`~.irq.IrqRouter`; this module decodes and checks the
 messages. SET_IRQS with count 0, start 0 and DATA_NONE|TRIGGER disables an index; EVENTFD with
-no fds de-assigns the vectors (QEMU sends runs of -1 that way).
+no fds de-assigns the vectors (QEMU sends runs of -1 that way). Trigger fds must be eventfds
+(anything else is refused with EINVAL) and are made non-blocking (``eventfd``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 
 from . import protocol as P
 from .errors import ProtocolError
+from .eventfd import check_trigger
 from .irq import IrqRouter
 
 tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
@@ -89,6 +91,9 @@ class IrqCommands:
                 raise ProtocolError(errno.ENOTSUP, "only trigger eventfds are supported")
             if fds and len(fds) != q.count:
                 raise ProtocolError(errno.EINVAL, f"{len(fds)} fds for count {q.count}")
+            for trigger in fds:
+                if (why := check_trigger(trigger)) is not None:
+                    raise ProtocolError(errno.EINVAL, f"SET_IRQS trigger: {why}")
             for i in range(q.count):
                 fd = fds[i] if fds else None
                 if q.index == P.PciIrq.INTX:
@@ -97,6 +102,7 @@ class IrqCommands:
                     r.err_set_trigger(fd)
                 else:
                     r.msix_set_trigger(q.start + i, fd)
+            fds.clear()  # the router owns them now
             self._trace(q)
             return b""
         if data == F.DATA_BOOL:

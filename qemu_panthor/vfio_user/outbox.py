@@ -33,8 +33,9 @@ class _Chunk:
 class Outbox:
     """Ordered, non-blocking sends on one connected socket.
 
-    ``on_error`` is called once when the socket fails (the connection then closes); the fds
-    queued here are borrowed (the device's BAR memfds), never closed by the outbox.
+    ``on_error`` is called once when the socket fails (the connection then closes);
+    ``on_drained`` (if set) when a backlog has been fully written. The fds queued here are
+    borrowed (the device's BAR memfds), never closed by the outbox.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class Outbox:
         self.writer_armed = False
         self.closed = False
         self.on_error = on_error
+        self.on_drained: Callable[[], None] | None = None
 
     def close(self) -> None:
         """Drop what is queued and stop watching the socket (the owner closes it)."""
@@ -66,7 +68,8 @@ class Outbox:
                 pass
         self.queue.clear()
         self.queued_bytes = 0
-        self.on_error = None
+        self.on_error = None  # no reference back to the owner once closed
+        self.on_drained = None
 
     def send_fast(self, data: bytes) -> None:
         """Send a small reply without fds (hot path)."""
@@ -138,3 +141,5 @@ class Outbox:
         if self.writer_armed and not self.closed:
             self.writer_armed = False
             self.loop.remove_writer(self.fileno)
+            if self.on_drained is not None:
+                self.on_drained()

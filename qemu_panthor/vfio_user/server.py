@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -27,6 +28,8 @@ __all__ = ["DEFAULT_MAX_DATA_XFER", "DEFAULT_MAX_MSG_FDS", "Connection", "Protoc
 
 DEFAULT_MAX_DATA_XFER = P.DEFAULT_MAX_DATA_XFER
 DEFAULT_MAX_MSG_FDS = 16
+
+log = logging.getLogger(__name__)
 
 
 class VfioUserServer:
@@ -58,6 +61,7 @@ class VfioUserServer:
         self._pending_conn: socket.socket | None = None
         self._path: str | None = None
         self._closed = asyncio.Event()
+        self._accept_failed = False
 
     # -- listening -----------------------------------------------------------------------
     async def listen_path(self, path: str | os.PathLike[str]) -> None:
@@ -114,7 +118,15 @@ class VfioUserServer:
                     with contextlib.suppress(asyncio.CancelledError):
                         await accept
                     break
-                conn_sock, _ = accept.result()
+                try:
+                    conn_sock, _ = accept.result()
+                except OSError as e:  # e.g. EMFILE: keep listening, say so once
+                    if not self._accept_failed:
+                        log.warning("vfio-user accept failed: %s", e.strerror or e)
+                    self._accept_failed = True
+                    await asyncio.sleep(0.1)
+                    continue
+                self._accept_failed = False
                 await self.serve_connection(conn_sock)
                 if once:
                     break

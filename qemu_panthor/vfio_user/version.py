@@ -46,7 +46,9 @@ class Negotiation:
             try:
                 obj = json.loads(raw[:-1].decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
-                raise ProtocolError(errno.EINVAL, f"bad VERSION JSON: {e}") from e
+                raise ProtocolError(errno.EINVAL, f"bad VERSION JSON: {e}") from None
+            except RecursionError:  # nested deeper than the decoder goes
+                raise ProtocolError(errno.EINVAL, "bad VERSION JSON: nested too deeply") from None
             if not isinstance(obj, dict):
                 raise ProtocolError(errno.EINVAL, "VERSION JSON is not an object")
             got = obj.get("capabilities", {})

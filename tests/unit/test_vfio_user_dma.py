@@ -8,7 +8,7 @@ import os
 import struct
 
 import pytest
-from support.vfio_user_client import DMA_MAP, DMA_READ, DMA_WRITE, served
+from support.vfio_user_client import DMA_MAP, DMA_READ, DMA_WRITE, guest_memfd, served
 
 from qemu_panthor.memory import BusError
 
@@ -16,9 +16,7 @@ RAM_BASE = 0x4000_0000
 
 
 def memfd(size: int) -> int:
-    fd = os.memfd_create("guest-ram", os.MFD_CLOEXEC)
-    os.ftruncate(fd, size)
-    return fd
+    return guest_memfd(size)  # sealed, as QEMU's memory-backend-memfd makes guest RAM
 
 
 async def test_dma_map_with_memfd_shares_memory() -> None:

@@ -15,6 +15,7 @@ from support.vfio_user_client import (
     VfioUserClient,
     eventfd,
     eventfd_count,
+    guest_memfd,
     served,
 )
 
@@ -28,8 +29,7 @@ def open_fds() -> int:
 async def test_disconnect_releases_client_resources_and_keeps_device_state() -> None:
     dev = ScratchDevice()
     async with served(dev) as (_, server, c):
-        fd = os.memfd_create("ram")
-        os.ftruncate(fd, 0x1000)
+        fd = guest_memfd(0x1000)
         efd = eventfd()
         await c.dma_map(0, 0x1000, fd=fd)
         await c.set_irqs(0, IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER, 0, 1, fds=[efd])
@@ -50,8 +50,7 @@ async def test_1000_connects_without_fd_leak(tmp_path: Path) -> None:
     path = str(tmp_path / "vfu.sock")
     await server.listen_path(path)
     serving = asyncio.create_task(server.serve())
-    ram = os.memfd_create("ram")
-    os.ftruncate(ram, 0x10000)
+    ram = guest_memfd(0x10000)
 
     async def one_session() -> None:
         c = await VfioUserClient.connect(path)

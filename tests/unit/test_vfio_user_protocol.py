@@ -22,6 +22,7 @@ from support.vfio_user_client import (
     REPLY,
     SET_IRQS,
     VERSION,
+    guest_memfd,
     served,
 )
 
@@ -175,8 +176,7 @@ async def test_unexpected_fds_are_rejected_and_closed() -> None:
 async def test_messages_glued_in_one_send_with_fd() -> None:
     """Two messages in one sendmsg, fd attached: the fd belongs to the one carrying it."""
     async with served() as (dev, _s, c):
-        fd = os.memfd_create("ram")
-        os.ftruncate(fd, 0x1000)
+        fd = guest_memfd(0x1000)
         os.pwrite(fd, b"glued", 0)
         read = HDR.pack(1, REGION_READ, 32, 0, 0) + struct.pack("<QII", 0, 7, 2)
         dmap = HDR.pack(2, DMA_MAP, 48, 0, 0) + struct.pack("<IIQQQ", 32, 3, 0, 0x4000, 0x1000)

@@ -1,0 +1,147 @@
+"""Connection teardown frees memory at once, and a client cannot make the server hoard it.
+
+Fuzzer finding: closed connections stayed alive until the cycle collector ran, each holding
+its 1.1 MiB receive buffer; under connect/disconnect churn RSS grew in steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import struct
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.vfio_user_client import (
+    HDR,
+    IRQ_ACTION_TRIGGER,
+    IRQ_DATA_EVENTFD,
+    REGION_READ,
+    ScratchDevice,
+    VfioUserClient,
+    eventfd,
+    guest_memfd,
+    served,
+)
+
+from qemu_panthor.vfio_user import VfioUserServer
+from qemu_panthor.vfio_user.connection import HIGH_WATER
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Only reference counting frees objects: a reference cycle shows up as a leak."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def busy_session(c: VfioUserClient, ram: int) -> None:
+    await c.negotiate()
+    await c.dma_map(0, 0x10000, fd=ram)
+    await c.dma_map(0x100000, 0x1000)  # message-based
+    efd = eventfd()
+    await c.set_irqs(0, IRQ_DATA_EVENTFD | IRQ_ACTION_TRIGGER, 0, 1, fds=[efd])
+    os.close(efd)
+    for f in (await c.region_info(2, argsz=64)).fds:
+        os.close(f)
+    await c.region_read(0, 0, 4)
+    c.send(REGION_READ, struct.pack("<QII", 0, 7, 4))  # unanswered when we hang up
+
+
+async def test_closed_connection_is_freed_without_the_cycle_collector(no_gc: None) -> None:
+    ram = guest_memfd(0x10000)
+    async with served(negotiate=False) as (dev, server, c):
+        await busy_session(c, ram)
+        conn = server.connection
+        assert conn is not None
+        refs = [weakref.ref(o) for o in (conn, conn.outbox, conn.requests, conn.router,
+                                         conn.dma, conn.version)]
+        del conn
+    await asyncio.sleep(0)
+    assert [r() for r in refs] == [None] * len(refs)
+    assert dev.irq_sink is None and dev.dma_port is None
+    os.close(ram)
+
+
+async def test_rss_stays_flat_under_connect_disconnect_churn(
+    tmp_path: Path, no_gc: None
+) -> None:
+    dev = ScratchDevice()
+    server = VfioUserServer(dev)
+    path = str(tmp_path / "churn.sock")
+    await server.listen_path(path)
+    serving = asyncio.create_task(server.serve())
+    ram = guest_memfd(0x10000)
+
+    async def session() -> None:
+        c = await VfioUserClient.connect(path)
+        await busy_session(c, ram)
+        c.close()
+        while server.stats.connections and server.connection is not None:
+            await asyncio.sleep(0.0005)
+
+    for _ in range(20):  # warm-up: allocator pools, lazily built objects
+        await session()
+    before = rss()
+    for _ in range(300):
+        await session()
+    grown = rss() - before
+    # A leaked connection keeps its 1.1 MiB buffer: 300 of them would be > 300 MiB.
+    assert grown < 16 << 20, f"RSS grew by {grown >> 20} MiB over 300 sessions"
+    await server.close()
+    await asyncio.wait_for(serving, 5)
+    os.close(ram)
+    dev.close()
+
+
+async def test_client_that_never_reads_replies_cannot_grow_the_queue() -> None:
+    """Requests for big replies from a client that does not read them: the server stops
+    reading requests while its reply queue is over HIGH_WATER, then catches up."""
+    async with served() as (_, server, c):
+        req = HDR.pack(0, REGION_READ, 32, 0, 0) + struct.pack("<QII", 0x1000, 2, 0x2000)
+        n = 4000  # 4000 x 8 KiB = 31 MiB of replies
+        await c.loop.sock_sendall(c.sock, req * n)
+        await asyncio.sleep(0.2)
+        conn = server.connection
+        assert conn is not None and conn.paused
+        assert conn.outbox.queued_bytes <= HIGH_WATER + 0x2000 + 32
+        for _ in range(n):
+            msg = await c.recv()
+            assert not msg.is_error and len(msg.payload) == 16 + 0x2000
+        assert not conn.paused and conn.outbox.queued_bytes == 0
+        assert await c.region_read(7, 0, 2) == b"\xf4\x1a"
+
+
+async def test_fds_for_a_message_that_never_completes_are_bounded() -> None:
+    async with served() as (_, server, c):
+        held = []
+        r, w = os.pipe()
+        try:
+            head = HDR.pack(9, 4, 16 + 16, 0, 0)  # DEVICE_GET_INFO, payload still to come
+            c.send_raw(head, [r] * 16)
+            for _ in range(10):  # more fds, one byte at a time, same message
+                c.send_raw(b"\0", [r] * 16)
+            await asyncio.sleep(0.05)
+            conn = server.connection
+            assert conn is not None
+            held = [f for _, fds, _ in conn.fdq for f in fds]
+            assert len(held) <= server.max_msg_fds
+            c.send_raw(bytes(6))
+            msg = await c.recv()
+            assert msg.id == 9 and msg.is_error  # the message fails: too many fds
+            assert await c.device_info() == (16, 3, 9, 5)
+        finally:
+            os.close(r)
+            os.close(w)
