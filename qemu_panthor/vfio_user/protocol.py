@@ -246,6 +246,8 @@ HDR_RW_VALUE = {
     8: struct.Struct("<HHIIIQIIQ"),
 }
 U64 = struct.Struct("<Q")
+# One REGION_WRITE_MULTI entry (offset, region, count, 8 data bytes), for iter_unpack.
+WRITE_MULTI_ENTRY = struct.Struct("<QII8s")
 
 # Spec default of the max_data_xfer_size capability when a peer does not state it.
 DEFAULT_MAX_DATA_XFER = 1 << 20

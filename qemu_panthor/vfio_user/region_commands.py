@@ -21,6 +21,14 @@ tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
 
 MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 _RW = P.RW
+# A trapped (callback-served) BAR access that is not one 1/2/4/8-byte register access is
+# split into naturally aligned pieces of up to 4 bytes, one device callback each. QEMU never
+# sends more than 8 bytes to a trapped BAR; bigger ones are refused (EINVAL, as libvfio-user
+# refuses bad region accesses) so that one message cannot hold the loop for long.
+MAX_TRAPPED_ACCESS = 4096
+# REGION_WRITE_MULTI entries per message (QEMU sends at most 200).
+MAX_WRITE_MULTI = 1024
+_WR_ONE = P.WRITE_MULTI_ENTRY
 
 
 class RegionCommands:
@@ -126,6 +134,13 @@ class RegionCommands:
                 errno.EINVAL, f"access {off:#x}+{count} beyond region {region} ({size:#x})"
             )
 
+    def _check_trapped(self, off: int, region: int, count: int) -> None:
+        if count > MAX_TRAPPED_ACCESS:
+            raise ProtocolError(
+                errno.EINVAL, f"trapped access {off:#x}+{count} to region {region} is over "
+                f"{MAX_TRAPPED_ACCESS} bytes"
+            )
+
     def _sparse(self, region: int, off: int, count: int) -> memoryview | None:
         spec = self.dev.bars.get(region) if region < 6 else None
         if spec is None:
@@ -137,8 +152,16 @@ class RegionCommands:
 
     @staticmethod
     def _pieces(off: int, count: int) -> list[tuple[int, int]]:
-        step = 4 if off % 4 == 0 and count % 4 == 0 else 1
-        return [(off + i, step) for i in range(0, count, step)]
+        """[off, off+count) as naturally aligned 4/2/1-byte register accesses."""
+        out = []
+        end = off + count
+        while off < end:
+            n = 4
+            while off % n or off + n > end:
+                n >>= 1
+            out.append((off, n))
+            off += n
+        return out
 
     def read_region(self, off: int, region: int, count: int) -> bytes:
         self._check_access(off, region, count)
@@ -150,6 +173,7 @@ class RegionCommands:
             data = (self.dev.bar_read(region, off, count) & MASK[count]).to_bytes(
                 count, "little")
         else:
+            self._check_trapped(off, region, count)
             data = b"".join(
                 (self.dev.bar_read(region, o, n) & MASK[n]).to_bytes(n, "little")
                 for o, n in self._pieces(off, count)
@@ -170,6 +194,7 @@ class RegionCommands:
         elif count in MASK:
             self.dev.bar_write(region, off, count, int.from_bytes(data, "little"))
         else:
+            self._check_trapped(off, region, count)
             for o, n in self._pieces(off, count):
                 self.dev.bar_write(region, o, n, int.from_bytes(data[o - off : o - off + n],
                                                                "little"))
@@ -201,13 +226,16 @@ class RegionCommands:
         wr_cnt = P.U64.unpack_from(payload)[0]
         if wr_cnt == 0 or 8 + wr_cnt * P.WRITE_MULTI_ENTRY_SIZE != len(payload):
             raise ProtocolError(errno.EINVAL, f"REGION_WRITE_MULTI size/wr_cnt {wr_cnt} mismatch")
-        msg = P.WriteMulti.parse(payload)
-        for w in msg.wrs:  # validate all before doing any
-            if w.count not in MASK:
-                raise ProtocolError(errno.EINVAL, f"write-multi count {w.count} > 8")
-            self._check_access(w.offset, w.region, w.count)
-        for w in msg.wrs:
-            self.write_region(w.offset, w.region, bytes(w.data[: w.count]))
+        if wr_cnt > MAX_WRITE_MULTI:
+            raise ProtocolError(errno.EINVAL, f"REGION_WRITE_MULTI of {wr_cnt} > "
+                                f"{MAX_WRITE_MULTI} writes")
+        wrs = list(_WR_ONE.iter_unpack(memoryview(payload)[8:]))
+        for offset, region, count, _data in wrs:  # validate all before doing any
+            if count not in MASK:
+                raise ProtocolError(errno.EINVAL, f"write-multi count {count} > 8")
+            self._check_access(offset, region, count)
+        for offset, region, count, data in wrs:
+            self.write_region(offset, region, data[:count])
         return payload[:8]
 
     # -- reset -----------------------------------------------------------------------------
