@@ -1,6 +1,13 @@
 """``qemu-panthor serve``: the device backend, following the vfio-user backend conventions
 (``--socket-path`` or an inherited ``--fd``, no daemonizing, SIGTERM ends it cleanly,
-``--print-capabilities`` prints JSON and exits)."""
+``--print-capabilities`` prints JSON and exits).
+
+Lifetime (docs/launcher.md): a standalone server serves one client after another until
+SIGTERM/SIGINT (exit status 0, its socket file removed). ``--once`` ends it when its first
+client disconnects, and ``--parent-pid PID`` when that parent process dies
+(``PR_SET_PDEATHSIG``): ``qemu-panthor boot`` passes both, so its backend never outlives the
+QEMU it serves nor the launcher itself.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def capabilities() -> dict:
+def capabilities() -> dict[str, object]:
     from .gpu.models import MODELS
 
     return {"type": "gpu", "features": ["mali-csf"], "models": sorted(MODELS)}
@@ -40,41 +47,63 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_device(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signo: int) -> None:
+        log.info("%s: stopping", signal.Signals(signo).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
     from .device import MaliPciFunction
     from .gpu.models import MODELS
     from .vfio_user import VfioUserServer
 
-    loop = asyncio.get_running_loop()
     device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop)
     server = VfioUserServer(device, trace=args.trace)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.fd is not None:
-        try:
-            os.fstat(args.fd)
-        except OSError:
-            raise UserError(f"--fd {args.fd} is not an open file descriptor") from None
-        task = asyncio.create_task(server.serve_fd(args.fd))
-    else:
-        try:
-            await server.listen_path(args.socket_path)
-        except OSError as e:
-            raise UserError(f"cannot listen on {args.socket_path}: {e.strerror}") from None
-        task = asyncio.create_task(server.serve())
-    log.info("serving %s on %s", device.model.model_name, args.socket_path or f"fd {args.fd}")
-    qmp = await _start_qmp(args.qmp, device, server) if args.qmp else None
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if qmp is not None:
-        qmp_server, events = qmp
-        events.detach()
-        await qmp_server.close()
-    await server.close()
-    for t in (task, stopper):
-        t.cancel()
-    await asyncio.gather(task, stopper, return_exceptions=True)
-    device.close()
+    once = bool(args.once)
+    tasks: set[asyncio.Task[object]] = set()
+    qmp: tuple[QmpServer, MaliEvents] | None = None
+    try:
+        if args.fd is not None:
+            try:
+                os.fstat(args.fd)
+            except OSError:
+                raise UserError(f"--fd {args.fd} is not an open file descriptor") from None
+            serving = asyncio.create_task(server.serve_fd(args.fd, once=once))
+        else:
+            try:
+                await server.listen_path(args.socket_path)
+            except OSError as e:
+                raise UserError(f"cannot listen on {args.socket_path}: {e.strerror}") from None
+            serving = asyncio.create_task(server.serve(once=once))
+        tasks.add(serving)
+        log.info("serving %s on %s%s", device.model.model_name,
+                 args.socket_path or f"fd {args.fd}", " (one client)" if once else "")
+        if args.qmp:
+            qmp = await _start_qmp(args.qmp, device, server)
+        stopper = asyncio.create_task(stop.wait())
+        tasks.add(stopper)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done() and not serving.cancelled() and serving.exception() is None:
+            log.info("the client disconnected; exiting" if once else "server closed")
+    finally:
+        # The signal handlers stay: another SIGTERM during this short clean-up is a no-op.
+        if qmp is not None:
+            qmp_server, events = qmp
+            events.detach()
+            await qmp_server.close()
+        await server.close()
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        device.close()
+    for r in results:
+        if isinstance(r, Exception):
+            log.error("the vfio-user server failed: %r", r, exc_info=r)
+            return 1
     return 0
 
 
@@ -94,10 +123,32 @@ async def _start_qmp(
     return qmp_server, events
 
 
+class _Stopped(Exception):
+    """SIGTERM/SIGINT before the event loop took the signals over."""
+
+
+def _early_stop(signo: int, frame: object) -> None:
+    raise _Stopped(signo)
+
+
 def serve_main(args: argparse.Namespace) -> int:
     if args.print_capabilities:
         print(json.dumps(capabilities()))
         return 0
     if args.socket_path is None and args.fd is None:
         raise UserError("serve needs --socket-path PATH or --fd N")
-    return eventloop.run(_serve(args))
+    # SIGTERM/SIGINT end the server cleanly at any time, with exit status 0: until the loop
+    # installs its own handlers (first thing it does), they unwind through _Stopped.
+    previous = {sig: signal.signal(sig, _early_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if args.parent_pid is not None:
+            from .launcher.procs import set_parent_death_signal
+
+            set_parent_death_signal(signal.SIGTERM, args.parent_pid)
+        return eventloop.run(_serve(args))
+    except _Stopped as e:
+        log.info("%s before serving: stopped", signal.Signals(e.args[0]).name)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
     s.add_argument("--qmp", metavar="PATH", help="also serve QMP on this UNIX socket")
     s.add_argument("--trace", action="store_true", help="log every register access and IRQ")
+    s.add_argument("--once", action="store_true",
+                   help="exit when the first client disconnects (default: serve the next one)")
+    s.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="exit (SIGTERM) when this parent process dies (the launcher's pid)")
     s.add_argument(
         "--print-capabilities", action="store_true", help="print vfio-user backend JSON and exit"
     )

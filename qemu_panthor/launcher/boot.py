@@ -1,9 +1,14 @@
 """``qemu-panthor boot``: start the backend and QEMU, stream the guest console, power off.
 
-The backend runs as its own process (``qemu-panthor serve --fd N``) on a listening socket
-that this launcher creates first, so QEMU can never dial before the server listens. QEMU is
-driven only through qemu.qmp: it dials our QMP server at start, we confirm the GPU with
-``query-pci`` and end it with ``quit`` when it does not power off by itself.
+The backend runs as its own process (``qemu-panthor serve --fd N --once --parent-pid PID``) on
+a listening socket that this launcher creates first, so QEMU can never dial before the server
+listens. QEMU is driven only through qemu.qmp: it dials our QMP server at start, we confirm
+the GPU with ``query-pci`` and end it with ``quit`` when it does not power off by itself.
+
+Every process the launcher starts is watched (docs/launcher.md): whichever of QEMU and the
+backend ends first, the other is stopped within about a second; SIGINT/SIGTERM/SIGHUP stop
+both and end the launcher with 128+signal; neither can outlive the launcher, even a SIGKILLed
+one (``PR_SET_PDEATHSIG``, :mod:`.procs`). The console is bounded (:mod:`.console`).
 """
 
 from __future__ import annotations
@@ -12,33 +17,58 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiofiles
-from qemu.qmp import QMPClient
+from qemu.qmp import EventListener, QMPClient
 
 from ..errors import UserError
 from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images, ensure_images
+from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
-from .ktap import parse_ktap
+from .ktap import KtapSummary, parse_ktap
+from .procs import describe_status, with_parent_death_signal
 from .qemu import QemuConfig, machine_argv, qemu_argv
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 PCI_VENDOR_ARM = 0x13B5
 RESULT_RE = re.compile(r"@qp result rc=(\d+)")
-EXIT_TIMEOUT = 124
-EXIT_NO_RESULT = 3
+# Lines kept in BootResult.console even after the console cap (what the summary needs).
+_ESSENTIAL = re.compile(r"^(@qp |ok |not ok |1\.\.|# qp-info)")
+
+# Exit codes of `qemu-panthor boot` besides the guest's own result (0, 1 = a selftest failed,
+# 2 = the guest's own error); docs/launcher.md has the table.
+EXIT_USAGE = 2  # UserError: bad arguments, set-up or QEMU start failure
+EXIT_NO_RESULT = 3  # QEMU ended (or was killed) before the guest reported a result
+EXIT_BACKEND = 4  # the GPU backend died while the guest ran
+EXIT_TIMEOUT = 124  # the guest did not power off within --timeout
+# 128 + N: stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
+
+STOP_GRACE_S = 1.0  # SIGTERM, then SIGKILL after this long
+# QEMU whose backend died can hang in its vfio-user client (SIGTERM alone does not end it).
+DEAD_BACKEND_GRACE_S = 0.5
+BACKEND_LEFT_GRACE_S = 1.0  # a backend that ended cleanly: how long QEMU gets to end too
+CONSOLE_DRAIN_S = 2.0  # after QEMU ended, how long its console pipe may take to reach EOF
+READ_CHUNK = 1 << 16
+MAX_LINE = 1 << 16  # a longer "line" is cut (the guest console has no such lines)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -49,7 +79,28 @@ class BootResult:
     setup_s: float = 0.0
     boot_s: float = 0.0
     run_dir: Path | None = None
-    pci: list[dict] = field(default_factory=list)
+    pci: list[dict[str, Any]] = field(default_factory=list)
+    # How the run ended: "powered-off" (QEMU exited by itself), "backend-died", "timeout",
+    # "interrupted" (a signal; see .signal), "start-failed".
+    outcome: str = ""
+    fault: str | None = None  # one line: what went wrong (None when nothing did)
+    signal: int | None = None  # the signal that stopped the run
+    backend_rc: int | None = None
+    backend_pid: int | None = None
+    qemu_pid: int | None = None
+    console_truncated: bool = False
+    kept: bool = False  # run_dir still exists (--keep, or logs kept after a fault)
+
+    @property
+    def exit_code(self) -> int:
+        """The launcher's exit status for this run (before the KTAP summary is applied)."""
+        if self.signal is not None:
+            return 128 + self.signal
+        if self.outcome == "backend-died":
+            return EXIT_BACKEND
+        if self.rc is None:
+            return EXIT_NO_RESULT
+        return self.rc
 
 
 def _firmware_files(gpu: str) -> dict[str, bytes]:
@@ -98,10 +149,39 @@ async def _write(path: Path, data: bytes) -> None:
         await fh.write(data)
 
 
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread: unlike ``asyncio.to_thread``, an interrupted launcher
+    does not wait for it at exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        if not fut.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            value = fn()
+        except BaseException as e:  # delivered to the awaiting task
+            exc = e
+            done = lambda: fut.set_exception(exc)  # noqa: E731
+        else:
+            done = lambda: fut.set_result(value)  # noqa: E731
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(deliver, done)
+
+    threading.Thread(target=work, name="qemu-panthor-build", daemon=True).start()
+    return await fut
+
+
 class Boot:
+    """One guest run. ``await run()`` returns its :class:`BootResult`; it never leaves a
+    process behind. :meth:`request_stop` (a signal handler, or a test) ends it early."""
+
     def __init__(self, images: Images, *, gpu: str, run: str, qmp: str | None, trace: bool,
                  timeout: float, append: str, with_gpu: bool = True, keep: bool = False,
-                 echo: bool = True, interactive: bool = False) -> None:
+                 echo: bool = True, interactive: bool = False,
+                 console_cap: int = DEFAULT_CAP_BYTES) -> None:
         self.images = images
         self.gpu = gpu
         self.run_mode = run
@@ -115,48 +195,61 @@ class Boot:
         self.interactive = interactive
         self.run_dir = Path(tempfile.mkdtemp(prefix="qemu-panthor-run-"))
         self.result = BootResult(rc=None, run_dir=self.run_dir)
+        self.console_filter = ConsoleFilter(cap=console_cap)
+        # QEMU's QMP (the launcher is its only client); tests may send it commands.
+        self.qemu_qmp: QMPClient | None = None
+        self.qemu_events: list[dict[str, Any]] = []  # every QMP event QEMU sent
         self._backend: asyncio.subprocess.Process | None = None
         self._qemu: asyncio.subprocess.Process | None = None
+        self._console_task: asyncio.Task[None] | None = None
+        self._stop_signal: int | None = None
+        self._stop = asyncio.Event()
+        self._gpu_deleted = asyncio.Event()
 
-    async def _start_backend(self) -> Path:
-        sock_path = self.run_dir / "gpu.sock"
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(str(sock_path))
-        lsock.listen(1)
-        argv = [sys.executable, "-m", "qemu_panthor", "serve", "--fd", str(lsock.fileno()),
-                "--gpu", self.gpu]
-        if self.qmp_path:
-            argv += ["--qmp", self.qmp_path]
-        if self.trace:
-            argv += ["--trace"]
-        logf = open(self.run_dir / "backend.log", "wb")
-        try:
-            self._backend = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=[lsock.fileno()], stdin=asyncio.subprocess.DEVNULL,
-                stdout=logf, stderr=logf,
-            )
-        finally:
-            logf.close()
-            lsock.close()  # the child holds it now
-        return sock_path
+    # -- control -----------------------------------------------------------------------------
+    def request_stop(self, signo: int) -> None:
+        """Stop the run (QEMU and the backend) and end it as interrupted by ``signo``; a
+        second request kills both at once."""
+        if self._stop_signal is None:
+            self._stop_signal = signo
+            self._stop.set()
+            return
+        for p in (self._qemu, self._backend):
+            if p is not None and p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
 
-    async def _console(self, stream: asyncio.StreamReader) -> None:
-        async with aiofiles.open(self.run_dir / "console.log", "w") as logfh:
-            while True:
-                raw = await stream.readline()
-                if not raw:
-                    break
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                self.result.console.append(line)
-                if self.echo:
-                    print(line, flush=True)
-                await logfh.write(line + "\n")
-                m = RESULT_RE.search(line)
-                if m:
-                    self.result.rc = int(m.group(1))
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
 
+    @property
+    def backend_log(self) -> Path:
+        return self.run_dir / "backend.log"
+
+    # -- the run -------------------------------------------------------------------------------
     async def run(self) -> BootResult:
         t0 = time.monotonic()
+        main = asyncio.create_task(self._run_guest())
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if main.done():
+                main.result()  # UserError and friends reach the caller (after the clean-up)
+        finally:
+            stopper.cancel()
+            if not main.done():
+                main.cancel()
+            await asyncio.gather(main, stopper, return_exceptions=True)
+            if self._stop_signal is not None:
+                self.result.signal = self._stop_signal
+                self.result.outcome = "interrupted"
+            await self._shutdown()
+            self.result.boot_s = time.monotonic() - t0
+            self._tidy_run_dir()
+        return self.result
+
+    async def _run_guest(self) -> None:
         model_fw = _firmware_files(self.gpu)
         spec = InitramfsSpec(
             modules_dir=self.images.modules_dir, busybox=self.images.busybox,
@@ -164,7 +257,7 @@ class Boot:
             firmware=model_fw, extra_files=guest_files(self.images, self.gpu),
         )
         initrd = self.run_dir / "initramfs.cpio"
-        await _write(initrd, await asyncio.to_thread(build_initramfs, spec))
+        await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
         gpu_sock = await self._start_backend() if self.with_gpu else None
         qmp_sock = self.run_dir / "qmp.sock"
         append = f"console=ttyAMA0 quiet panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
@@ -181,113 +274,419 @@ class Boot:
         argv = qemu_argv(self.images.qemu, cfg)
         async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:
             await fh.write(" ".join(argv) + "\n")
-        qmp = QMPClient("qemu-panthor-launcher")
+        qmp = self.qemu_qmp = QMPClient("qemu-panthor-launcher")
         await qmp.start_server(str(qmp_sock))
+        # QEMU gets SIGKILL if the launcher dies; in its own process group unless it owns
+        # the terminal (--run shell), so a terminal's Ctrl-C reaches the launcher alone and
+        # the launcher stops the run in order.
+        self._qemu = await asyncio.create_subprocess_exec(
+            *with_parent_death_signal(argv, signal.SIGKILL),
+            stdin=None if self.interactive else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            process_group=None if self.interactive else 0,
+        )
+        self.result.qemu_pid = self._qemu.pid
+        log.info("QEMU pid %d", self._qemu.pid)
+        assert self._qemu.stdout is not None
+        self._console_task = asyncio.create_task(self._console(self._qemu.stdout))
+        qemu_end = asyncio.ensure_future(self._qemu.wait())
+        backend_end = asyncio.ensure_future(self._backend.wait()) if self._backend else None
         try:
-            self._qemu = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=None if self.interactive else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )
-            assert self._qemu.stdout is not None
-            console = asyncio.create_task(self._console(self._qemu.stdout))
-            accept = asyncio.create_task(qmp.accept())
-            done, _ = await asyncio.wait({accept, asyncio.ensure_future(self._qemu.wait())},
-                                         timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if accept not in done or accept.exception() is not None:
-                accept.cancel()
-                with contextlib.suppress(BaseException):
-                    await accept
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._qemu.wait(), 10)
-                await console
-                tail = "\n".join(self.result.console[-10:])
-                raise UserError(f"QEMU did not start (exit {self._qemu.returncode}):\n{tail}"
-                                + self._backend_tail())
+            await self._watch(qmp, qemu_end, backend_end)
+        finally:
+            for f in (qemu_end, backend_end):
+                if f is not None:
+                    f.cancel()
+
+    async def _watch(self, qmp: QMPClient, qemu_end: asyncio.Future[int],
+                     backend_end: asyncio.Future[int] | None) -> None:
+        assert self._qemu is not None
+        ends: set[asyncio.Future[Any]] = {qemu_end} | ({backend_end} if backend_end else set())
+        accept = asyncio.ensure_future(qmp.accept())
+        await asyncio.wait({accept, *ends}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if backend_end is not None and backend_end.done() and not qemu_end.done():
+            accept.cancel()
+            with contextlib.suppress(BaseException):
+                await accept
+            self._backend_died()
+            return
+        if not accept.done() or accept.exception() is not None:
+            accept.cancel()
+            with contextlib.suppress(BaseException):
+                await accept
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(qemu_end), 10)
+            await self._drain_console()
+            self.result.outcome = "start-failed"
+            tail = "\n".join(self.result.console[-10:])
+            raise UserError(f"QEMU did not start ({describe_status(self._qemu.returncode)}; "
+                            f"logs in {self.run_dir}):\n{tail}" + self._backend_tail())
+        events = asyncio.create_task(self._qemu_events(qmp))
+        try:
             if self.with_gpu:
                 await self._check_pci(qmp)
-            try:
-                await asyncio.wait_for(self._qemu.wait(), timeout=self.timeout)
-            except TimeoutError:
-                print(f"qemu-panthor: guest did not power off within {self.timeout:.0f} s; "
-                      "quitting QEMU", file=sys.stderr)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(qmp.execute("quit"), 5)
-                try:
-                    await asyncio.wait_for(self._qemu.wait(), 10)
-                except TimeoutError:
-                    self._qemu.kill()
-                    await self._qemu.wait()
-                self.result.rc = EXIT_TIMEOUT if self.result.rc is None else self.result.rc
-            await console
-            self.result.qemu_rc = self._qemu.returncode
+            await self._wait_for_end(qmp, qemu_end, backend_end)
         finally:
-            with contextlib.suppress(Exception):
-                await qmp.disconnect()
-            if self._qemu is not None and self._qemu.returncode is None:
-                self._qemu.kill()
-                await self._qemu.wait()
-            await self._stop_backend()
-            self.result.boot_s = time.monotonic() - t0
-            if not self.keep:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-        return self.result
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
 
-    def _backend_tail(self) -> str:
+    async def _wait_for_end(self, qmp: QMPClient, qemu_end: asyncio.Future[int],
+                            backend_end: asyncio.Future[int] | None) -> None:
+        assert self._qemu is not None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            ends: set[asyncio.Future[Any]] = {qemu_end}
+            if backend_end is not None:
+                ends.add(backend_end)
+            left = deadline - time.monotonic()
+            done, _ = await asyncio.wait(ends, timeout=max(left, 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if qemu_end in done:
+                self.result.outcome = "powered-off"
+                return
+            if backend_end is not None and backend_end in done:
+                if await self._backend_left_cleanly(qemu_end):
+                    if qemu_end.done():
+                        self.result.outcome = "powered-off"
+                        return
+                    backend_end = None  # the GPU was unplugged: the guest runs on without it
+                    continue
+                self._backend_died()
+                return
+            if not done:
+                self.result.outcome = "timeout"
+                self.result.fault = f"the guest did not power off within {self.timeout:.0f} s"
+                if self.result.rc is None:
+                    self.result.rc = EXIT_TIMEOUT
+                print(f"qemu-panthor: {self.result.fault}; quitting QEMU", file=sys.stderr)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(qmp.execute("quit"), 2)
+                return
+
+    async def _backend_left_cleanly(self, qemu_end: asyncio.Future[int]) -> bool:
+        """The backend ended: was it the normal end of its client (exit status 0 because
+        QEMU is exiting, or the GPU was unplugged with device_del)?"""
+        assert self._backend is not None
+        if self._backend.returncode != 0:
+            return False
+        unplugged = asyncio.ensure_future(self._gpu_deleted.wait())
+        either: set[asyncio.Future[Any]] = {qemu_end, unplugged}
         try:
-            lines = (self.run_dir / "backend.log").read_text(errors="replace").splitlines()
+            await asyncio.wait(either, timeout=BACKEND_LEFT_GRACE_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            unplugged.cancel()
+        if not qemu_end.done() and self._gpu_deleted.is_set():
+            log.info("the backend ended after the GPU was unplugged (device_del)")
+        return qemu_end.done() or self._gpu_deleted.is_set()
+
+    def _backend_died(self) -> None:
+        assert self._backend is not None
+        rc = self._backend.returncode
+        self.result.outcome = "backend-died"
+        self.result.fault = (f"the GPU backend (qemu-panthor serve, pid {self._backend.pid}) "
+                             f"ended while the guest ran: {describe_status(rc)}")
+
+    async def _qemu_events(self, qmp: QMPClient) -> None:
+        listener = EventListener()
+        qmp.register_listener(listener)
+        try:
+            async for ev in listener:
+                data: dict[str, Any] = dict(ev)
+                self.qemu_events.append(data)
+                info = data.get("data") or {}
+                log.info("QEMU event %s %s", data.get("event"), info)
+                if data.get("event") == "DEVICE_DELETED" and info.get("device") == "gpu0":
+                    self._gpu_deleted.set()
+        finally:
+            qmp.remove_listener(listener)
+
+    # -- ending ----------------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        """Stop whatever still runs, QEMU first: its console, then the backend."""
+        gentle = self.result.outcome in ("powered-off", "timeout")
+        grace = 10.0 if gentle else STOP_GRACE_S
+        dead_backend = self.result.outcome == "backend-died"
+        if dead_backend:
+            grace = DEAD_BACKEND_GRACE_S
+        tasks = [self._stop_process(self._qemu, "QEMU", grace=grace, may_hang=dead_backend)]
+        if not gentle:  # nothing to wait for: the backend goes at the same time
+            tasks.append(self._stop_process(self._backend, "the backend", grace=STOP_GRACE_S))
+        await asyncio.gather(*tasks)
+        await self._drain_console()
+        if self.qemu_qmp is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.qemu_qmp.disconnect(), 1)
+        # A backend whose QEMU is gone ends by itself (--once); SIGTERM makes sure.
+        await self._stop_process(self._backend, "the backend", grace=STOP_GRACE_S)
+        if self._qemu is not None:
+            self.result.qemu_rc = self._qemu.returncode
+        if self._backend is not None:
+            self.result.backend_rc = self._backend.returncode
+        if self.result.outcome == "powered-off" and self.result.rc is None:
+            self.result.fault = ("the guest ended without reporting a result "
+                                 f"(QEMU exit {self.result.qemu_rc}: "
+                                 f"{describe_status(self.result.qemu_rc)})")
+
+    @staticmethod
+    async def _stop_process(p: asyncio.subprocess.Process | None, what: str, *,
+                            grace: float, may_hang: bool = False) -> None:
+        if p is None:
+            return
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(p.wait(), grace)
+            except TimeoutError:
+                log.log(logging.INFO if may_hang else logging.WARNING,
+                        "%s (pid %d) ignored SIGTERM for %.1f s: SIGKILL", what, p.pid, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+        await p.wait()
+
+    async def _drain_console(self) -> None:
+        t = self._console_task
+        if t is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(t), CONSOLE_DRAIN_S)
+        except TimeoutError:
+            # Someone else holds QEMU's stdout open (a process QEMU started): stop reading.
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def _tidy_run_dir(self) -> None:
+        r = self.result
+        if self.keep:
+            r.kept = True
+            return
+        if r.fault is None and r.signal is None and r.outcome == "powered-off":
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        # Something went wrong: keep the logs, drop what set-up can rebuild.
+        for name in ("initramfs.cpio", "boot.dtb", "boot.qemu.dtb", "gpu.sock", "qmp.sock"):
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
+        r.kept = True
+
+    # -- processes -------------------------------------------------------------------------------
+    async def _start_backend(self) -> Path:
+        sock_path = self.run_dir / "gpu.sock"
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(sock_path))
+        lsock.listen(1)
+        # --once: it ends when QEMU disconnects; --parent-pid: when the launcher dies.
+        argv = [sys.executable, "-m", "qemu_panthor", "-v", "serve", "--fd", str(lsock.fileno()),
+                "--gpu", self.gpu, "--once", "--parent-pid", str(os.getpid())]
+        if self.qmp_path:
+            argv += ["--qmp", self.qmp_path]
+        if self.trace:
+            argv += ["--trace"]
+        logf = open(self.backend_log, "wb")
+        try:
+            self._backend = await asyncio.create_subprocess_exec(
+                *argv, pass_fds=[lsock.fileno()], stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf, stderr=logf, process_group=0,
+            )
+        finally:
+            logf.close()
+            lsock.close()  # the child holds it now
+        self.result.backend_pid = self._backend.pid
+        log.info("backend pid %d", self._backend.pid)
+        return sock_path
+
+    def _backend_tail(self, n: int = 10) -> str:
+        lines = self.backend_log_tail(n)
+        return ("\nbackend log:\n" + "\n".join(lines)) if lines else ""
+
+    def backend_log_tail(self, n: int = 10) -> list[str]:
+        try:
+            with open(self.backend_log, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 64 * 1024))
+                text = fh.read().decode(errors="replace")
         except OSError:
-            return ""
-        return ("\nbackend log:\n" + "\n".join(lines[-10:])) if lines else ""
+            return []
+        return text.splitlines()[-n:]
 
     async def _check_pci(self, qmp: QMPClient) -> None:
         buses = await qmp.execute("query-pci")
-        devices = [d for bus in buses for d in bus.get("devices", [])]  # type: ignore[union-attr]
+        assert isinstance(buses, list)
+        devices = [d for bus in buses for d in bus.get("devices", [])]
         self.result.pci = devices
         if not any(d.get("id", {}).get("vendor") == PCI_VENDOR_ARM for d in devices):
             raise UserError("QEMU realized no GPU function (query-pci lists no Arm device)")
 
-    async def _stop_backend(self) -> None:
-        b = self._backend
-        if b is None or b.returncode is not None:
+    # -- the console -------------------------------------------------------------------------------
+    async def _console(self, stream: asyncio.StreamReader) -> None:
+        """QEMU's stdout+stderr until EOF: every line is parsed; what is shown and recorded
+        goes through the console filter (repeats collapsed, size capped)."""
+        pending = b""
+        async with aiofiles.open(self.console_log, "w") as logfh:
+            try:
+                while True:
+                    chunk = await stream.read(READ_CHUNK)
+                    if not chunk:
+                        break
+                    parts = (pending + chunk).split(b"\n")
+                    pending = parts.pop()
+                    if len(pending) > MAX_LINE:
+                        parts.append(pending)
+                        pending = b""
+                    await self._emit(logfh, self._lines(parts))
+            finally:
+                tail = self._lines([pending]) if pending else []
+                out = [o for line in tail for o in self._feed(line)]
+                out += self.console_filter.close()
+                self.result.console.extend(out)
+                await self._write_out(logfh, out)
+
+    @staticmethod
+    def _lines(parts: list[bytes]) -> list[str]:
+        return [p.decode(errors="replace").rstrip("\r") for p in parts]
+
+    def _feed(self, line: str) -> list[str]:
+        m = RESULT_RE.search(line)
+        if m:
+            self.result.rc = int(m.group(1))
+        out = self.console_filter.feed(line)
+        if self.console_filter.cap.truncated:
+            self.result.console_truncated = True
+            if line not in out and _ESSENTIAL.match(line):
+                self.result.console.append(line)  # for the summary; not shown or logged
+        return out
+
+    async def _emit(self, logfh: Any, lines: list[str]) -> None:
+        out = [o for line in lines for o in self._feed(line)]
+        self.result.console.extend(out)
+        await self._write_out(logfh, out)
+
+    async def _write_out(self, logfh: Any, out: list[str]) -> None:
+        if not out:
             return
-        with contextlib.suppress(ProcessLookupError):
-            b.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(b.wait(), 10)
-        except TimeoutError:
-            b.kill()
-            await b.wait()
+        text = "\n".join(out) + "\n"
+        if self.echo:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        await logfh.write(text)
+
+
+async def _run_with_signals(boot: Boot) -> BootResult:
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, _on_stop_signal, boot, sig)
+    try:
+        return await boot.run()
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _on_stop_signal(boot: Boot, sig: int) -> None:
+    first = boot._stop_signal is None
+    print(f"qemu-panthor: {signal.Signals(sig).name}: "
+          + ("stopping QEMU and the backend" if first else "killing QEMU and the backend"),
+          file=sys.stderr, flush=True)
+    boot.request_stop(sig)
+
+
+class _Terminated(Exception):
+    """SIGTERM/SIGHUP during set-up (before the run's own handlers)."""
+
+
+def _raise_terminated(signo: int, frame: object) -> None:
+    raise _Terminated(signo)
+
+
+def _report(result: BootResult, args: argparse.Namespace) -> int:
+    """The summary lines after a run, and the exit code."""
+    err = sys.stderr
+    code = result.exit_code
+    summary = parse_ktap(result.console) if args.run == "selftests" else None
+    where = f"{result.run_dir} (console.log, backend.log)"
+    if result.outcome == "backend-died":
+        print(f"qemu-panthor: {result.fault}; QEMU stopped "
+              f"({describe_status(result.qemu_rc)}); logs in {where}", file=err)
+        tail = _tail_of(result.run_dir, "backend.log")
+        print("qemu-panthor: backend.log " + ("ends with:" if tail else "is empty"), file=err)
+        for line in tail:
+            print(f"  {line}", file=err)
+    elif result.signal is not None:
+        print(f"qemu-panthor: interrupted by {signal.Signals(result.signal).name} after "
+              f"{result.boot_s:.1f} s: QEMU (pid {result.qemu_pid}) "
+              f"{describe_status(result.qemu_rc)}, backend (pid {result.backend_pid}) "
+              f"{describe_status(result.backend_rc)}; "
+              f"{len(result.console)} console lines"
+              + (f", selftests so far: {_progress(summary)}" if summary is not None else "")
+              + f"; logs in {where}", file=err)
+        return code
+    elif result.fault is not None:
+        print(f"qemu-panthor: {result.fault}; logs in {where}", file=err)
+    if result.console_truncated:
+        print("qemu-panthor: the console exceeded its cap; console.log is truncated", file=err)
+    print(f"qemu-panthor: set-up {result.setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
+          + (f", run dir kept at {result.run_dir}" if result.kept and result.fault is None
+             else ""), file=err)
+    if summary is not None and result.outcome != "backend-died":
+        for name in summary.failed:
+            print(f"qemu-panthor: FAILED {name}", file=err)
+        for name, why in summary.skipped:
+            print(f"qemu-panthor: skipped {name}: {why}", file=err)
+        print(f"selftests: {summary.line()}")
+        if summary.failed and code == 0:
+            code = 1
+    return code
+
+
+def _progress(s: KtapSummary) -> str:
+    """Results so far (the parser counts planned tests without a result as failed)."""
+    failed = [n for n in s.failed if not n.startswith("(missing result")]
+    planned = f" of {s.planned}" if s.planned is not None else ""
+    done = len(s.passed) + len(failed) + len(s.skipped)
+    return (f"{done}{planned} done ({len(s.passed)} passed, {len(failed)} failed, "
+            f"{len(s.skipped)} skipped)")
+
+
+def _tail_of(run_dir: Path | None, name: str, n: int = 5) -> list[str]:
+    if run_dir is None:
+        return []
+    try:
+        with open(run_dir / name, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16 * 1024))
+            return fh.read().decode(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
 
 
 def boot_main(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    images = ensure_images(args.kernel)
-    setup_s = time.monotonic() - t0
-    boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
-                timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
-                keep=args.keep, interactive=args.run == "shell")
+    # Stop signals work from the start, even when SIGINT came in ignored (a background job
+    # of a non-interactive shell): during set-up they unwind, during the run they stop it.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, _raise_terminated)
     try:
-        result = asyncio.run(boot.run())
-    except OSError as e:
-        raise UserError(f"boot failed: {e}") from None
+        t0 = time.monotonic()
+        images = ensure_images(args.kernel)
+        setup_s = time.monotonic() - t0
+        boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
+                    timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
+                    keep=args.keep, interactive=args.run == "shell")
+        try:
+            result = asyncio.run(_run_with_signals(boot))
+        except OSError as e:
+            raise UserError(f"boot failed: {e}") from None
+    except _Terminated as e:
+        print(f"qemu-panthor: {signal.Signals(e.args[0]).name} during set-up", file=sys.stderr)
+        return 128 + int(e.args[0])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     result.setup_s = setup_s
-    print(f"qemu-panthor: set-up {setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
-          + (f", run dir kept at {result.run_dir}" if args.keep else ""), file=sys.stderr)
-    if args.run == "selftests":
-        summary = parse_ktap(result.console)
-        for name in summary.failed:
-            print(f"qemu-panthor: FAILED {name}", file=sys.stderr)
-        for name, why in summary.skipped:
-            print(f"qemu-panthor: skipped {name}: {why}", file=sys.stderr)
-        print(f"selftests: {summary.line()}")
-        if summary.failed and result.rc == 0:
-            result.rc = 1
-    if result.rc is None:
-        print("qemu-panthor: the guest ended without reporting a result "
-              f"(QEMU exit {result.qemu_rc})", file=sys.stderr)
-        return EXIT_NO_RESULT
-    return result.rc
+    return _report(result, args)
 
 
-__all__ = ["Boot", "BootResult", "boot_main"]
+__all__ = ["EXIT_BACKEND", "EXIT_NO_RESULT", "EXIT_TIMEOUT", "Boot", "BootResult", "boot_main"]
