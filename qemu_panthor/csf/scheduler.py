@@ -1,10 +1,12 @@
 """The MCU's command-stream scheduler: which CS runs next, and for how long.
 
 Models the firmware's job of multiplexing the resident command streams (CSG slots x CS slots)
-on the hardware: one asyncio task runs a highest-priority runnable CS for a bounded number of
-instructions (a *slice*), then yields to the event loop so that MMIO replies are never delayed
-by a busy stream. Streams blocked on a sync object are re-evaluated on every system-scope sync
-update and every doorbell (with a slow safety-net poll for host-CPU writes that ring nothing).
+on the hardware: one asyncio task runs the runnable streams in turn, each for a bounded number
+of instructions (a *slice*), yielding to the event loop between slices so that MMIO replies are
+never delayed by a busy stream. Every runnable stream of every resident group gets a slice per
+round, higher priority first: resident groups run side by side, as on hardware. Streams
+blocked on a sync object are re-evaluated on every system-scope sync update and every
+doorbell (with a slow safety-net poll for host-CPU writes that ring nothing).
 ``pump()`` runs slices synchronously for unit tests.
 """
 
@@ -39,7 +41,7 @@ class CsfScheduler:
         self._loop = loop
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._last_key = -1
+        self._ran: set[int] = set()  # streams that had their slice in this round
         self.slices = 0
 
     # -- wake-up sources ---------------------------------------------------------------------
@@ -117,28 +119,36 @@ class CsfScheduler:
 
     # -- execution -----------------------------------------------------------------------------
     def _pick(self) -> CsRuntime | None:
-        best: list[tuple[int, CsRuntime]] = []
-        best_prio = -1
+        """The next stream to run: every runnable stream of every resident CSG once per
+        round, higher priority (CSG endpoint priority, then CS priority) first in the round.
+
+        On hardware each CS front-end executes its own instructions; resident groups run
+        side by side and priority only orders their access to shared endpoint resources
+        (docs/firmware.md, "Resident groups run side by side"). A stream made runnable in
+        the middle of a round joins that round."""
+        best: CsRuntime | None = None
+        best_order = (0, 0)
         stream_num = self.stream_num
+        ran = self._ran
         for csg in self.rt.csgs:
             if not csg.active:
                 continue
             for cs in csg.streams:
                 if not (cs.runnable and cs.started and cs.st is not None):
                     continue
-                prio = (csg.priority << 4) | cs.priority
-                if prio > best_prio:
-                    best_prio, best = prio, []
-                if prio == best_prio:
-                    best.append((csg.index * stream_num + cs.index, cs))
-        if not best:
+                key = csg.index * stream_num + cs.index
+                if key in ran:
+                    continue
+                order = (-((csg.priority << 4) | cs.priority), key)
+                if best is None or order < best_order:
+                    best, best_order = cs, order
+        if best is not None:
+            ran.add(best_order[1])
+            return best
+        if not ran:
             return None
-        for key, cs in best:  # round-robin among equals: next key after the last one run
-            if key > self._last_key:
-                self._last_key = key
-                return cs
-        self._last_key, cs = best[0]
-        return cs
+        ran.clear()  # everyone runnable has had its slice: a new round
+        return self._pick()
 
     def run_slice(self) -> bool:
         """Run one slice of the next runnable CS; False if nothing was runnable."""

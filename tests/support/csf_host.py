@@ -17,6 +17,7 @@ doorbells and resets through MMIO; the tests add ``fw.sched.pump()``.
 from __future__ import annotations
 
 from ctypes import sizeof
+from dataclasses import dataclass
 
 from qemu_panthor.csf.fwimage import build_image
 from qemu_panthor.csf.mcu import CsfFirmware
@@ -114,6 +115,18 @@ class Tables:
             self.ram.write_u64(table + 8 * ((v >> 12) & 0x1FF), pte)
 
 
+@dataclass
+class Ring:
+    """A ring buffer (group VM) and its input/output pages (MCU VM), as panthor allocates
+    per queue: input page = insert (+8: extract), output page = extract."""
+
+    va: int
+    pa: int
+    io_va: int
+    io_pa: int
+    insert: int = 0
+
+
 # -- the "driver" ---------------------------------------------------------------------------------
 class Host:
     def __init__(self, model: str = "g610", *, program_as0: bool = True,
@@ -136,6 +149,7 @@ class Host:
         self.user_pa = self.alloc.page()
         self.user_vm.map(USER_VA, self.user_pa, 0x1000, xn=False)
         self.insert = 0
+        self.rings: list[Ring] = []
         if program_as0:
             self.as_enable(0, self.mcu_vm.root)
         self.as_enable(1, self.user_vm.root)
@@ -298,16 +312,29 @@ class Host:
         self.w(doorbell_off(0), 1)
 
     # -- group programming (tick_ctx_apply) -------------------------------------------------------
+    def add_ring(self) -> Ring:
+        """A ring of its own (for a second group running beside the first)."""
+        k = len(self.rings) + 1
+        ring = Ring(RING_VA + k * 0x10000, self.alloc.page(), RINGIO_VA + k * 0x2000,
+                    self.alloc.page(2))
+        self.user_vm.map(ring.va, ring.pa, 0x1000, xn=False)
+        self.mcu_vm.map(ring.io_va, ring.io_pa, 0x2000)
+        self.rings.append(ring)
+        return ring
+
     def start_group(self, i: int = 0, *, state: int = pf.CSG_STATE_START, prio: int = 15,
-                    as_nr: int = 1) -> None:
+                    as_nr: int = 1, ring: Ring | None = None) -> None:
+        """Program CSG i's stream 0 on ``ring`` (default: the host's first ring) and start it."""
         c = self.csg[i]
         si = self.cs[i][0]["input_va"]
+        ring_va, io_va, io_pa = ((ring.va, ring.io_va, ring.io_pa) if ring is not None
+                                 else (RING_VA, RINGIO_VA, self.ringio_pa))
         # the ring's input extract := output extract before a (re)start
-        self.ram.write_u64(self.ringio_pa + 8, self.ram.read_u64(self.ringio_pa + 0x1000))
-        self.put(si, CsInput, "ringbuf_base", RING_VA)
+        self.ram.write_u64(io_pa + 8, self.ram.read_u64(io_pa + 0x1000))
+        self.put(si, CsInput, "ringbuf_base", ring_va)
         self.put(si, CsInput, "ringbuf_size", 0x1000)
-        self.put(si, CsInput, "ringbuf_input", RINGIO_VA)
-        self.put(si, CsInput, "ringbuf_output", RINGIO_VA + 0x1000)
+        self.put(si, CsInput, "ringbuf_input", io_va)
+        self.put(si, CsInput, "ringbuf_output", io_va + 0x1000)
         self.put(si, CsInput, "config", 0 | pf.cs_config_doorbell(i + 1))
         self.put(si, CsInput, "ack_irq_mask", 0xFFFFFFFF)
         self.update(si, pf.CS_STATE_START | pf.CS_IDLE_SYNC_WAIT | pf.CS_IDLE_EMPTY,
@@ -334,7 +361,15 @@ class Host:
         ack = self.r32(self.csg[i]["output_va"])
         return (req & mask) == (ack & mask)
 
-    def push(self, words: list[int], doorbell: int | None = 1) -> None:
+    def push(self, words: list[int], doorbell: int | None = 1, ring: Ring | None = None) -> None:
+        if ring is not None:
+            for k, wd in enumerate(words):
+                self.ram.write_u64(ring.pa + ((ring.insert + 8 * k) & 0xFFF), wd)
+            ring.insert += 8 * len(words)
+            self.ram.write_u64(ring.io_pa, ring.insert)
+            if doorbell is not None:
+                self.w(doorbell_off(doorbell), 1)
+            return
         for k, wd in enumerate(words):
             self.ram.write_u64(self.ring_pa + ((self.insert + 8 * k) & 0xFFF), wd)
         self.insert += 8 * len(words)
@@ -342,9 +377,9 @@ class Host:
         if doorbell is not None:
             self.w(doorbell_off(doorbell), 1)
 
-    def extract(self) -> int:
+    def extract(self, ring: Ring | None = None) -> int:
         """The ring output page's extract."""
-        return self.ram.read_u64(self.ringio_pa + 0x1000)
+        return self.ram.read_u64((self.ringio_pa if ring is None else ring.io_pa) + 0x1000)
 
     def cs_out(self, field: str, i: int = 0, j: int = 0) -> int:
         """Field ``field`` of CS[i][j]'s output block."""
