@@ -22,7 +22,7 @@ from collections.abc import Callable
 from .. import exceptions as exc
 from ..irqblock import IRQ_BLOCK_SIZE, IRQ_CLEAR, IrqBlock
 from ..memory import BusError, PhysMem, SparseRam
-from . import introspect, regs
+from . import regs
 from .tlb import DEFAULT_CAPACITY, Tlb, TlbEntry
 from .types import BUS_CODES, RESTART_COMMANDS, Access, AsBinding, MmuFault, Translation
 from .walker import (
@@ -631,8 +631,3 @@ class Mmu:
         cfg = st.cfg
         return AsBinding(cfg.adrmode != regs.AdrMode.UNMAPPED, cfg.transtab,
                          sum(st.commands[c] for c in RESTART_COMMANDS))
-
-    # -- introspection --------------------------------------------------------------------------
-    def as_state(self, as_nr: int) -> introspect.AsState | introspect.AbsentAs:
-        """:func:`.introspect.as_state`, for callers not yet on :meth:`binding`."""
-        return introspect.as_state(self, as_nr)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from support import panthor_fw as pf
 from support.csf_host import SYNCOBJ_VA, USER_VA, Host, Tables, kernel_job
 
+from qemu_panthor.mmu import introspect
+
 MMU_INT_RAWSTAT, MMU_INT_CLEAR, MMU_INT_MASK, MMU_INT_STAT = 0x2000, 0x2004, 0x2008, 0x200C
 HOLE = 0x0765_4320  # never mapped in the faulting VM
 DATA = USER_VA + 0x800  # a counter in the faulting VM
@@ -58,7 +60,7 @@ def _stall(h: Host, *, as_nr: int = 1) -> None:
 
 
 def _faults(h: Host, as_nr: int) -> int:
-    return h.gpu.mmu.as_state(as_nr)["faults"]
+    return introspect.as_state(h.gpu.mmu, as_nr)["faults"]
 
 
 def _driver_handles_fault(h: Host, as_nr: int) -> None:
@@ -238,7 +240,7 @@ def test_stalled_access_restarts_on_unlock_of_the_same_tables() -> None:
     h.w(base + 0x18, 3)  # UNLOCK: restarts the stalled access
     h.fw.sched.pump()
     assert _faults(h, 1) == 2
-    assert h.gpu.mmu.as_state(1)["faults_dropped"] == 1
+    assert introspect.as_state(h.gpu.mmu, 1)["faults_dropped"] == 1
     cs = h.fw.csgs[0].streams[0]
     assert cs.stalled_as == 1 and not cs.fatal
     assert h.r(MMU_INT_RAWSTAT) == 2
