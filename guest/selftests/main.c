@@ -23,6 +23,7 @@ const struct qp_test qp_tests[] = {
 	T(kmsg_probe_clean),
 	/* jobs */
 	T(job_store_deadbeef), T(job_1000_sequential, 120), T(job_8_concurrent_groups),
+	T(csg_concurrent, 60),
 	T(job_bad_opcode_fatal, 60), T(job_wait_syncobj),
 	/* uAPI coverage */
 	T(gem_create_mmap), T(gem_no_mmap_offset), T(gem_invalid), T(vm_create_destroy), T(vm_invalid),

@@ -150,6 +150,11 @@ const struct drm_panthor_csif_info *qp_csif(int fd);
 #define CS_STORE_MULTIPLE(base, addr, mask, off) \
 	(CS_OP(21) | ((uint64_t)(base) << 48) | ((uint64_t)(addr) << 40) | \
 	 ((uint64_t)(mask) << 16) | ((uint64_t)(uint16_t)(off)))
+/* BRANCH: if r(reg) <cond> 0 (signed), go offset instructions from the next one;
+ * cond: LEQUAL 0, GREATER 1, EQUAL 2, NEQUAL 3, LESS 4, GEQUAL 5, ALWAYS 6 */
+#define CS_BRANCH(offset, cond, reg) \
+	(CS_OP(22) | ((uint64_t)(reg) << 40) | ((uint64_t)(cond) << 28) | ((uint64_t)(uint16_t)(offset)))
+#define CS_COND_EQUAL 2u
 /* L2 clean+invalidate, LSC clean+invalidate, other: none; flush-ID register */
 #define CS_FLUSH_CACHE2(flush_id_reg) \
 	(CS_OP(36) | ((uint64_t)(flush_id_reg) << 40) | (3ull << 4) | 3ull)
@@ -210,6 +215,7 @@ int test_kmsg_probe_clean(void);
 int test_job_store_deadbeef(void);
 int test_job_1000_sequential(void);
 int test_job_8_concurrent_groups(void);
+int test_csg_concurrent(void);
 int test_job_bad_opcode_fatal(void);
 int test_job_many_vms(void);
 int test_job_fault_among_many_vms(void);

@@ -208,6 +208,54 @@ int test_job_8_concurrent_groups(void)
 	return QP_PASS;
 }
 
+/* Resident groups run side by side: a HIGH-priority group's stream spins on a memory flag
+ * (a LOAD/BRANCH loop, not a sync wait) that a LOW-priority group, resident in another CSG
+ * slot, sets. On hardware every resident CSG executes; both jobs finish. */
+int test_csg_concurrent(void)
+{
+	int fd = qp_open();
+	struct qp_ctx c;
+	CHECK_OK(qp_ctx_init(&c, fd, 4096, 4096));
+	uint32_t hi, lo, s_hi, s_lo;
+	uint8_t hi_prio = geteuid() == 0 ? PANTHOR_GROUP_PRIORITY_HIGH : PANTHOR_GROUP_PRIORITY_MEDIUM;
+	CHECK_OK(qp_group_create_ex(fd, c.vm, hi_prio, 4096, 1, &hi));
+	CHECK_OK(qp_group_create_ex(fd, c.vm, PANTHOR_GROUP_PRIORITY_LOW, 4096, 1, &lo));
+	CHECK_OK(qp_syncobj_create(fd, &s_hi, false));
+	CHECK_OK(qp_syncobj_create(fd, &s_lo, false));
+	volatile uint32_t *d = c.data.map;
+	uint64_t flag = c.data.va, done = c.data.va + 4;
+	struct qp_cs cs = { c.cmd.map, 0 };
+	/* spinner: r10 := *flag until non-zero, then *done := 0x5eed */
+	cs_emit(&cs, CS_MOV48(0, flag));
+	cs_emit(&cs, CS_LOAD_MULTIPLE(10, 0, 0x1, 0));
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_emit(&cs, CS_BRANCH(-3, CS_COND_EQUAL, 10));
+	cs_store32(&cs, done, 0x5eed);
+	cs_flush(&cs);
+	uint32_t spin_len = cs_bytes(&cs);
+	while (cs.n % 8)
+		cs_emit(&cs, CS_NOP());
+	uint32_t set_off = cs_bytes(&cs);
+	cs_store32(&cs, flag, 1);
+	cs_flush(&cs);
+	uint32_t set_len = cs_bytes(&cs) - set_off;
+	CHECK_OK(qp_submit(fd, hi, c.cmd.va, spin_len, s_hi, 0));
+	CHECK_OK(qp_submit(fd, lo, c.cmd.va + set_off, set_len, s_lo, 0));
+	uint32_t both[2] = { s_hi, s_lo };
+	int r = qp_syncobj_wait(fd, both, 2, 10000, true);
+	qp_diag("flag %u done 0x%x", d[0], d[1]);
+	CHECK_OK(r);
+	CHECK(d[0] == 1, "the low-priority group did not run: flag %u", d[0]);
+	CHECK(d[1] == 0x5eed, "the spinning group did not finish: done 0x%x", d[1]);
+	if (fence_ok(fd, s_hi, "spinner fence") != QP_PASS ||
+	    fence_ok(fd, s_lo, "setter fence") != QP_PASS ||
+	    group_healthy(fd, hi, "spinner group") != QP_PASS ||
+	    group_healthy(fd, lo, "setter group") != QP_PASS)
+		return QP_FAIL;
+	close(fd);
+	return QP_PASS;
+}
+
 /* a job on another group waits for a syncobj signalled by a first job */
 int test_job_wait_syncobj(void)
 {
