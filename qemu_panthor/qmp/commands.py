@@ -10,6 +10,7 @@ Events come from the models' observer hooks: ``Mmu.on_fault`` (MALI_MMU_FAULT),
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +259,7 @@ class MaliIntrospection:
                 "errors": {errno.errorcode.get(e, str(e)): n for e, n in sorted(st.errors.items())},
                 "resets": st.resets,
             }
+        out["process"] = _process_stats()
         return out
 
     # -- x-mali-inject (test port, not GPU introspection) -----------------------------------------
@@ -299,7 +301,8 @@ class MaliIntrospection:
         table.register(Command("query-mali-csg", self.query_csg, (),
                                "CSG slots and their command streams."))
         table.register(Command("query-mali-stats", self.stats, (),
-                               "Counters: MMIO, IRQs, TLB, CS, vfio-user."))
+                               "Counters: MMIO, IRQs, TLB, CS, vfio-user; the backend's RSS "
+                               "and open fds."))
         table.register(Command(
             "x-mali-inject", self.inject,
             (Arg("fault", "str", doc="fault to arm (disarm: clear every armed fault)",
@@ -312,6 +315,21 @@ class MaliIntrospection:
             "the port's state."))
         table.register(Command("x-query-mali-schema", table.describe, (),
                                "Every command with its arguments."))
+
+
+def _process_stats() -> dict[str, int]:
+    """The backend process's resident memory and open file descriptors (for soak runs)."""
+    rss = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                    break
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = -1
+    return {"rss-kib": rss, "fds": fds}
 
 
 class MaliEvents:

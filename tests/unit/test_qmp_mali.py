@@ -306,3 +306,22 @@ async def test_mmu_fault_from_a_command_stream(host) -> None:
     assert ev["data"]["exception-name"].startswith("TRANSLATION_FAULT_")
     (cs,) = (await host.qmp.execute("query-mali-csg"))["slots"][0]["streams"]
     assert cs["blocked-on"] == {"reason": "mmu-fault", "as": 1}
+
+
+async def test_stats_report_the_backend_process_memory_and_fds(rig: Rig) -> None:
+    """query-mali-stats "process": this process's VmRSS and open fds, as /proc reports them."""
+    import os
+
+    s = await rig.qmp.execute("query-mali-stats")
+    proc = s["process"]
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    assert 0.5 * rss < proc["rss-kib"] < 2 * rss
+    fds = len(os.listdir("/proc/self/fd"))
+    assert abs(proc["fds"] - fds) <= 2  # listdir itself holds one while it runs
+    r, w = os.pipe()
+    try:
+        assert (await rig.qmp.execute("query-mali-stats"))["process"]["fds"] == proc["fds"] + 2
+    finally:
+        os.close(r)
+        os.close(w)
