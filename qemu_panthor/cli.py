@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     b.add_argument("--no-gpu", action="store_true",
                    help="boot without the GPU device (to compare against a plain guest)")
+    b.add_argument("--backend-socket", metavar="PATH",
+                   help="use a running `serve --socket-path PATH` instead of starting a backend")
 
     st = sub.add_parser("setup", help="build/download the tool root and guest images (cached)")
     st.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION")

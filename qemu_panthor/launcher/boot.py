@@ -40,9 +40,9 @@ from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images, ensure_images
 from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
-from .ktap import KtapSummary, parse_ktap
 from .procs import describe_status, with_parent_death_signal
 from .qemu import QemuConfig, machine_argv, qemu_argv
+from .report import report
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ STOP_GRACE_S = 1.0  # SIGTERM, then SIGKILL after this long
 # QEMU whose backend died can hang in its vfio-user client (SIGTERM alone does not end it).
 DEAD_BACKEND_GRACE_S = 0.5
 BACKEND_LEFT_GRACE_S = 1.0  # a backend that ended cleanly: how long QEMU gets to end too
+BACKEND_SELF_EXIT_S = 1.0  # QEMU ended: how long the backend gets to notice and end by itself
 CONSOLE_DRAIN_S = 2.0  # after QEMU ended, how long its console pipe may take to reach EOF
 READ_CHUNK = 1 << 16
 MAX_LINE = 1 << 16  # a longer "line" is cut (the guest console has no such lines)
@@ -181,7 +182,8 @@ class Boot:
     def __init__(self, images: Images, *, gpu: str, run: str, qmp: str | None, trace: bool,
                  timeout: float, append: str, with_gpu: bool = True, keep: bool = False,
                  echo: bool = True, interactive: bool = False,
-                 console_cap: int = DEFAULT_CAP_BYTES) -> None:
+                 console_cap: int = DEFAULT_CAP_BYTES, hotplug: bool = False,
+                 backend_socket: Path | None = None) -> None:
         self.images = images
         self.gpu = gpu
         self.run_mode = run
@@ -193,6 +195,10 @@ class Boot:
         self.keep = keep
         self.echo = echo
         self.interactive = interactive
+        self.hotplug = hotplug
+        # A backend someone else runs (`qemu-panthor serve --socket-path`): QEMU dials it and
+        # the launcher neither starts nor watches nor stops it.
+        self.backend_socket = backend_socket
         self.run_dir = Path(tempfile.mkdtemp(prefix="qemu-panthor-run-"))
         self.result = BootResult(rc=None, run_dir=self.run_dir)
         self.console_filter = ConsoleFilter(cap=console_cap)
@@ -258,14 +264,21 @@ class Boot:
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
-        gpu_sock = await self._start_backend() if self.with_gpu else None
+        gpu_sock: Path | None = None
+        if self.with_gpu:
+            gpu_sock = self.backend_socket or await self._start_backend()
         qmp_sock = self.run_dir / "qmp.sock"
         append = f"console=ttyAMA0 quiet panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
-                         gpu_socket=gpu_sock, interactive=self.interactive)
+                         gpu_socket=gpu_sock, interactive=self.interactive,
+                         hotplug=self.hotplug)
         if recipes.kernel_line(self.images.line).boot_dtb_nodes and self.with_gpu:
             from ..gpu.models import MODELS
+
+            if self.hotplug:
+                raise UserError("hotplug: the boot device tree names the GPU at 00:02.0; "
+                                "this kernel line needs the GPU there")
 
             cfg.dtb = await build_boot_dtb(
                 self.images.qemu, machine_argv(self.images.qemu, cfg), self.run_dir / "boot.dtb",
@@ -419,6 +432,9 @@ class Boot:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.qemu_qmp.disconnect(), 1)
         # A backend whose QEMU is gone ends by itself (--once); SIGTERM makes sure.
+        if gentle and self._backend is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._backend.wait(), BACKEND_SELF_EXIT_S)
         await self._stop_process(self._backend, "the backend", grace=STOP_GRACE_S)
         if self._qemu is not None:
             self.result.qemu_rc = self._qemu.returncode
@@ -515,8 +531,22 @@ class Boot:
     async def _check_pci(self, qmp: QMPClient) -> None:
         buses = await qmp.execute("query-pci")
         assert isinstance(buses, list)
-        devices = [d for bus in buses for d in bus.get("devices", [])]
+        devices: list[dict[str, Any]] = []
+
+        def walk(devs: list[dict[str, Any]]) -> None:  # devices behind bridges too
+            for d in devs:
+                devices.append(d)
+                walk(d.get("pci_bridge", {}).get("devices", []))
+
+        for bus in buses:
+            walk(bus.get("devices", []))
         self.result.pci = devices
+        if self.hotplug:
+            # Behind the root port, the function is listed only once the guest has numbered
+            # the port's secondary bus: check that QEMU realized it instead.
+            if await qmp.execute("qom-get", {"path": "/machine/peripheral/gpu0",
+                                             "property": "realized"}) is True:
+                return
         if not any(d.get("id", {}).get("vendor") == PCI_VENDOR_ARM for d in devices):
             raise UserError("QEMU realized no GPU function (query-pci lists no Arm device)")
 
@@ -601,67 +631,6 @@ def _raise_terminated(signo: int, frame: object) -> None:
     raise _Terminated(signo)
 
 
-def _report(result: BootResult, args: argparse.Namespace) -> int:
-    """The summary lines after a run, and the exit code."""
-    err = sys.stderr
-    code = result.exit_code
-    summary = parse_ktap(result.console) if args.run == "selftests" else None
-    where = f"{result.run_dir} (console.log, backend.log)"
-    if result.outcome == "backend-died":
-        print(f"qemu-panthor: {result.fault}; QEMU stopped "
-              f"({describe_status(result.qemu_rc)}); logs in {where}", file=err)
-        tail = _tail_of(result.run_dir, "backend.log")
-        print("qemu-panthor: backend.log " + ("ends with:" if tail else "is empty"), file=err)
-        for line in tail:
-            print(f"  {line}", file=err)
-    elif result.signal is not None:
-        print(f"qemu-panthor: interrupted by {signal.Signals(result.signal).name} after "
-              f"{result.boot_s:.1f} s: QEMU (pid {result.qemu_pid}) "
-              f"{describe_status(result.qemu_rc)}, backend (pid {result.backend_pid}) "
-              f"{describe_status(result.backend_rc)}; "
-              f"{len(result.console)} console lines"
-              + (f", selftests so far: {_progress(summary)}" if summary is not None else "")
-              + f"; logs in {where}", file=err)
-        return code
-    elif result.fault is not None:
-        print(f"qemu-panthor: {result.fault}; logs in {where}", file=err)
-    if result.console_truncated:
-        print("qemu-panthor: the console exceeded its cap; console.log is truncated", file=err)
-    print(f"qemu-panthor: set-up {result.setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
-          + (f", run dir kept at {result.run_dir}" if result.kept and result.fault is None
-             else ""), file=err)
-    if summary is not None and result.outcome != "backend-died":
-        for name in summary.failed:
-            print(f"qemu-panthor: FAILED {name}", file=err)
-        for name, why in summary.skipped:
-            print(f"qemu-panthor: skipped {name}: {why}", file=err)
-        print(f"selftests: {summary.line()}")
-        if summary.failed and code == 0:
-            code = 1
-    return code
-
-
-def _progress(s: KtapSummary) -> str:
-    """Results so far (the parser counts planned tests without a result as failed)."""
-    failed = [n for n in s.failed if not n.startswith("(missing result")]
-    planned = f" of {s.planned}" if s.planned is not None else ""
-    done = len(s.passed) + len(failed) + len(s.skipped)
-    return (f"{done}{planned} done ({len(s.passed)} passed, {len(failed)} failed, "
-            f"{len(s.skipped)} skipped)")
-
-
-def _tail_of(run_dir: Path | None, name: str, n: int = 5) -> list[str]:
-    if run_dir is None:
-        return []
-    try:
-        with open(run_dir / name, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 16 * 1024))
-            return fh.read().decode(errors="replace").splitlines()[-n:]
-    except OSError:
-        return []
-
-
 def boot_main(args: argparse.Namespace) -> int:
     # Stop signals work from the start, even when SIGINT came in ignored (a background job
     # of a non-interactive shell): during set-up they unwind, during the run they stop it.
@@ -674,7 +643,8 @@ def boot_main(args: argparse.Namespace) -> int:
         setup_s = time.monotonic() - t0
         boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
                     timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
-                    keep=args.keep, interactive=args.run == "shell")
+                    keep=args.keep, interactive=args.run == "shell",
+                    backend_socket=Path(args.backend_socket) if args.backend_socket else None)
         try:
             result = asyncio.run(_run_with_signals(boot))
         except OSError as e:
@@ -686,7 +656,7 @@ def boot_main(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     result.setup_s = setup_s
-    return _report(result, args)
+    return report(result, args)
 
 
 __all__ = ["EXIT_BACKEND", "EXIT_NO_RESULT", "EXIT_TIMEOUT", "Boot", "BootResult", "boot_main"]

@@ -13,6 +13,7 @@ from .dtb import GPU_PCI_ADDR
 # pauth-impdef=on uses QEMU's cheap implementation-defined algorithm (measured in
 # bench/bench_boot.py); the guest kernel cannot tell the difference.
 CPU = "max,pauth-impdef=on"
+HOTPLUG_PORT = "gpu-port"
 
 
 @dataclass
@@ -27,6 +28,9 @@ class QemuConfig:
     cpu: str = field(default_factory=lambda: CPU)
     interactive: bool = False
     dtb: Path | None = None
+    # Put the GPU behind a PCIe root port (0000:01:00.0) so it can be hot-unplugged with QMP
+    # device_del; the default slot on the root bus (0000:00:02.0) cannot be.
+    hotplug: bool = False
 
 
 def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
@@ -62,7 +66,12 @@ def qemu_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
     ]
     if cfg.gpu_socket is not None:
         # A fixed slot: the glue names its device-tree nodes after the PCI address.
-        dev = {"driver": "vfio-user-pci", "id": "gpu0", "addr": GPU_PCI_ADDR,
-               "socket": {"type": "unix", "path": str(cfg.gpu_socket)}}
+        dev: dict[str, object] = {"driver": "vfio-user-pci", "id": "gpu0", "addr": GPU_PCI_ADDR,
+                                  "socket": {"type": "unix", "path": str(cfg.gpu_socket)}}
+        if cfg.hotplug:
+            port = {"driver": "pcie-root-port", "id": HOTPLUG_PORT, "chassis": 1,
+                    "addr": GPU_PCI_ADDR}
+            argv += ["-device", json.dumps(port, separators=(",", ":"))]
+            dev.update(bus=HOTPLUG_PORT, addr="00.0")
         argv += ["-device", json.dumps(dev, separators=(",", ":"))]
     return argv
