@@ -24,6 +24,9 @@ async def test_guest_loads_panthor_chain_without_gpu(boot_guest, images) -> None
     assert {"panthor", "drm_gpuvm", "drm_exec", "gpu_sched", "drm"} <= loaded
     assert any(f"kernel={images.kver}" in line for line in r.console)
     assert any("reboot: Power down" in line for line in r.console), "guest did not power off"
+    # A clean run: nothing to report, nothing left behind (docs/launcher.md).
+    assert r.outcome == "powered-off" and r.fault is None and r.qemu_rc == 0
+    assert r.run_dir is not None and not r.run_dir.exists()
 
 
 async def test_bad_run_mode_reports_error(boot_guest) -> None:
