@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 KERNEL ?= 7.2
 GPU    ?= g610
 
-.PHONY: all run test setup lint unit integration bench fuzz venv clean clean-cache
+.PHONY: all run test setup lint unit integration bench fuzz soak venv clean clean-cache
 
 all: test
 
@@ -53,3 +53,7 @@ fuzz: venv
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_pgtable --seed $(SEED)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_mmio --seed $(SEED)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_cs --seed $(SEED)
+
+# In-guest soak (10,000 jobs, 64-VM rounds, 1,000 runtime-PM cycles), backend RSS/fds sampled.
+soak: setup
+	PYTHONPATH=tests $(BIN)/python bench/soak.py

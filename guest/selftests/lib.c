@@ -581,3 +581,25 @@ int qp_ctx_run(struct qp_ctx *c, uint32_t off, uint32_t size, unsigned timeout_m
 		qp_diag("SYNCOBJ_WAIT: %s", strerror(-r));
 	return r;
 }
+
+int qp_ctx_fini(struct qp_ctx *c)
+{
+	int r = qp_group_destroy(c->fd, c->group);
+	if (!r)
+		r = qp_syncobj_destroy(c->fd, c->syncobj);
+	if (!r)
+		r = qp_vm_unmap(c->fd, c->vm, c->cmd.va, c->cmd.size);
+	if (!r)
+		r = qp_vm_unmap(c->fd, c->vm, c->data.va, c->data.size);
+	munmap(c->cmd.map, c->cmd.size);
+	munmap(c->data.map, c->data.size);
+	if (!r)
+		r = qp_bo_close(c->fd, c->cmd.handle);
+	if (!r)
+		r = qp_bo_close(c->fd, c->data.handle);
+	if (!r)
+		r = qp_vm_destroy(c->fd, c->vm);
+	if (r)
+		qp_diag("qp_ctx_fini: %s", strerror(-r));
+	return r;
+}

@@ -23,7 +23,7 @@ const struct qp_test qp_tests[] = {
 	T(kmsg_probe_clean),
 	/* jobs */
 	T(job_store_deadbeef), T(job_1000_sequential, 120), T(job_8_concurrent_groups),
-	T(csg_concurrent, 60),
+	T(csg_concurrent, 60), T(timeslice_resume, 90),
 	T(job_bad_opcode_fatal, 60), T(job_wait_syncobj),
 	/* uAPI coverage */
 	T(gem_create_mmap), T(gem_no_mmap_offset), T(gem_invalid), T(vm_create_destroy), T(vm_invalid),
@@ -41,6 +41,8 @@ const struct qp_test qp_tests[] = {
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */
 	MANUAL(bench_job_latency, 120),
+	/* soak: only when named (make soak) */
+	MANUAL(soak_jobs, 900), MANUAL(soak_vms, 600), MANUAL(soak_runtime_pm, 600),
 };
 const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
 

@@ -155,6 +155,9 @@ const struct drm_panthor_csif_info *qp_csif(int fd);
 #define CS_BRANCH(offset, cond, reg) \
 	(CS_OP(22) | ((uint64_t)(reg) << 40) | ((uint64_t)(cond) << 28) | ((uint64_t)(uint16_t)(offset)))
 #define CS_COND_EQUAL 2u
+#define CS_COND_NEQUAL 3u
+/* JUMP into the linear buffer at pair(addr) of r(len) bytes */
+#define CS_JUMP(addr, len) (CS_OP(33) | ((uint64_t)(addr) << 40) | ((uint64_t)(len) << 32))
 /* L2 clean+invalidate, LSC clean+invalidate, other: none; flush-ID register */
 #define CS_FLUSH_CACHE2(flush_id_reg) \
 	(CS_OP(36) | ((uint64_t)(flush_id_reg) << 40) | (3ull << 4) | 3ull)
@@ -193,6 +196,10 @@ struct qp_ctx {
 int qp_ctx_init(struct qp_ctx *c, int fd, uint64_t cmd_size, uint64_t data_size);
 /* run the stream at cmd offset off (bytes) and wait up to timeout_ms for its fence */
 int qp_ctx_run(struct qp_ctx *c, uint32_t off, uint32_t size, unsigned timeout_ms);
+/* destroy the group, syncobj, BOs (unbound) and VM of a context */
+int qp_ctx_fini(struct qp_ctx *c);
+/* t_probe.c: n runtime suspend/resume cycles, each resume checked */
+int qp_runtime_pm_cycles(int n);
 
 /* tests: t_probe.c */
 int test_modules_drm(void);
@@ -216,6 +223,7 @@ int test_job_store_deadbeef(void);
 int test_job_1000_sequential(void);
 int test_job_8_concurrent_groups(void);
 int test_csg_concurrent(void);
+int test_timeslice_resume(void);
 int test_job_bad_opcode_fatal(void);
 int test_job_many_vms(void);
 int test_job_fault_among_many_vms(void);
@@ -246,6 +254,10 @@ int test_bo_sync(void);
 /* t_reset.c */
 int test_gpu_reset_recovery(void);
 int test_vm_bind_async_failure_unusable(void);
+/* t_soak.c (MANUAL) */
+int test_soak_jobs(void);
+int test_soak_vms(void);
+int test_soak_runtime_pm(void);
 /* t_bench.c */
 int test_bench_job_latency(void);
 

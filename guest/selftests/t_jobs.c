@@ -256,6 +256,71 @@ int test_csg_concurrent(void)
 	return QP_PASS;
 }
 
+/* More groups than CSG slots, each with one long-running stream: panthor's ticks suspend and
+ * resume them (timeslicing), possibly into other slots. Every stream must continue exactly
+ * where it stopped: its prologue (a counter increment) runs once, and registers it set before
+ * a long loop still hold their values after it. */
+int test_timeslice_resume(void)
+{
+	enum { NG = 12, LOOPS = 60000 };
+	int fd = qp_open();
+	struct qp_ctx c;
+	CHECK_OK(qp_ctx_init(&c, fd, 4096, 4096));
+	uint32_t groups[NG], sync[NG];
+	struct qp_cs cs = { c.cmd.map, 0 };
+	/* one program for all: r40:r41 = the group's 64-byte data slot, set by a per-group head */
+	uint32_t body = 0;
+	uint32_t head_off[NG], head_len[NG];
+	cs_emit(&cs, CS_MOV32(20, LOOPS));
+	cs_emit(&cs, CS_ADD_IMM32(20, 20, -1));
+	cs_emit(&cs, CS_BRANCH(-2, CS_COND_NEQUAL, 20));
+	cs_emit(&cs, CS_STORE_MULTIPLE(30, 40, 0xf, 4)); /* r30..r33 -> slot[1..4] */
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_emit(&cs, CS_MOV32(34, 0xd0e));
+	cs_emit(&cs, CS_STORE_MULTIPLE(34, 40, 0x1, 20)); /* done marker -> slot[5] */
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_flush(&cs);
+	uint32_t body_len = cs_bytes(&cs) - body;
+	for (int g = 0; g < NG; g++) {
+		while (cs.n % 8)
+			cs_emit(&cs, CS_NOP());
+		head_off[g] = cs_bytes(&cs);
+		uint64_t slot = c.data.va + 64 * g;
+		cs_inc32(&cs, slot); /* the prologue: must run exactly once */
+		cs_emit(&cs, CS_MOV48(40, slot));
+		for (int r = 0; r < 4; r++)
+			cs_emit(&cs, CS_MOV32(30 + r, 0xa0000000u | (uint32_t)(r << 16) | g));
+		cs_emit(&cs, CS_MOV48(42, c.cmd.va + body));
+		cs_emit(&cs, CS_MOV32(44, body_len));
+		cs_emit(&cs, CS_JUMP(42, 44));
+		head_len[g] = cs_bytes(&cs) - head_off[g];
+	}
+	for (int g = 0; g < NG; g++) {
+		CHECK_OK(qp_group_create(fd, c.vm, &groups[g]));
+		CHECK_OK(qp_syncobj_create(fd, &sync[g], false));
+	}
+	double t0 = qp_now();
+	for (int g = 0; g < NG; g++)
+		CHECK_OK(qp_submit(fd, groups[g], c.cmd.va + head_off[g], head_len[g], sync[g], 0));
+	int r = qp_syncobj_wait(fd, sync, NG, 50000, true);
+	qp_diag("%d groups x %d loop iterations: %.2f s", NG, LOOPS, qp_now() - t0);
+	volatile uint32_t *d = c.data.map;
+	CHECK_OK(r);
+	for (int g = 0; g < NG; g++) {
+		volatile uint32_t *slot = d + 16 * g;
+		CHECK(slot[0] == 1, "group %d: prologue ran %u times", g, slot[0]);
+		for (int k = 0; k < 4; k++)
+			CHECK(slot[1 + k] == (0xa0000000u | (uint32_t)(k << 16) | g),
+			      "group %d: r%d 0x%08x after the loop", g, 30 + k, slot[1 + k]);
+		CHECK(slot[5] == 0xd0e, "group %d: done marker 0x%x", g, slot[5]);
+		if (fence_ok(fd, sync[g], "fence") != QP_PASS ||
+		    group_healthy(fd, groups[g], "group") != QP_PASS)
+			return QP_FAIL;
+	}
+	close(fd);
+	return QP_PASS;
+}
+
 /* a job on another group waits for a syncobj signalled by a first job */
 int test_job_wait_syncobj(void)
 {

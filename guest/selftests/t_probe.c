@@ -339,7 +339,8 @@ static long pm_active_ms(const char *dev)
 	return qp_read_file(path, v, sizeof(v)) ? -1 : strtol(v, NULL, 10);
 }
 
-int test_runtime_pm_cycles(void)
+/* n runtime suspend/resume cycles of the GPU, each resume checked to be real */
+int qp_runtime_pm_cycles(int n)
 {
 	char dev[PATH_MAX], ctl[PATH_MAX + 32], delay_path[PATH_MAX + 32], old_delay[32], st[32];
 	CHECK(qp_panthor_sysfs(dev, sizeof(dev)) == 0, "no panthor platform device");
@@ -361,7 +362,7 @@ int test_runtime_pm_cycles(void)
 		qp_diag("no TIMESTAMP_INFO in this uAPI: resuming through power/control only");
 	double t0 = qp_now();
 	CHECK(pm_wait(dev, "suspended", 3000) >= 0, "device never runtime-suspended");
-	for (int i = 0; i < 100; i++) {
+	for (int i = 0; i < n; i++) {
 		/* resume: alternately by power/control=on and by a TIMESTAMP_INFO query; a real
 		 * resume shows as runtime_active_time growing across the cycle */
 		long before = pm_active_ms(dev);
@@ -391,7 +392,7 @@ int test_runtime_pm_cycles(void)
 	qp_write_file(delay_path, old_delay);
 	qp_diag("%d resume/suspend cycles in %.2f s (%.1f ms each, longest suspend wait %d ms)",
 		cycles, dt, cycles ? dt * 1000 / cycles : 0.0, max_ms);
-	CHECK(cycles == 100, "only %d of 100 runtime PM cycles completed", cycles);
+	CHECK(cycles == n, "only %d of %d runtime PM cycles completed", cycles, n);
 	/* the device still answers after the cycles */
 	if (have_ts) {
 		struct drm_panthor_timestamp_info ti = { 0 };
@@ -404,6 +405,8 @@ int test_runtime_pm_cycles(void)
 	close(fd);
 	return QP_PASS;
 }
+
+int test_runtime_pm_cycles(void) { return qp_runtime_pm_cycles(100); }
 
 /* -- kernel log ------------------------------------------------------------------- */
 static bool contains_ci(const char *s, const char *needle)

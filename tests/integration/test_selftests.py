@@ -21,8 +21,8 @@ KEY_TESTS = {
     "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
     "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault", "job_fault_among_many_vms",
     "job_timeout_recovery", "kmsg_faults_only_expected",
-    # [csf]: resident groups run side by side
-    "csg_concurrent",
+    # [csf]: resident groups run side by side; timeslicing resumes streams where they stopped
+    "csg_concurrent", "timeslice_resume",
     # driver error paths reached through the qemu-panthor test port (docs/test-port.md)
     "gpu_reset_recovery", "vm_bind_async_failure_unusable",
     # uAPI coverage
