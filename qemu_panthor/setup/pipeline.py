@@ -44,6 +44,17 @@ class Images:
     busybox: Path
     glue_ko: Path | None
     selftests: Path | None = None
+    # A kernel tree of your own (boot --kernel PATH, setup/tree.py): where it is, whether
+    # the GPU's nodes go into the boot DTB (no OF_DYNAMIC), and its bug finders (KASAN, ...).
+    boot_dtb_nodes: bool | None = None  # None: as the kernel line's recipe says
+    tree: Path | None = None
+    debug_features: tuple[str, ...] = ()
+
+    @property
+    def needs_boot_dtb(self) -> bool:
+        if self.boot_dtb_nodes is not None:
+            return self.boot_dtb_nodes
+        return recipes.kernel_line(self.line).boot_dtb_nodes
 
 
 # -- subprocess helpers -------------------------------------------------------------------
@@ -127,19 +138,21 @@ def _pkg_version(root: Path, pkg: str) -> str:
                   capture=True).strip()
 
 
-def ensure_root(cache: Cache, suite: str, *, refresh: bool) -> tuple[ToolRoot, dict[str, str]]:
-    """A mmdebstrap'ed tool root for ``suite``, keyed by the versions it resolved to."""
+def ensure_root(cache: Cache, name: str, *, refresh: bool) -> tuple[ToolRoot, dict[str, str]]:
+    """A mmdebstrap'ed tool root for recipe ``name`` (a suite, or a recipe naming its
+    ``suite``), keyed by the versions it resolved to."""
     roots = cache.manifest().get("roots", {})
-    entry = roots.get(suite)
-    recipe = recipes.root_recipe(suite)
+    entry = roots.get(name)
+    recipe = recipes.root_recipe(name)
+    suite = recipe.get("suite", name)
     rhash = _recipe_hash(recipe)
     if (entry and not refresh and entry.get("recipe") == rhash
             and (cache.path("roots", entry["dir"]) / "usr").is_dir()):
         return ToolRoot(cache.path("roots", entry["dir"])), entry
     _require_root()
     t0 = time.monotonic()
-    progress(f"tool root '{suite}': resolving and unpacking Debian packages (mmdebstrap) ...")
-    tmp = cache.new_tmp(f"root-{suite}")
+    progress(f"tool root '{name}': resolving and unpacking Debian packages (mmdebstrap) ...")
+    tmp = cache.new_tmp(f"root-{name}")
     run(
         [
             "mmdebstrap", "--variant=apt", "--mode=root",
@@ -152,22 +165,30 @@ def ensure_root(cache: Cache, suite: str, *, refresh: bool) -> tuple[ToolRoot, d
         ],
         desc=f"mmdebstrap {suite}",
     )
-    info = {"suite": suite, "kver": _root_kver(tmp), "recipe": rhash}
+    info = {"suite": suite, "recipe": rhash}
+    if "arm64" in recipe["architectures"]:
+        info["kver"] = _root_kver(tmp)
     if "qemu-system-arm" in recipe["include"]:
         info["qemu"] = _pkg_version(tmp, "qemu-system-arm")
-    name = (f"{suite}-{info['kver']}" + (f"-qemu{info['qemu']}" if "qemu" in info else "")
-            + f"-{rhash}")
-    name = name.replace(":", "_")
-    final = cache.path("roots", name)
+    if "gcc-aarch64-linux-gnu" in recipe["include"]:
+        info["gcc"] = _pkg_version(tmp, "gcc-aarch64-linux-gnu")
+    if name == suite:  # a suite's root: named by its kernel (and QEMU) versions
+        dirname = (f"{suite}-{info['kver']}" + (f"-qemu{info['qemu']}" if "qemu" in info
+                                                 else "") + f"-{rhash}")
+    else:  # a purpose-named root (kbuild): by its suite and cross compiler
+        dirname = f"{name}-{suite}" + (f"-gcc{info['gcc']}" if "gcc" in info else "") + \
+            f"-{rhash}"
+    dirname = dirname.replace(":", "_")
+    final = cache.path("roots", dirname)
     if final.exists():
         remove_tree(tmp)  # same versions as what we have: keep the old one
     else:
         cache.commit(tmp, final)
-    info["dir"] = name
-    roots[suite] = info
+    info["dir"] = dirname
+    roots[name] = info
     cache.update_manifest("roots", roots)
     prune_roots(cache, keep={r["dir"] for r in roots.values()})
-    progress(f"tool root '{suite}': {name} ready in {time.monotonic() - t0:.0f} s")
+    progress(f"tool root '{name}': {dirname} ready in {time.monotonic() - t0:.0f} s")
     return ToolRoot(final), info
 
 

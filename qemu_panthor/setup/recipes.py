@@ -33,13 +33,15 @@ class KernelLine:
     kernel_packages: tuple[str, ...]
     header_packages: tuple[str, ...] = ()
     boot_dtb_nodes: bool = False
+    source_package: str | None = None  # the Debian package holding this line's source
 
 
 def kernel_lines() -> dict[str, KernelLine]:
     lines = _load("lines.toml")["lines"]
     return {
         name: KernelLine(name, d["suite"], d["min_kernel"], tuple(d["kernel_packages"]),
-                         tuple(d.get("header_packages", ())), bool(d.get("boot_dtb_nodes")))
+                         tuple(d.get("header_packages", ())), bool(d.get("boot_dtb_nodes")),
+                         d.get("source_package"))
         for name, d in lines.items()
     }
 
@@ -64,6 +66,10 @@ def root_recipe(suite: str) -> dict[str, Any]:
 
 def guest_recipe() -> dict[str, Any]:
     return dict(_load("toolroot.toml")["guest"])
+
+
+def default_line() -> str:
+    return str(_load("lines.toml")["default"])
 
 
 def initramfs_recipe() -> dict[str, Any]:
