@@ -37,7 +37,8 @@ from qemu.qmp import EventListener, QMPClient
 from ..errors import UserError
 from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
-from ..setup.pipeline import Images, ensure_images
+from ..setup.pipeline import Images
+from ..setup.tree import boot_images
 from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
 from .procs import describe_status, with_parent_death_signal
@@ -268,12 +269,14 @@ class Boot:
         if self.with_gpu:
             gpu_sock = self.backend_socket or await self._start_backend()
         qmp_sock = self.run_dir / "qmp.sock"
-        append = f"console=ttyAMA0 quiet panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
+        # A kernel tree of your own shows warnings (WARN, lockdep) on the console too.
+        quiet = "quiet loglevel=5" if self.images.tree else "quiet"
+        append = f"console=ttyAMA0 {quiet} panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
                          hotplug=self.hotplug)
-        if recipes.kernel_line(self.images.line).boot_dtb_nodes and self.with_gpu:
+        if self.images.needs_boot_dtb and self.with_gpu:
             from ..gpu.models import MODELS
 
             if self.hotplug:
@@ -639,7 +642,7 @@ def boot_main(args: argparse.Namespace) -> int:
         previous[sig] = signal.signal(sig, _raise_terminated)
     try:
         t0 = time.monotonic()
-        images = ensure_images(args.kernel)
+        images = boot_images(args.kernel)  # a kernel line, or a kernel tree's PATH
         setup_s = time.monotonic() - t0
         boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
                     timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,

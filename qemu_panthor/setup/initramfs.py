@@ -3,6 +3,7 @@ dependency order, the glue module, our firmware file, /init)."""
 
 from __future__ import annotations
 
+import gzip
 import lzma
 import stat
 from dataclasses import dataclass, field
@@ -122,8 +123,12 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
     recipe = recipes.initramfs_recipe()
     deps = parse_modules_dep((spec.modules_dir / "modules.dep").read_text())
     known = {module_name(p) for p in deps}
+    builtin_file = spec.modules_dir / "modules.builtin"
+    builtin = ({module_name(p) for p in builtin_file.read_text().split()}
+               if builtin_file.is_file() else set())
     optional = [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in known]
-    order = load_order(deps, optional + list(recipe["modules"]))
+    roots = [m for m in recipe["modules"] if m.replace("-", "_") not in builtin]
+    order = load_order(deps, optional + roots)
     w = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc/qp", "lib/modules", "lib/firmware",
               "mnt", "root", "run"):
@@ -141,6 +146,11 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
         data = (spec.modules_dir / path).read_bytes()
         if path.endswith(".xz"):
             data = lzma.decompress(data)
+        elif path.endswith(".gz"):
+            data = gzip.decompress(data)
+        elif path.endswith(".zst"):
+            raise UserError(f"{path}: zstd-compressed modules are not supported; build with "
+                            "CONFIG_MODULE_COMPRESS_NONE or _XZ")
         w.add_file(f"lib/modules/{name}.ko", data)
         names.append(name)
     w.add_file("etc/qp/modules", ("\n".join(names) + "\n").encode())
