@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .kernel_reports import active_debug, apply_reports, check_console
 from .ktap import KtapSummary, parse_ktap
 from .procs import describe_status
 
@@ -48,6 +49,7 @@ def report(result: BootResult, args: argparse.Namespace) -> int:
     print(f"qemu-panthor: set-up {result.setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
           + (f", run dir kept at {result.run_dir}" if result.kept and result.fault is None
              else ""), file=err)
+    code = _kernel_reports(result, summary, code)
     if summary is not None and result.outcome != "backend-died":
         for name in summary.failed:
             print(f"qemu-panthor: FAILED {name}", file=err)
@@ -55,6 +57,24 @@ def report(result: BootResult, args: argparse.Namespace) -> int:
             print(f"qemu-panthor: skipped {name}: {why}", file=err)
         print(f"selftests: {summary.line()}")
         if summary.failed and code == 0:
+            code = 1
+    return code
+
+
+def _kernel_reports(result: BootResult, summary: KtapSummary | None, code: int) -> int:
+    """The kernel's own reports (KASAN, lockdep, WARN, ...) fail the test they appeared in,
+    or the run (docs/kernel-dev.md)."""
+    err = sys.stderr
+    active = active_debug(result.console)
+    if active:
+        print(f"qemu-panthor: kernel bug finders active: {', '.join(active)}", file=err)
+    verdict = check_console(result.console)
+    for line in verdict.lines():
+        print(f"qemu-panthor: {line}", file=err)
+    if verdict.failing:
+        if summary is not None:
+            apply_reports(summary, verdict)
+        if code == 0:
             code = 1
     return code
 
