@@ -319,11 +319,65 @@ def add_parser(sub: Any) -> None:
                         "the trimmed base (default: default)")
     b.add_argument("--patch", nargs="+", metavar="FILE", help="patches applied (-p1) in order")
     b.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel jobs (default: cores)")
+    m = ksub.add_parser("make", help="run make for arm64 with the kbuild root's cross compiler "
+                        "(e.g. -C ~/linux O=~/out Image modules)")
+    m.add_argument("make_args", nargs="*", metavar="ARGS",
+                   help="make's arguments, all that follows `make` (ARCH=arm64 and "
+                        "CROSS_COMPILE are set)")
+
+
+def split_make_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``... kernel make ARGS``: everything after ``make`` goes to make untouched (argparse
+    would read ``-C`` or ``-j`` as its own options)."""
+    for i in range(len(argv) - 1):
+        if argv[i] == "kernel" and argv[i + 1] == "make":
+            return argv[: i + 2], argv[i + 2 :]
+    return argv, []
+
+
+def make_binds(make_args: list[str], cwd: Path) -> tuple[list[str], list[Path]]:
+    """``make`` arguments with -C/O=/M= made absolute, and the directories they name (plus
+    the working directory and an O= directory's source tree), to bind into the root."""
+    out: list[str] = []
+    dirs = [cwd]
+    it = iter(make_args)
+    for a in it:
+        if a in ("-C", "--directory"):
+            d = (cwd / next(it, ".")).resolve()
+            out += ["-C", str(d)]
+            dirs.append(d)
+        elif a.startswith(("-C", "--directory=")):
+            d = (cwd / a.split("=", 1)[1] if a.startswith("--") else cwd / a[2:]).resolve()
+            out += ["-C", str(d)]
+            dirs.append(d)
+        elif a.startswith(("O=", "M=")):
+            d = (cwd / a[2:]).resolve()
+            d.mkdir(parents=True, exist_ok=True)
+            out.append(f"{a[:2]}{d}")
+            dirs.append(d)
+            if (d / "source").is_symlink():
+                dirs.append((d / "source").resolve())
+        else:
+            out.append(a)
+    return out, dirs
+
+
+def kernel_make_main(args: argparse.Namespace) -> int:
+    """``make`` in the kbuild root for arm64 with its cross compiler, on host directories."""
+    cache = Cache()
+    root, _info = ensure_kbuild_root(cache)
+    cwd = Path.cwd().resolve()
+    make_args, dirs = make_binds(list(args.make_args), cwd)
+    argv = ["make", *MAKE_VARS[:2], *make_args]
+    return subprocess.run(root_argv(root.path, argv, binds=dirs, cwd=str(cwd)),
+                          env=dict(ROOT_ENV), check=False).returncode
 
 
 def kernel_main(args: argparse.Namespace) -> int:
     if args.kernel_command == "build":
         return kernel_build_main(args)
+    if args.kernel_command == "make":
+        return kernel_make_main(args)
     raise UserError(f"unknown kernel action {args.kernel_command!r}")
 
 
@@ -332,8 +386,11 @@ __all__ = ["BuildPlan", "add_parser", "build", "kernel_main", "kernel_version", 
 if __name__ == "__main__":  # until the CLI names it: python -m qemu_panthor.setup.kernel ...
     _p = argparse.ArgumentParser(prog="qemu-panthor")
     add_parser(_p.add_subparsers(dest="command"))
+    _argv, _make = split_make_args(sys.argv[1:])
     try:
-        sys.exit(kernel_main(_p.parse_args()))
+        _args = _p.parse_args(_argv)
+        _args.make_args = _make
+        sys.exit(kernel_main(_args))
     except UserError as _e:
         print(f"qemu-panthor: {_e}", file=sys.stderr)
         sys.exit(_e.exit_code)

@@ -1,6 +1,7 @@
 """[devkernel] Kernel reports on the guest console become test results: each is found by its
 first line, attributed to the selftest it appeared in, and fails it unless it is listed as
 known harmless (images/kernel/known-reports.toml)."""
+# ruff: noqa: E501  (the console samples keep the kernel's own line lengths)
 
 from __future__ import annotations
 

@@ -1,0 +1,225 @@
+"""[devkernel] `boot --kernel PATH` and `kernel build`, without building or booting: the config
+check names what is missing in one line, the module chain comes from the tree, fragments
+merge and are checked, the build key follows source, patches and config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qemu_panthor.cli import main
+from qemu_panthor.errors import UserError
+from qemu_panthor.setup import kconfig
+from qemu_panthor.setup.cache import Cache
+from qemu_panthor.setup.initramfs import InitramfsSpec, build_initramfs, parse_modules_dep
+from qemu_panthor.setup.kernel import kernel_version, plan
+from qemu_panthor.setup.tree import (
+    _userspace_header,
+    chain_modules_dep,
+    find_tree,
+    is_tree_arg,
+    stage_modules,
+)
+
+CHAIN = {  # path in the build dir -> depends= (module names as modinfo gives them)
+    "drivers/gpu/drm/drm.ko": "",
+    "drivers/gpu/drm/drm_exec.ko": "",
+    "drivers/gpu/drm/scheduler/gpu-sched.ko": "drm",
+    "drivers/gpu/drm/drm_gpuvm.ko": "drm,drm_exec",
+    "drivers/gpu/drm/panthor/panthor.ko": "drm,drm_exec,gpu-sched,drm_gpuvm",
+    "drivers/gpu/drm/unrelated.ko": "drm",
+}
+
+
+def base_values(**changes: str) -> dict[str, str]:
+    values = kconfig.merge(kconfig.resolve_fragments(["default"]))
+    values.update(ARM64="y", SYSFS="y", PROC_FS="y", PCI="y")
+    for k, v in changes.items():
+        if v == "n":
+            values.pop(k, None)
+        else:
+            values[k] = v
+    return values
+
+
+def fake_ko(name: str, depends: str) -> bytes:
+    return (b"\x7fELF" + b"\0" * 60 + b"license=GPL\0" + f"depends={depends}\0".encode()
+            + b"vermagic=7.2.13-qp SMP preempt mod_unload aarch64\0" + f"name={name}\0".encode())
+
+
+def make_build_dir(tmp: Path, **changes: str) -> Path:
+    d = tmp / "out"
+    (d / "arch/arm64/boot").mkdir(parents=True)
+    (d / "arch/arm64/boot/Image").write_bytes(b"ARM\x64")
+    (d / "Makefile").write_text("include /src/Makefile\n")
+    (d / "include/config").mkdir(parents=True)
+    (d / "include/config/kernel.release").write_text("7.2.13-qp\n")
+    (d / ".config").write_text(kconfig.render_fragment(base_values(**changes)))
+    order = []
+    for rel, deps in CHAIN.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(fake_ko(Path(rel).stem, deps))
+        order.append(rel.removesuffix(".ko") + ".o")
+    (d / "modules.order").write_text("\n".join(order) + "\n")
+    (d / "modules.builtin").write_text("kernel/drivers/devfreq/governor_simpleondemand.ko\n")
+    return d
+
+
+def test_missing_panthor_is_one_clear_error(tmp_path, capsys) -> None:
+    d = make_build_dir(tmp_path, DRM_PANTHOR="n", PCI_MSI="n")
+    rc = main(["boot", "--kernel", str(d)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1, err
+    assert f"kernel tree {d} (.config) cannot run on qemu-panthor" in err
+    assert "CONFIG_DRM_PANTHOR (the driver under test)" in err
+    assert "CONFIG_PCI_MSI" in err
+    assert "Traceback" not in err
+
+
+def test_no_of_dynamic_needs_the_boot_dtb_path() -> None:
+    v = base_values(OF_DYNAMIC="n", OF_OVERLAY="n")
+    assert kconfig.check_boot_config(v, "t").boot_dtb_nodes
+    v.pop("REGULATOR_FIXED_VOLTAGE")
+    with pytest.raises(UserError, match="CONFIG_OF_DYNAMIC or CONFIG_REGULATOR_FIXED_VOLTAGE"):
+        kconfig.check_boot_config(v, "t")
+    assert not kconfig.check_boot_config(base_values(), "t").boot_dtb_nodes
+
+
+def test_recommended_options_only_warn() -> None:
+    bc = kconfig.check_boot_config(base_values(PM="n", UDMABUF="n"), "t")
+    assert any("CONFIG_PM " in w for w in bc.warnings)
+    assert any("CONFIG_UDMABUF" in w for w in bc.warnings)
+
+
+def test_module_chain_of_a_build_directory(tmp_path) -> None:
+    d = make_build_dir(tmp_path)
+    tree = find_tree(str(d))
+    assert (tree.layout, tree.release, tree.image) == ("build", "7.2.13-qp",
+                                                       d / "arch/arm64/boot/Image")
+    deps = parse_modules_dep(chain_modules_dep(tree))
+    names = {Path(p).name for p in deps}
+    assert names == {"drm.ko", "drm_exec.ko", "gpu-sched.ko", "drm_gpuvm.ko", "panthor.ko"}
+    panthor = next(p for p in deps if p.endswith("/panthor.ko"))
+    assert {Path(p).name for p in deps[panthor]} == {"drm.ko", "drm_exec.ko", "gpu-sched.ko",
+                                                     "drm_gpuvm.ko"}
+    assert all(Path(p).is_absolute() for p in deps)
+
+
+def test_initramfs_from_a_staged_build_directory(tmp_path) -> None:
+    d = make_build_dir(tmp_path)
+    staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"bb")
+    init = tmp_path / "init"
+    init.write_text("#!/bin/sh\n")
+    cpio = build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init))
+    order = cpio.split(b"etc/qp/modules\0", 1)[1]
+    listed = order[order.index(b"drm"):].split(b"\0", 1)[0].decode().split()
+    assert listed[-1] == "panthor" and set(listed) == {"drm", "drm_exec", "gpu_sched",
+                                                       "drm_gpuvm", "panthor"}
+    assert listed.index("drm") < listed.index("gpu_sched")
+
+
+def test_builtin_panthor_loads_nothing(tmp_path) -> None:
+    d = make_build_dir(tmp_path, DRM_PANTHOR="y")
+    assert chain_modules_dep(find_tree(str(d))) == ""
+
+
+def test_unbuilt_trees_are_named(tmp_path) -> None:
+    d = make_build_dir(tmp_path)
+    (d / "arch/arm64/boot/Image").unlink()
+    with pytest.raises(UserError, match="is not built"):
+        find_tree(str(d))
+    with pytest.raises(UserError, match="neither a kernel build directory"):
+        find_tree(str(tmp_path / "out" / "drivers"))
+
+
+def test_installed_layout(tmp_path) -> None:
+    inst = tmp_path / "inst"
+    mod = inst / "lib/modules/7.2.13-qp"
+    mod.mkdir(parents=True)
+    (inst / "boot").mkdir()
+    (inst / "boot/Image").write_bytes(b"img")
+    (inst / "boot/config-7.2.13-qp").write_text(kconfig.render_fragment(base_values()))
+    (mod / "modules.dep").write_text("kernel/drivers/gpu/drm/panthor/panthor.ko:\n")
+    with pytest.raises(UserError, match="build does not lead to the kernel's build directory"):
+        find_tree(str(inst))
+    build = make_build_dir(tmp_path)
+    (mod / "build").symlink_to(build)
+    tree = find_tree(str(inst))
+    assert (tree.layout, tree.release, tree.kbuild) == ("installed", "7.2.13-qp", build)
+    assert tree.modules_dir == mod
+
+
+def test_kernel_arg_is_a_line_or_a_path(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert not is_tree_arg("7.2") and not is_tree_arg("6.12")
+    assert is_tree_arg("./out") and is_tree_arg("/abs/out")
+    (tmp_path / "out").mkdir()
+    assert is_tree_arg("out")
+
+
+def test_fragments_merge_over_base_and_report_what_did_not_stick(tmp_path) -> None:
+    frag = tmp_path / "extra.config"
+    frag.write_text("CONFIG_KASAN=y\n# CONFIG_PRINTK_TIME is not set\nCONFIG_NOT_A_SYMBOL=y\n")
+    fr = kconfig.resolve_fragments(["debug", str(frag)])
+    assert [f.name for f in fr] == ["default", "debug", "extra.config"]
+    merged = kconfig.merge(fr)
+    assert merged["LOCALVERSION"] == '"-qp-debug"' and merged["PRINTK_TIME"] == "n"
+    got = dict(merged, NOT_A_SYMBOL="n")
+    assert kconfig.not_applied(merged, got) == ["NOT_A_SYMBOL=y (is not set)"]
+    with pytest.raises(UserError, match="neither a config name"):
+        kconfig.resolve_fragments(["nope"])
+
+
+def test_debug_fragment_switches_on_the_bug_finders() -> None:
+    merged = kconfig.merge(kconfig.resolve_fragments(["debug"]))
+    for sym in ("KASAN", "KASAN_GENERIC", "PROVE_LOCKING", "DEBUG_KMEMLEAK", "DEBUG_OBJECTS",
+                "DEBUG_ATOMIC_SLEEP", "PROVE_RCU", "DMA_API_DEBUG", "DRM_DEBUG_MM"):
+        assert merged[sym] == "y", sym
+
+
+def fake_source(tmp: Path, version: str = "7.2.13") -> Path:
+    src = tmp / "linux"
+    src.mkdir()
+    major, minor, sub = version.split(".")
+    (src / "Makefile").write_text(f"# SPDX\nVERSION = {major}\nPATCHLEVEL = {minor}\n"
+                                  f"SUBLEVEL = {sub}\nEXTRAVERSION = -rc1\n")
+    (src / "Kconfig").write_text("")
+    return src
+
+
+def test_build_key_follows_source_patches_and_config(tmp_path) -> None:
+    src = fake_source(tmp_path)
+    assert kernel_version(src) == "7.2.13-rc1"
+    cache = Cache(tmp_path / "cache")
+    a = plan(cache, source=str(src), configs=["default"], patches=[], gcc="16")
+    assert a.mutable and a.src == src and a.out == a.dir / "out"
+    assert a.name.startswith("linux-7.2.13-rc1-default-")
+    assert plan(cache, source=str(src), configs=[], patches=[], gcc="16").name == a.name
+    d = plan(cache, source=str(src), configs=["debug"], patches=[], gcc="16")
+    assert "-debug-" in d.name and d.name != a.name
+    patch = tmp_path / "fix.patch"
+    patch.write_text("--- a/x\n+++ b/x\n")
+    p = plan(cache, source=str(src), configs=["default"], patches=[str(patch)], gcc="16")
+    assert p.name != a.name and p.src == p.dir / "src"
+    patch.write_text("--- a/x\n+++ b/x\n@@ changed\n")
+    assert plan(cache, source=str(src), configs=["default"], patches=[str(patch)],
+                gcc="16").name != p.name
+    assert plan(cache, source=str(src), configs=["default"], patches=[], gcc="17").name != a.name
+
+
+def test_in_tree_configured_source_is_refused(tmp_path) -> None:
+    src = fake_source(tmp_path)
+    (src / ".config").write_text("CONFIG_ARM64=y\n")
+    with pytest.raises(UserError, match="configured in-tree"):
+        plan(Cache(tmp_path / "cache"), source=str(src), configs=[], patches=[], gcc="16")
+
+
+def test_uapi_headers_lose_kernel_annotations() -> None:
+    text = ("#ifndef _UAPI_DRM_H\n#define _UAPI_DRM_H\n\tchar __user *name;\n"
+            "#endif /* _UAPI_DRM_H */\n")
+    assert _userspace_header(text) == (
+        "#ifndef _DRM_H\n#define _DRM_H\n\tchar *name;\n#endif /* _DRM_H */\n")
