@@ -43,6 +43,9 @@ const struct qp_test qp_tests[] = {
 	MANUAL(bench_job_latency, 120),
 	/* soak: only when named (make soak) */
 	MANUAL(soak_jobs, 900), MANUAL(soak_vms, 600), MANUAL(soak_runtime_pm, 600),
+	/* driver-bug reproducers (docs/driver-bugs.md): only when named; they oops an affected
+	 * kernel */
+	MANUAL(repro_submit_bogus_signal_syncobj, 30), MANUAL(repro_vm_bind_bogus_signal_syncobj, 30),
 };
 const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
 

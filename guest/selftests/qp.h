@@ -260,5 +260,8 @@ int test_soak_vms(void);
 int test_soak_runtime_pm(void);
 /* t_bench.c */
 int test_bench_job_latency(void);
+/* t_repro.c: driver-bug reproducers (MANUAL) */
+int test_repro_submit_bogus_signal_syncobj(void);
+int test_repro_vm_bind_bogus_signal_syncobj(void);
 
 #endif
