@@ -40,7 +40,7 @@ WORK_KINDS = (
     "finish_fragment",
 )
 
-RESULT_KINDS = ("idle", "budget", "blocked_sync", "mmu_fault", "fatal")
+RESULT_KINDS = ("idle", "budget", "blocked_sync", "mmu_fault", "lock_stall", "fatal")
 
 
 @dataclass(slots=True)

@@ -101,6 +101,12 @@ class CsExecutor:
             cs.stalled_fault = fault
             cs.stalled_binding = binding
             log.info("CSG%d CS%d stalled on MMU fault %s", cs.csg, cs.index, fault)
+        elif kind == "lock_stall":
+            # An access into a region the driver locked (AS_COMMAND LOCK): the stream waits
+            # for the AS command that ends the lock (UNLOCK, FLUSH_PT, FLUSH_MEM) and retries.
+            cs.runnable = False
+            cs.stalled_as = csg.as_nr
+            cs.stalled_binding = self.mmu.binding(csg.as_nr)
         elif kind == "fatal":
             self.events.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)
         else:

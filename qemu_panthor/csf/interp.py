@@ -56,6 +56,11 @@ class CsMmu(Protocol):
 
     def write(self, as_nr: int, va: int, data: bytes) -> MmuFault | None: ...
 
+    @property
+    def locked_ases(self) -> int: ...
+
+    def lock_stalls(self, as_nr: int, va: int, size: int) -> bool: ...
+
 
 class GpuHooks(Protocol):
     """GPU-wide services a CS uses (FLUSH_CACHE2, STORE_STATE)."""
@@ -98,7 +103,10 @@ class CsInterpreter:
         return RunResult("mmu_fault", fault=f)
 
     def read(self, st: CsExecState, va: int, size: int, access: Access) -> bytes | RunResult:
-        r = self.mmu.read(st.as_nr, va, size, access)
+        mmu = self.mmu
+        if mmu.locked_ases and mmu.lock_stalls(st.as_nr, va, size):
+            return RunResult("lock_stall")  # the instruction stalls, nothing committed
+        r = mmu.read(st.as_nr, va, size, access)
         if type(r) is bytes:
             return r
         if isinstance(r, MmuFault):
@@ -106,7 +114,10 @@ class CsInterpreter:
         return bytes(r)
 
     def write(self, st: CsExecState, va: int, data: bytes) -> RunResult | None:
-        f = self.mmu.write(st.as_nr, va, data)
+        mmu = self.mmu
+        if mmu.locked_ases and mmu.lock_stalls(st.as_nr, va, len(data)):
+            return RunResult("lock_stall")  # the instruction stalls, nothing committed
+        f = mmu.write(st.as_nr, va, data)
         if f is not None:
             return self._fault(f, va)
         end = va + len(data)

@@ -127,6 +127,8 @@ class Mmu:
         #: AS slots whose AS_STATUS.AS_ACTIVE is stuck (injected hang), and reads left per AS.
         self.as_active = 0
         self.as_hold = [0] * regs.MAX_AS
+        #: AS slots with a region locked by AS_COMMAND LOCK (bit n: AS n), see lock_stalls().
+        self.locked_ases = 0
         self.stats = {"unknown_reads": 0, "unknown_writes": 0, "absent_as": 0, "stale_hits": 0}
         self._read_u64 = mem.read_u64
         self._slots: list[AsSlot | None] = [
@@ -297,12 +299,14 @@ class Mmu:
             st.tlb.flush()
         elif cmd == regs.AsCommand.LOCK:
             st.locked.append(regs.decode_lock_region(st.lockaddr))
+            self.locked_ases |= 1 << st.nr
             return
         elif cmd != regs.AsCommand.NOP:  # UNLOCK, FLUSH_PT, FLUSH_MEM
             # Invalidate what was locked and what AS_LOCKADDR names now (a driver may issue
             # UNLOCK with only LOCKADDR programmed); over-invalidating is always allowed.
             regions = [*st.locked, regs.decode_lock_region(st.lockaddr)]
             st.locked = []
+            self.locked_ases &= ~(1 << st.nr)
             for base, size in regions:
                 st.tlb.invalidate(base, size)
         else:
@@ -321,6 +325,7 @@ class Mmu:
         """GPU reset: every AS register 0 (ADRMODE 0 behaves as UNMAPPED), TLBs and locks
         dropped, MMU_INT RAWSTAT and MASK cleared, hung commands (test port) abandoned."""
         self.as_active = 0
+        self.locked_ases = 0
         for st in self._slots:
             if st is not None:
                 st.reset(self._cfg(0, 0, 0))
@@ -622,6 +627,18 @@ class Mmu:
 
     def write_u64(self, as_nr: int, va: int, value: int, *, report: bool = True) -> MmuFault | None:
         return self.write(as_nr, va, _U64.pack(value & _M64), report=report)
+
+    def lock_stalls(self, as_nr: int, va: int, size: int) -> bool:
+        """A GPU access to [va, va+size) in ``as_nr`` overlaps a region locked by AS_COMMAND
+        LOCK: on hardware it stalls until UNLOCK (or FLUSH_PT/FLUSH_MEM) ends the lock, so
+        the driver can rewrite those page tables atomically (docs/mmu.md, "Lock regions")."""
+        if not self.locked_ases >> as_nr & 1:
+            return False
+        st = self._slots[as_nr]
+        if st is None:
+            return False
+        end = va + size
+        return any(base < end and va < base + rsize for base, rsize in st.locked)
 
     def binding(self, as_nr: int) -> AsBinding:
         """The slot's latched configuration and restart count (an absent slot is disabled)."""

@@ -25,6 +25,19 @@ class FakeMmu:
         self.pages: dict[int, bool] = {}
         self.faults: list[MmuFault] = []
         self.reads: list[tuple[int, int, int]] = []
+        self.locked: list[tuple[int, int]] = []  # regions locked by AS_COMMAND LOCK
+        self.locked_ases = 0
+
+    def lock(self, base: int, size: int) -> None:
+        self.locked.append((base, size))
+        self.locked_ases = 0xFFFF  # the fake's one address space answers for every AS number
+
+    def unlock(self) -> None:
+        self.locked = []
+        self.locked_ases = 0
+
+    def lock_stalls(self, as_nr: int, va: int, size: int) -> bool:
+        return any(b < va + size and va < b + n for b, n in self.locked)
 
     def map(self, va: int, size: int, *, writable: bool = True, ram: bool = True) -> None:
         start, end = va & ~(PAGE - 1), (va + size + PAGE - 1) & ~(PAGE - 1)
