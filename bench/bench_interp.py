@@ -30,10 +30,15 @@ def move32(reg: int, imm: int) -> int:
 
 
 class IdentityMmu:
-    """GPU VA == PA over one RAM page (no faults)."""
+    """GPU VA == PA over one RAM page (no faults, no locked regions)."""
+
+    locked_ases = 0
 
     def __init__(self, ram: SparseRam) -> None:
         self.ram = ram
+
+    def lock_stalls(self, as_nr: int, va: int, size: int) -> bool:
+        return False
 
     def read(self, as_nr: int, va: int, size: int, access: object = None) -> bytes:
         return self.ram.read(va, size)
@@ -43,6 +48,8 @@ class IdentityMmu:
 
 
 class Hooks:
+    latest_flush_id = 1
+
     def flush_caches(self) -> None:
         pass
 
