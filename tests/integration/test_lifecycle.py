@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import KERNEL_LINE
 
-from qemu_panthor.launcher.boot import EXIT_BACKEND, Boot
+from qemu_panthor.launcher.boot import EXIT_BACKEND, EXIT_NO_RESULT, Boot
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,22 @@ def test_backend_killed_ends_the_run(launcher: Callable[..., Launcher]) -> None:
     print(f"console.log {size} bytes, terminal {run.out.stat().st_size} bytes")
     assert size < MB and run.out.stat().st_size < MB
     assert "backend.log ends with:" in err or "backend.log is empty" in err
+
+
+def test_qemu_killed_ends_the_run(launcher: Callable[..., Launcher]) -> None:
+    run = launcher()
+    run.wait_for_selftests()
+    backend, qemu = run.pids["backend"], run.pids["qemu"]
+    rc, took = run.signal_and_time(signal.SIGKILL, qemu)
+    print(f"QEMU SIGKILL -> launcher exit {rc} after {took:.2f} s")
+    assert rc == EXIT_NO_RESULT, run.stderr()
+    assert took < 5.0
+    assert not alive(backend), "the backend outlived its QEMU"
+    err = run.stderr()
+    assert "the guest ended without reporting a result (QEMU exit -9: killed by SIGKILL)" \
+        in err, err
+    assert run.run_dir is not None and (run.run_dir / "console.log").exists()
+    assert "the client disconnected; exiting" in (run.run_dir / "backend.log").read_text()
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
