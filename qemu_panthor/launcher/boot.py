@@ -210,6 +210,7 @@ class Boot:
         self._qemu: asyncio.subprocess.Process | None = None
         self._console_task: asyncio.Task[None] | None = None
         self._stop_signal: int | None = None
+        self._stopping = False  # the run is being ended (by a signal, a fault or its end)
         self._stop = asyncio.Event()
         self._gpu_deleted = asyncio.Event()
 
@@ -219,12 +220,18 @@ class Boot:
         second request kills both at once."""
         if self._stop_signal is None:
             self._stop_signal = signo
+            self._stopping = True
             self._stop.set()
             return
         for p in (self._qemu, self._backend):
             if p is not None and p.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
+
+    def _qmp_log_filter(self, record: logging.LogRecord) -> bool:
+        """QMP session errors while the run is being stopped (QEMU goes away under the
+        session) are expected, not news."""
+        return not (self._stopping or "CancelledError" in record.getMessage())
 
     @property
     def console_log(self) -> Path:
@@ -251,6 +258,7 @@ class Boot:
             if self._stop_signal is not None:
                 self.result.signal = self._stop_signal
                 self.result.outcome = "interrupted"
+            self._stopping = True
             await self._shutdown()
             self.result.boot_s = time.monotonic() - t0
             self._tidy_run_dir()
@@ -291,6 +299,7 @@ class Boot:
         async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:
             await fh.write(" ".join(argv) + "\n")
         qmp = self.qemu_qmp = QMPClient("qemu-panthor-launcher")
+        qmp.logger.addFilter(self._qmp_log_filter)
         await qmp.start_server(str(qmp_sock))
         # QEMU gets SIGKILL if the launcher dies; in its own process group unless it owns
         # the terminal (--run shell), so a terminal's Ctrl-C reaches the launcher alone and
@@ -319,7 +328,13 @@ class Boot:
         assert self._qemu is not None
         ends: set[asyncio.Future[Any]] = {qemu_end} | ({backend_end} if backend_end else set())
         accept = asyncio.ensure_future(qmp.accept())
-        await asyncio.wait({accept, *ends}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({accept, *ends}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            accept.cancel()
+            with contextlib.suppress(BaseException):
+                await accept
+            raise
         if backend_end is not None and backend_end.done() and not qemu_end.done():
             accept.cancel()
             with contextlib.suppress(BaseException):
