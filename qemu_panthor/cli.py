@@ -18,10 +18,8 @@ DEFAULT_KERNEL = "7.2"
 
 
 def _gpu_models() -> list[str]:
-    try:
-        from .gpu.models import MODELS
-    except ImportError:  # pragma: no cover - during bring-up only
-        return [DEFAULT_GPU]
+    from .gpu.models import MODELS  # here, not at the top: keeps `--help` and `setup` light
+
     return sorted(MODELS)
 
 
