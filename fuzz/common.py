@@ -1,10 +1,10 @@
 """Shared harness of the fuzz campaigns: flags, failure accounting, the summary line.
 
 A campaign is bounded (``--cases`` and ``--seconds``), seeded (``--seed``: the same seed gives
-the same inputs) and counts three kinds of failure: a *crash* (an exception escaping the model),
-a *hang* (one step using more than its bound of CPU time) and a *traceback* (a log record carrying exception
-info, which the model must never emit for bad input). It prints one summary line and exits 1
-when anything failed, 0 otherwise.
+the same inputs) and counts three kinds of failure: a *crash* (an exception escaping the
+model), a *hang* (one step using more than its bound of CPU time) and a *traceback* (a log
+record carrying exception info, which the model must never emit for bad input). It prints one
+summary line and exits 1 when anything failed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +15,34 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from qemu_panthor.mmu.regs import (
+    AS_COMMAND,
+    AS_MEMATTR,
+    AS_TRANSCFG,
+    AS_TRANSTAB,
+    AsCommand,
+    as_reg,
+    transcfg_for,
+)
+
+RAM_BASE = 0x8000_0000
+#: AS_MEMATTR as panthor programs it for a non-coherent GPU.
+MEMATTR = 0x4C4C4C4C_8C4C8F4C
+
+
+def enable_as(write32: Callable[[int, int], None], as_nr: int, transtab: int, *,
+              transcfg: int | None = None, base: int = 0) -> None:
+    """Program AS ``as_nr`` as panthor's as_enable does (TRANSTAB, MEMATTR, TRANSCFG, UPDATE)
+    through ``write32(offset, value)``; ``base`` is the MMU block's offset in that space."""
+    for reg, value in ((AS_TRANSTAB, transtab), (AS_MEMATTR, MEMATTR),
+                       (AS_TRANSCFG, transcfg_for(48) if transcfg is None else transcfg)):
+        off = base + as_reg(as_nr, reg)
+        write32(off, value & 0xFFFFFFFF)
+        write32(off + 4, (value >> 32) & 0xFFFFFFFF)
+    write32(base + as_reg(as_nr, AS_COMMAND), AsCommand.UPDATE)
 
 
 class _TracebackCounter(logging.Handler):

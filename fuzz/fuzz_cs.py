@@ -20,23 +20,13 @@ import time
 from support import cs_asm as A
 from support.pgtable_writer import IOMMU_READ, IOMMU_WRITE, LpaeWriter, TableRam
 
-from fuzz.common import Campaign, campaign_from_argv
+from fuzz.common import RAM_BASE, Campaign, campaign_from_argv, enable_as
 from qemu_panthor.csf.cs_state import RESULT_KINDS, CsExecState
 from qemu_panthor.csf.interp import CsInterpreter
 from qemu_panthor.csf.opcodes import Op
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.mmu import Mmu
-from qemu_panthor.mmu.regs import (
-    AS_COMMAND,
-    AS_MEMATTR,
-    AS_TRANSCFG,
-    AS_TRANSTAB,
-    AsCommand,
-    as_reg,
-    transcfg_for,
-)
 
-RAM_BASE = 0x8000_0000
 RAM_SIZE = 16 << 20
 AS_NR = 1
 CODE_VA = 0x1000_0000  # 256 KiB of stream buffers, read-write
@@ -46,7 +36,6 @@ HOLE_VA = 0x4000_0000  # unmapped
 CODE_SIZE = 256 << 10
 BUDGET = 256  # the firmware scheduler's slice
 SLICES = 64  # slices per stream before it is declared a (legal) spinner
-MEMATTR = 0x4C4C4C4C_8C4C8F4C
 _OPS = [int(o) for o in Op]
 
 
@@ -119,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     vm.map(DATA_VA, RAM_BASE + CODE_SIZE, 0x10000, IOMMU_READ | IOMMU_WRITE)
     vm.map(RO_VA, RAM_BASE + CODE_SIZE + 0x10000, 0x1000, IOMMU_READ)
     mmu = Mmu(ram.mem, IrqBlock("mmu"), as_present=0xFF, va_bits=48, pa_bits=40)
-    for reg, value in ((AS_TRANSTAB, vm.transtab), (AS_TRANSCFG, transcfg_for(48)),
-                       (AS_MEMATTR, MEMATTR)):
-        mmu.write32(as_reg(AS_NR, reg), value & 0xFFFFFFFF)
-        mmu.write32(as_reg(AS_NR, reg) + 4, value >> 32)
-    mmu.write32(as_reg(AS_NR, AS_COMMAND), AsCommand.UPDATE)
+    enable_as(mmu.write32, AS_NR, vm.transtab)
     interp = CsInterpreter(mmu, Hooks())
     ends = dict.fromkeys((*RESULT_KINDS, "spinning"), 0)
     slice_s: list[float] = []

@@ -16,25 +16,15 @@ from __future__ import annotations
 
 from support.pgtable_writer import IOMMU_READ, IOMMU_WRITE, LpaeWriter, TableRam
 
-from fuzz.common import Campaign, campaign_from_argv
+from fuzz.common import RAM_BASE, Campaign, campaign_from_argv, enable_as
 from qemu_panthor.csf.iface import SHARED_SECTION_VA
 from qemu_panthor.csf.mcu import CsfFirmware
 from qemu_panthor.gpu.device import MaliGpu
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.gpu.regs import MMU_BASE, WINDOW_SIZE
-from qemu_panthor.mmu.regs import (
-    AS_COMMAND,
-    AS_MEMATTR,
-    AS_TRANSCFG,
-    AS_TRANSTAB,
-    AsCommand,
-    as_reg,
-    transcfg_for,
-)
+from qemu_panthor.mmu.regs import AS_COMMAND, AS_TRANSCFG, AS_TRANSTAB, AsCommand, as_reg
 
-RAM_BASE = 0x8000_0000
 RAM_SIZE = 16 << 20
-MEMATTR = 0x4C4C4C4C_8C4C8F4C
 #: Registers with side effects, hit more often than uniform offsets would.
 HOT = (0x20, 0x24, 0x28, 0x30, 0x88, 0x180, 0x190, 0x1A0, 0x1C0, 0x1E0, 0x304, 0x700, 0x704,
        0x1000, 0x1004, 0x1008, 0x2000, 0x2004, 0x2008, *(MMU_BASE + as_reg(n, r)
@@ -60,15 +50,9 @@ class Rig:
     def _irq(self, line: str, level: bool) -> None:
         self.irqs += 1
 
-    def w64(self, off: int, value: int) -> None:
-        self.gpu.mmio_write(off, 4, value & 0xFFFFFFFF)
-        self.gpu.mmio_write(off + 4, 4, value >> 32)
-
     def program_as0(self) -> None:
-        self.w64(MMU_BASE + as_reg(0, AS_TRANSTAB), self.vm.transtab)
-        self.w64(MMU_BASE + as_reg(0, AS_TRANSCFG), transcfg_for(48))
-        self.w64(MMU_BASE + as_reg(0, AS_MEMATTR), MEMATTR)
-        self.gpu.mmio_write(MMU_BASE + as_reg(0, AS_COMMAND), 4, AsCommand.UPDATE)
+        enable_as(lambda off, v: self.gpu.mmio_write(off, 4, v), 0, self.vm.transtab,
+                  base=MMU_BASE)
 
 
 def _offset(c: Campaign) -> int:

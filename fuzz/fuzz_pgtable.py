@@ -14,26 +14,15 @@ exception escaping the MMU is a crash).
 
 from __future__ import annotations
 
-from fuzz.common import Campaign, campaign_from_argv
+from fuzz.common import RAM_BASE, Campaign, campaign_from_argv, enable_as
 from qemu_panthor.exceptions import ExceptionType
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.memory import RamRegion, SparseRam
 from qemu_panthor.mmu import Access, Mmu, MmuFault, introspect
-from qemu_panthor.mmu.regs import (
-    AS_COMMAND,
-    AS_LOCKADDR,
-    AS_MEMATTR,
-    AS_TRANSCFG,
-    AS_TRANSTAB,
-    AsCommand,
-    as_reg,
-    transcfg_for,
-)
+from qemu_panthor.mmu.regs import AS_COMMAND, AS_LOCKADDR, AsCommand, as_reg, transcfg_for
 
-RAM_BASE = 0x8000_0000
 RAM_SIZE = 4 << 20
 TABLES = 16  # table pages the hostile tree is built from
-MEMATTR = 0x4C4C4C4C_8C4C8F4C
 _CODES = {int(e) for e in ExceptionType}
 _PTE_AF = 1 << 10
 _PTE_RW_USER = 1 << 6  # AP[1]: EL0 access, writable
@@ -125,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         transcfg = transcfg_for(48) if rng.random() < 0.85 else rng.getrandbits(64)
         mem.churn = 0.02 if rng.random() < 0.3 else 0.0
         with c.guard("program AS"):
-            w64(as_nr, AS_TRANSTAB, root)
-            w64(as_nr, AS_TRANSCFG, transcfg)
-            w64(as_nr, AS_MEMATTR, MEMATTR)
-            mmu.write32(as_reg(as_nr, AS_COMMAND), AsCommand.UPDATE)
+            enable_as(mmu.write32, as_nr, root, transcfg=transcfg)
         for _k in range(20):
             op = rng.random()
             va = rng.choice(good) + rng.randrange(0x1000) if good and rng.random() < 0.5 \
