@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="give up on the guest after S seconds (default 600)")
     b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
+    b.add_argument("--coherent", action="store_true",
+                   help="mark the GPU dma-coherent (default: not, as on RK3588, so panthor's "
+                        "cache-maintenance paths run)")
     b.add_argument("--no-gpu", action="store_true",
                    help="boot without the GPU device (to compare against a plain guest)")
     b.add_argument("--backend-socket", metavar="PATH",

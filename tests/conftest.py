@@ -30,9 +30,9 @@ def boot_guest(images: Images):
 
     async def _boot(run: str = "none", *, gpu: str = "g610", with_gpu: bool = True,
                     timeout: float = 300, append: str = "", trace: bool = False,
-                    qmp: str | None = None) -> BootResult:
+                    qmp: str | None = None, coherent: bool = False) -> BootResult:
         b = Boot(images, gpu=gpu, run=run, qmp=qmp, trace=trace, timeout=timeout,
-                 append=append, with_gpu=with_gpu, echo=False, keep=False)
+                 append=append, with_gpu=with_gpu, echo=False, keep=False, coherent=coherent)
         return await b.run()
 
     return _boot

@@ -78,10 +78,12 @@ static ulong clock_hz = 800000000;
 module_param(clock_hz, ulong, 0444);
 MODULE_PARM_DESC(clock_hz, "GPU core clock and single OPP frequency in Hz (default 800000000)");
 
-static bool allow_coherent = true;
+/* RK3588's device tree has no dma-coherent on the GPU: panthor's non-coherent paths (cache
+ * maintenance of BOs and page tables) run unless the launcher asks (boot --coherent). */
+static bool allow_coherent;
 module_param(allow_coherent, bool, 0444);
 MODULE_PARM_DESC(allow_coherent,
-		 "Mark the GPU dma-coherent when it reports ACE-Lite in COHERENCY_FEATURES (default Y)");
+		 "Mark the GPU dma-coherent when it reports ACE-Lite in COHERENCY_FEATURES (default N, as on RK3588)");
 
 static bool force_intx;
 module_param(force_intx, bool, 0444);

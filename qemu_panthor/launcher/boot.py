@@ -184,8 +184,10 @@ class Boot:
                  timeout: float, append: str, with_gpu: bool = True, keep: bool = False,
                  echo: bool = True, interactive: bool = False,
                  console_cap: int = DEFAULT_CAP_BYTES, hotplug: bool = False,
-                 backend_socket: Path | None = None) -> None:
+                 backend_socket: Path | None = None, coherent: bool = False) -> None:
         self.images = images
+        #: mark the GPU dma-coherent in the guest's device tree (RK3588's is not)
+        self.coherent = coherent
         self.gpu = gpu
         self.run_mode = run
         self.qmp_path = qmp
@@ -279,21 +281,20 @@ class Boot:
         qmp_sock = self.run_dir / "qmp.sock"
         # A kernel tree of your own shows warnings (WARN, lockdep) on the console too.
         quiet = "quiet loglevel=5" if self.images.tree else "quiet"
-        append = f"console=ttyAMA0 {quiet} panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
+        append = (f"console=ttyAMA0 {quiet} panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
+                  f" qp.coherent={int(self.coherent)}")
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
                          hotplug=self.hotplug)
         if self.images.needs_boot_dtb and self.with_gpu:
-            from ..gpu.models import MODELS
-
             if self.hotplug:
                 raise UserError("hotplug: the boot device tree names the GPU at 00:02.0; "
                                 "this kernel line needs the GPU there")
 
             cfg.dtb = await build_boot_dtb(
                 self.images.qemu, machine_argv(self.images.qemu, cfg), self.run_dir / "boot.dtb",
-                coherent=bool(MODELS[self.gpu].coherency_features & 1),
+                coherent=self.coherent,
             )
         argv = qemu_argv(self.images.qemu, cfg)
         async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:
@@ -662,7 +663,8 @@ def boot_main(args: argparse.Namespace) -> int:
         boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
                     timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
                     keep=args.keep, interactive=args.run == "shell",
-                    backend_socket=Path(args.backend_socket) if args.backend_socket else None)
+                    backend_socket=Path(args.backend_socket) if args.backend_socket else None,
+                    coherent=args.coherent)
         try:
             result = asyncio.run(_run_with_signals(boot))
         except OSError as e:

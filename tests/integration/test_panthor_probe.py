@@ -35,6 +35,17 @@ async def test_panthor_probes_g610(boot_guest, images) -> None:
     assert gpu and gpu[0]["id"]["device"] == 0xC5F0
 
 
+async def test_coherent_option_marks_the_gpu_dma_coherent(boot_guest) -> None:
+    """boot --coherent: the glue adds dma-coherent (the GPU reports ACE-Lite) and panthor
+    probes and runs a job that way too."""
+    r = await boot_guest(run="selftests", timeout=240, coherent=True,
+                         append="qp.only=kmsg_probe_clean,job_store_deadbeef")
+    text = "\n".join(r.console)
+    assert r.rc == 0, text[-3000:]
+    bound = [line for line in r.console if "panthor_glue: bound" in line]
+    assert bound and "COHERENCY_FEATURES 0x1 dma-coherent" in bound[0], bound
+
+
 async def test_second_model_probes(boot_guest) -> None:
     """A part of another architecture (arch 12) probes too: nothing is G610-only."""
     r = await boot_guest(run="none", gpu="g720", timeout=240)
