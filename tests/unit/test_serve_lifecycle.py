@@ -175,8 +175,7 @@ def test_exec_wrapper_kills_the_program_with_its_parent(tmp_path: Path,
     pidfile = tmp_path / "pid"
     sleep = "/bin/sleep" if os.path.exists("/bin/sleep") else "/usr/bin/sleep"
     parent = subprocess.Popen([sys.executable, "-c", f"""
-import subprocess, sys, time
-sys.path[:0] = {sys.path!r}
+import subprocess, time
 from qemu_panthor.launcher.procs import with_parent_death_signal
 p = subprocess.Popen(with_parent_death_signal([{sleep!r}, "600"]))
 open({str(pidfile)!r}, "w").write(str(p.pid))
