@@ -5,8 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL ?= 7.2
 GPU    ?= g610
+# KERNEL: a Debian kernel line (7.2, 6.12); `debug` or `default`, a kernel built from
+# images/kernel/<name>.config into the cache (once; docs/kernel-dev.md); or a kernel tree's path.
+LINES  := 7.2 6.12
+SETUP_KERNEL := $(if $(filter $(KERNEL),$(LINES)),$(KERNEL),7.2)
 
-.PHONY: all run test setup lint unit integration bench fuzz soak venv clean clean-cache
+.PHONY: all run test setup lint unit integration bench fuzz soak venv clean clean-cache kernel
 
 all: test
 
@@ -20,10 +24,18 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 setup: venv
-	$(BIN)/qemu-panthor setup --kernel $(KERNEL)
+	$(BIN)/qemu-panthor setup --kernel $(SETUP_KERNEL)
 
 run: setup
-	$(BIN)/qemu-panthor boot --kernel $(KERNEL) --gpu $(GPU)
+	@kernel='$(KERNEL)'; \
+	case "$$kernel" in debug|default) \
+	    kernel=$$($(BIN)/qemu-panthor kernel build --config "$$kernel") || exit 1;; esac; \
+	echo "$(BIN)/qemu-panthor boot --kernel $$kernel --gpu $(GPU)"; \
+	exec $(BIN)/qemu-panthor boot --kernel "$$kernel" --gpu $(GPU)
+
+# Build a kernel into the cache (KERNEL=debug|default) and print its directory.
+kernel: setup
+	$(BIN)/qemu-panthor kernel build --config $(if $(filter $(KERNEL),$(LINES)),default,$(KERNEL))
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""Command-line entry point: ``qemu-panthor serve|boot|setup|fw-info|qmp``.
+"""Command-line entry point: ``qemu-panthor serve|boot|setup|kernel|fw-info|qmp``.
 
 Each subcommand lives in the module that owns it; this file only parses arguments and turns
 :class:`~qemu_panthor.errors.UserError` into one clear line and a non-zero exit code.
@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     b = sub.add_parser("boot", help="boot a guest on the emulated GPU and run the selftests")
-    b.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION",
-                   help="kernel line: 7.2 (sid, default) or 6.12 (trixie)")
+    b.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION|PATH",
+                   help="kernel line: 7.2 (sid, default) or 6.12 (trixie); or a kernel tree: "
+                        "a build directory or an installed layout (docs/kernel-dev.md)")
     b.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
     b.add_argument("--run", default="selftests", choices=["selftests", "shell", "none"],
                    help="what the guest does after loading the driver (default selftests)")
@@ -75,6 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fw-info", help="validate and describe a mali_csffw.bin image")
     f.add_argument("file", metavar="FILE")
+
+    k = sub.add_parser("kernel", help="build a guest kernel (cached) for boot --kernel PATH")
+    ksub = k.add_subparsers(dest="kernel_command", metavar="ACTION")
+    ksub.required = True
+    kb = ksub.add_parser("build", help="build an arm64 kernel for the virt machine into the "
+                         "cache; prints the directory to pass to boot --kernel")
+    kb.add_argument("--source", metavar="DIR",
+                    help="kernel source tree (default: Debian's linux-source of the default "
+                         "kernel line)")
+    kb.add_argument("--config", nargs="+", metavar="CONFIG",
+                    help="default (trimmed), debug (KASAN, lockdep, kmemleak, ...), and/or "
+                         "fragment files merged over the trimmed base (default: default)")
+    kb.add_argument("--patch", nargs="+", metavar="FILE", help="patches applied (-p1) in order")
+    kb.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel jobs (default: cores)")
+    km = ksub.add_parser("make", help="make for arm64 with the kbuild root's cross compiler on "
+                         "host trees (e.g. -C ~/linux O=~/out Image modules)")
+    km.add_argument("make_args", nargs="*", metavar="ARGS",
+                    help="make's arguments: everything after `make` (ARCH and CROSS_COMPILE "
+                         "are set)")
 
     q = sub.add_parser("qmp", help="send one QMP command to a running backend")
     q.add_argument("--socket", metavar="PATH", help="the backend's QMP socket")
@@ -108,11 +128,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .qmp.client import qmp_main
 
         return qmp_main(args)
+    if args.command == "kernel":
+        from .setup.kernel import kernel_main
+
+        return kernel_main(args)
     raise UserError(f"unknown command {args.command!r}")
 
 
+def _split_make_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``kernel make ARGS``: everything after ``make`` goes to make untouched (argparse would
+    read ``-C`` or ``-j`` as options of its own)."""
+    for i in range(len(argv) - 1):
+        if argv[i] == "kernel" and argv[i + 1] == "make":
+            return argv[: i + 2], argv[i + 2 :]
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    own, make_args = _split_make_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    if args.command == "kernel" and args.kernel_command == "make":
+        args.make_args = make_args
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     try:

@@ -112,6 +112,8 @@ REQUIRED = (
     Need("PCI", "the GPU is a PCI function"),
     Need("PCI_HOST_GENERIC", "the virt machine's ECAM PCIe host (built in)"),
     Need("PCI_MSI", "the GPU's job/mmu/gpu interrupts are MSI-X vectors"),
+    Need("NVMEM", "panthor looks up an optional nvmem cell; without NVMEM the lookup fails "
+                  "with -EOPNOTSUPP and so does the probe"),
     Need("SERIAL_AMBA_PL011_CONSOLE", "the console (ttyAMA0) the launcher reads"),
     Need("BLK_DEV_INITRD", "the guest is an initramfs"),
     Need("DEVTMPFS", "/dev/dri/renderD128 appears through devtmpfs"),

@@ -21,7 +21,6 @@ import os
 import re
 import resource
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -306,35 +305,6 @@ def kernel_build_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
-    """``kernel build`` (the subcommand ``kernel``'s arguments)."""
-    k = sub.add_parser("kernel", help="build a guest kernel (cached) to boot with --kernel PATH")
-    ksub = k.add_subparsers(dest="kernel_command", metavar="ACTION")
-    ksub.required = True
-    b = ksub.add_parser("build", help="build an arm64 kernel for the virt machine")
-    b.add_argument("--source", metavar="DIR",
-                   help="kernel source tree (default: Debian's linux-source of the default line)")
-    b.add_argument("--config", nargs="+", metavar="CONFIG",
-                   help="default (trimmed), debug (sanitizers), or fragment files merged over "
-                        "the trimmed base (default: default)")
-    b.add_argument("--patch", nargs="+", metavar="FILE", help="patches applied (-p1) in order")
-    b.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel jobs (default: cores)")
-    m = ksub.add_parser("make", help="run make for arm64 with the kbuild root's cross compiler "
-                        "(e.g. -C ~/linux O=~/out Image modules)")
-    m.add_argument("make_args", nargs="*", metavar="ARGS",
-                   help="make's arguments, all that follows `make` (ARCH=arm64 and "
-                        "CROSS_COMPILE are set)")
-
-
-def split_make_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``... kernel make ARGS``: everything after ``make`` goes to make untouched (argparse
-    would read ``-C`` or ``-j`` as its own options)."""
-    for i in range(len(argv) - 1):
-        if argv[i] == "kernel" and argv[i + 1] == "make":
-            return argv[: i + 2], argv[i + 2 :]
-    return argv, []
-
-
 def make_binds(make_args: list[str], cwd: Path) -> tuple[list[str], list[Path]]:
     """``make`` arguments with -C/O=/M= made absolute, and the directories they name (plus
     the working directory and an O= directory's source tree), to bind into the root."""
@@ -381,16 +351,4 @@ def kernel_main(args: argparse.Namespace) -> int:
     raise UserError(f"unknown kernel action {args.kernel_command!r}")
 
 
-__all__ = ["BuildPlan", "add_parser", "build", "kernel_main", "kernel_version", "plan"]
-
-if __name__ == "__main__":  # until the CLI names it: python -m qemu_panthor.setup.kernel ...
-    _p = argparse.ArgumentParser(prog="qemu-panthor")
-    add_parser(_p.add_subparsers(dest="command"))
-    _argv, _make = split_make_args(sys.argv[1:])
-    try:
-        _args = _p.parse_args(_argv)
-        _args.make_args = _make
-        sys.exit(kernel_main(_args))
-    except UserError as _e:
-        print(f"qemu-panthor: {_e}", file=sys.stderr)
-        sys.exit(_e.exit_code)
+__all__ = ["BuildPlan", "build", "kernel_main", "kernel_version", "make_binds", "plan"]

@@ -223,3 +223,16 @@ def test_uapi_headers_lose_kernel_annotations() -> None:
             "#endif /* _UAPI_DRM_H */\n")
     assert _userspace_header(text) == (
         "#ifndef _DRM_H\n#define _DRM_H\n\tchar *name;\n#endif /* _DRM_H */\n")
+
+
+def test_kernel_make_passes_its_arguments_untouched(tmp_path) -> None:
+    from qemu_panthor.cli import _split_make_args
+    from qemu_panthor.setup.kernel import make_binds
+
+    own, rest = _split_make_args(["-v", "kernel", "make", "-C", "linux", "-j2", "O=out", "Image"])
+    assert own == ["-v", "kernel", "make"] and rest == ["-C", "linux", "-j2", "O=out", "Image"]
+    assert _split_make_args(["boot", "--kernel", "7.2"]) == (["boot", "--kernel", "7.2"], [])
+    args, dirs = make_binds(rest, tmp_path)
+    assert args == ["-C", str(tmp_path / "linux"), "-j2", f"O={tmp_path / 'out'}", "Image"]
+    assert dirs == [tmp_path, tmp_path / "linux", tmp_path / "out"]
+    assert (tmp_path / "out").is_dir()  # made, so it can be bind-mounted
