@@ -146,6 +146,10 @@ def find_reports(console: list[str], known: tuple[KnownReport, ...] | None = Non
             and current.kind in ("DMA-API", "debugobjects", "list", "RCU")
         ):
             kind = None  # the WARN line of the message that opened this report
+        if kind == "Oops" and current is not None and current.echoed == echoed and (
+            current.kind in ("Oops", "BUG", "list")
+        ):
+            kind = None  # "Internal error: Oops" under the fault or BUG that caused it
         if kind is not None:
             current = Report(kind, [text], BOOT, echoed)
             reports.append(current)

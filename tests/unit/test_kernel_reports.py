@@ -101,6 +101,24 @@ def test_each_kind_is_found_with_its_first_lines() -> None:
     assert reports[4].lines[1].strip().startswith('comm "insmod"')
 
 
+OOPS = """\
+[    4.561000] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000
+[    4.561100] Mem abort info:
+[    4.561200]   ESR = 0x0000000096000046
+[    4.562000] Internal error: Oops: 0000000096000046 [#1]  SMP
+[    4.562100] Modules linked in: panthor_glue(OE) panthor gpu_sched drm_gpuvm drm_exec drm fixed
+[    4.572443]  panthor_submit_ctx_collect_jobs_signal_ops+0x1b8/0x318 [panthor] (P)
+[    4.576962] ---[ end trace 0000000000000000 ]---"""
+
+
+def test_an_oops_is_one_report() -> None:
+    lines = ["KTAP version 1", "1..1", *OOPS.splitlines(), "not ok 1 repro"]
+    (r,) = find_reports(lines, known=())
+    assert (r.kind, r.test) == ("Oops", "repro")
+    assert r.title.startswith("Unable to handle kernel NULL pointer dereference")
+    assert any(x.startswith("Internal error: Oops") for x in r.lines)
+
+
 def test_reports_before_the_plan_belong_to_the_boot() -> None:
     reports = find_reports(console(WARN, "KTAP version 1", "1..1", "ok 1 a"), known=())
     assert [(r.kind, r.test) for r in reports] == [("WARNING", BOOT)]
