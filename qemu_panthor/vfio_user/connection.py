@@ -62,6 +62,8 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 _DECODE_ERRORS = (ConstructError, struct.error)
 # Replies queued for a client that does not read them: stop reading its requests above this.
 HIGH_WATER = 4 << 20
+# recvmsg calls per readiness callback before yielding to the loop (other work, timers).
+READS_PER_WAKEUP = 16
 
 
 class Connection:
@@ -184,45 +186,62 @@ class Connection:
 
     # -- receive -----------------------------------------------------------------------------
     def on_readable(self) -> None:
-        if self.closed:
-            return
-        if self.outbox.queued_bytes > HIGH_WATER:
-            self._pause()
-            return
-        start, end = self.start, self.end
-        if end == start:
-            self.base += start
-            self.start = self.end = start = end = 0
-        elif self.cap - end < 65536:
-            end -= start
-            self.buf[:end] = self.buf[start : self.end]
-            self.base += start
-            self.start, self.end, start = 0, end, 0
-        try:
-            n, anc, flags, _ = self._sock_recvmsg_into(
-                self.iov0 if end == 0 else [self.mv[end:]], self.anc_size
-            )
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            log.info("vfio-user connection error: %s", e)
-            self.close()
-            return
-        if anc or flags & _MSG_CTRUNC:
-            fds: list[int] = []
-            for level, typ, data in anc:
-                if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
-                    a = array.array("i")
-                    a.frombytes(data[: len(data) - len(data) % a.itemsize])
-                    fds.extend(a)
-            self.fdq.append((self.base + end + max(n, 1) - 1, fds, bool(flags & _MSG_CTRUNC)))
-        if n == 0:
-            self.close()
-            return
-        self.end = end + n
-        self.process()
-        if self.fdq:
-            self._bound_pending_fds()
+        """One ``recvmsg``, then every complete message; read on if nothing was replied.
+
+        With uvloop, when the peer goes away with our replies unread (POLLERR), the reader is
+        called once more and then never again. A reply sent in that call fails (EPIPE) and
+        closes the connection; if nothing was replied, this call must read on until EAGAIN
+        to see the EOF or ECONNRESET itself, or the connection would never be closed. (The
+        REGION_READ fast path replies, so it still costs one recvmsg per request.)
+        """
+        outbox = self.outbox
+        for _ in range(READS_PER_WAKEUP):
+            if self.closed or self.paused:
+                return
+            if self.outbox.queued_bytes > HIGH_WATER:
+                self._pause()
+                return
+            start, end = self.start, self.end
+            if end == start:
+                self.base += start
+                self.start = self.end = start = end = 0
+            elif self.cap - end < 65536:
+                end -= start
+                self.buf[:end] = self.buf[start : self.end]
+                self.base += start
+                self.start, self.end, start = 0, end, 0
+            try:
+                n, anc, flags, _ = self._sock_recvmsg_into(
+                    self.iov0 if end == 0 else [self.mv[end:]], self.anc_size
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.info("vfio-user connection error: %s", e)
+                self.close()
+                return
+            if anc or flags & _MSG_CTRUNC:
+                fds: list[int] = []
+                for level, typ, data in anc:
+                    if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
+                        a = array.array("i")
+                        a.frombytes(data[: len(data) - len(data) % a.itemsize])
+                        fds.extend(a)
+                self.fdq.append((self.base + end + max(n, 1) - 1, fds,
+                                 bool(flags & _MSG_CTRUNC)))
+            if n == 0:
+                self.close()
+                return
+            self.end = end + n
+            attempts = outbox.attempts
+            self.process()
+            if self.fdq:
+                self._bound_pending_fds()
+            if outbox.attempts != attempts:
+                return  # replied: a dead peer shows up as EPIPE on that reply
+        # Budget spent with data still coming: carry on without waiting for readiness.
+        if not self.closed and not self.paused:
+            self.loop.call_soon(self.on_readable)
 
     def _bound_pending_fds(self) -> None:
         """Fds still queued belong to the incomplete message; more than one message may carry

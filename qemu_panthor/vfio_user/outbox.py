@@ -54,6 +54,7 @@ class Outbox:
         self.closed = False
         self.on_error = on_error
         self.on_drained: Callable[[], None] | None = None
+        self.attempts = 0  # messages handed to send/send_fast (the reader's "did we reply?")
 
     def close(self) -> None:
         """Drop what is queued and stop watching the socket (the owner closes it)."""
@@ -73,6 +74,7 @@ class Outbox:
 
     def send_fast(self, data: bytes) -> None:
         """Send a small reply without fds (hot path)."""
+        self.attempts += 1
         if self.queue or self.closed:
             self.send(data)
             return
@@ -88,6 +90,7 @@ class Outbox:
 
     def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
         """Send one whole message; ``fds`` travel with its first byte."""
+        self.attempts += 1
         if self.closed:
             return
         if self.queue:

@@ -19,7 +19,9 @@ from support.vfio_user_client import (
     HDR,
     IRQ_ACTION_TRIGGER,
     IRQ_DATA_EVENTFD,
+    NO_REPLY,
     REGION_READ,
+    REGION_WRITE,
     ScratchDevice,
     VfioUserClient,
     eventfd,
@@ -145,3 +147,32 @@ async def test_fds_for_a_message_that_never_completes_are_bounded() -> None:
         finally:
             os.close(r)
             os.close(w)
+
+
+def test_peer_gone_with_replies_unread_is_noticed_under_uvloop() -> None:
+    """Fuzzer finding (hang): the client hangs up with our replies unread (POLLERR on our
+    socket) right after a message that needs no reply. uvloop calls the reader once more and
+    then drops the watch; the server must see the EOF in that call, or it serves the dead
+    connection forever and never accepts the next client."""
+    import uvloop
+
+    async def main() -> None:
+        for posted in (True, False):
+            async with served() as (_, server, c):
+                conn = server.connection
+                c.send(REGION_READ, struct.pack("<QII", 0, 7, 4096))  # reply left unread
+                await asyncio.sleep(0.05)
+                if posted:  # a posted write: nothing to reply
+                    c.send(REGION_WRITE, struct.pack("<QII", 0x10, 0, 4) + bytes(4),
+                           flags=NO_REPLY)
+                else:  # half a message: nothing to reply yet
+                    c.send_raw(HDR.pack(1, REGION_READ, 32, 0, 0))
+                c.close()
+                for _ in range(200):
+                    if conn is not None and conn.closed:
+                        break
+                    await asyncio.sleep(0.01)
+                assert conn is not None and conn.closed
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
