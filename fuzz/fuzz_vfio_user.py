@@ -20,7 +20,10 @@ Checked, per batch and overall:
 
 The message stream of a lane is a pure function of (seed, lane, connection number), so a
 run is reproducible up to timing. Each finding writes the batch that provoked it as JSON
-under ``--findings``; ``--replay FILE`` sends such a batch to a fresh server.
+under ``--findings``; ``--replay FILE`` sends such a batch to a fresh server. A hang finding
+carries the server's state (CPU, epoll set, sockets, Python stacks). ``--repo DIR`` serves
+another checkout (A/B against older code); ``FUZZ_SERVER_WRAPPER='strace -o /tmp/{name}'``
+wraps the server command.
 """
 
 from __future__ import annotations
@@ -91,8 +94,11 @@ class Server:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a dead server's socket
         with open(self.log_path, "ab") as log:
+            wrap = os.environ.get("FUZZ_SERVER_WRAPPER", "").split()  # e.g. strace, for debugging
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qemu_panthor", "serve", "--socket-path", self.path,
+                [*[w.replace("{name}", self.name) for w in wrap],
+                 sys.executable, "-X", "faulthandler", "-m", "qemu_panthor", "serve",
+                 "--socket-path", self.path,
                  "--gpu", self.gpu],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.repo,
             )
@@ -120,6 +126,54 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def dump_and_restart(self) -> str:
+        """A hung server: whether it is busy or waiting, what its epoll set and sockets hold
+        (a lost watch shows there), its Python stacks (faulthandler on SIGABRT, into the
+        log); then a fresh server."""
+        pid = self.pid
+
+        def cpu() -> int:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                return -1
+        c0 = cpu()
+        time.sleep(1.0)
+        busy = cpu() - c0
+        wchan = "?"
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/status") as f:
+                wchan = " ".join(line.strip() for line in f
+                                 if line.startswith(("State", "Threads"))) + " "
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/wchan") as f:
+                wchan += f.read()
+        epolls = ""
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventpoll]":
+                        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                            epolls += f"epoll fd {fd}: " + " | ".join(
+                                line.split(" pos:")[0].strip() for line in f
+                                if line.startswith("tfd:")) + "\n"
+        sockets = epolls
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            ss = subprocess.run(["ss", "-xanp"], capture_output=True, text=True, timeout=10)
+            sockets += "\n".join(line for line in ss.stdout.splitlines()
+                                  if f"pid={pid}," in line)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        self.stop()
+        stacks = self.new_log()
+        self.start()
+        return (f"server CPU ticks in 1 s: {busy}, wchan {wchan!r}\nsockets (ss -xanp):\n"
+                f"{sockets}\n{stacks[-4000:]}")
 
     def new_log(self) -> str:
         """Log text written since the last call."""
@@ -190,6 +244,7 @@ class Lane:
         self.hangup_after_batch = False
         self.batch_no = 0
         self.held: list[int] = []  # fds kept open while the connection lives
+        self.previous = ""  # how the previous connection ended (for findings)
         self.stages: list[list[Case]] = []  # the rest of a sequence, one batch each
         self.shrink_on_reply: dict[int, list[int]] = {}  # mid -> memfds to shrink then
 
@@ -199,25 +254,31 @@ class Lane:
         self.stats.connections += 1
         self.rng = random.Random(f"{self.args.seed}:{self.index}:{self.conn_no}")
         self.gen = CaseGen(self.rng)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(self.server.path)
-        except OSError as e:
+        s = self._connect()
+        if s is None:
             self.check_server()  # a crash restarts it
-            if self.server.exited() is None and not isinstance(e, ConnectionRefusedError):
-                raise
-            try:
-                s.connect(self.server.path)
-            except OSError as e2:
-                self.finding("not accepting", f"connect failed: {e2}")
-                self.server.stop()
-                self.server.start()
-                s.connect(self.server.path)
+            s = self._connect()
+        if s is None:
+            state = self.server.dump_and_restart()
+            self.finding("not accepting", f"connect failed; {state}")
+            s = self._connect()
+        if s is None:
+            raise RuntimeError(f"lane {self.index}: cannot connect to a fresh server")
         s.setblocking(False)
         self.sock = s
         self.inbuf.clear()
         self.batch_no = 0
         self.sel.register(s, selectors.EVENT_READ, self)
+
+    def _connect(self) -> socket.socket | None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.args.deadline)  # a server that stops accepting: not us stuck too
+        try:
+            s.connect(self.server.path)
+        except OSError:
+            s.close()
+            return None
+        return s
 
     def hang_up(self) -> None:
         if self.sock is not None:
@@ -297,6 +358,9 @@ class Lane:
             self.hangup_after_batch = True
 
     def end_batch_by_hanging_up(self) -> None:
+        self.previous = (f"connection {self.conn_no} ended abruptly at batch {self.batch_no}: "
+                         f"{[(c.what, len(c.data), c.fds) for c in self.batch[-6:]]}, "
+                         f"{len(self.outstanding)} replies pending")
         self.hang_up()
         self.batch = []
         self.check_log()
@@ -422,15 +486,22 @@ class Lane:
         self.batch = []
         self.check_log()
         if self.hangup_after_batch:
+            self.previous = f"connection {self.conn_no} ended cleanly at batch {self.batch_no}"
             self.hang_up()
 
     def check_deadline(self, now: float) -> None:
         if self.batch and self.outstanding and now > self.deadline:
+            if self.server.exited() is not None:  # not a hang: a crash
+                self.check_server()
+                return
             whats = Counter(c.what for c in self.outstanding.values())
-            self.finding("hang", f"{len(self.outstanding)} replies missing after "
-                         f"{self.args.deadline} s: {dict(whats)}")
+            missing = len(self.outstanding)
             self.hang_up()
+            state = self.server.dump_and_restart()
+            self.finding("hang", f"{missing} replies missing after "
+                         f"{self.args.deadline} s: {dict(whats)}; {state}")
             self.batch = []
+            self.gpu_id = None
 
     # -- checks ----------------------------------------------------------------------------
     def check_server(self) -> None:
@@ -455,7 +526,7 @@ class Lane:
 
     def finding(self, kind: str, detail: str) -> None:
         f = {"kind": kind, "detail": detail, "lane": self.index, "connection": self.conn_no,
-             "batch": self.batch_no, "seed": self.args.seed}
+             "batch": self.batch_no, "seed": self.args.seed, "previous": self.previous}
         self.stats.findings.append(f)
         if len(self.stats.findings) <= 50:
             out = Path(self.args.findings)
