@@ -139,8 +139,13 @@ class GpuModel:
             out.append("cs_per_csg must be 8..32")
         if not 8 <= self.cs_reg_count <= 256 or self.cs_reg_count % 2:
             out.append("cs_reg_count must be even, 8..256")
-        if not 1 <= self.scoreboards <= 16:
-            out.append("scoreboards must be 1..16")
+        if not 1 <= self.scoreboards <= 8:
+            # WAIT's mask is 8 bits [23:16] (Mesa v10.xml); the kernel waits on all of them
+            out.append("scoreboards must be 1..8")
+        if self.glb_version >= (4, 0, 0):
+            # panthor programs CSG priorities through endpoint_req2 from interface 4.0 on,
+            # which the firmware model does not read (docs/reference/README.md)
+            out.append("glb_version must be below 4.0.0")
         if self.csg_suspend_size <= 0 or self.csg_protm_suspend_size <= 0:
             out.append("suspend sizes must be > 0")
         if self.timestamp_hz <= 0 or self.core_clock_hz <= 0:
