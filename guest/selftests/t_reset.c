@@ -180,7 +180,8 @@ int test_gpu_reset_recovery(void)
 	kmsg_show(log);
 	CHECK(fired == 1, "injected faults fired: %u", fired);
 	/* 7.x locks the region before touching the tables and fails the bind; 6.12 maps first,
-	 * then flushes (LOCK, cache flush, UNLOCK) and ignores a failed flush: the bind succeeds */
+	 * then flushes (LOCK, then FLUSH_PT, which unlocks) and ignores a failed flush: the bind
+	 * succeeds (docs/reference/mmu.md, 6.12 differences) */
 	if (kernel_major() >= 7)
 		CHECK(r == -ETIMEDOUT, "sync VM_BIND with a hung LOCK returned %d, want -ETIMEDOUT",
 		      r);
