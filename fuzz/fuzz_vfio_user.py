@@ -36,6 +36,7 @@ import json
 import os
 import random
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -593,6 +594,10 @@ def run(args: argparse.Namespace) -> Stats:
         if log_lines > budget:
             lanes[0].finding("log flood", f"{log_lines} log lines for {stats.connections} "
                              "connections")
+        if stats.findings:
+            print(f"server logs kept in {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return stats
 
 
