@@ -424,6 +424,7 @@ async def served(
 ) -> AsyncIterator[tuple[PciFunction, VfioUserServer, VfioUserClient]]:
     """A server for ``dev`` on one end of a socketpair and a client on the other."""
     dev = dev if dev is not None else ScratchDevice()
+    # the options are typed per keyword in VfioUserServer; this helper forwards them as given
     server = VfioUserServer(dev, **server_kw)  # type: ignore[arg-type]
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     task = asyncio.create_task(server.serve_connection(a))
