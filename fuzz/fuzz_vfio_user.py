@@ -684,6 +684,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the summary as JSON too")
     ap.add_argument("--replay", help="send a finding's batch to a fresh server")
     args = ap.parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds like ^C, so the servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.replay:
         return replay(args)
     stats = run(args)
