@@ -62,6 +62,7 @@ clean-cache:
 # Bounded, seeded fuzz campaigns (figures in docs/fuzzing.md). SEED=N picks another seed.
 SEED ?= 1
 fuzz: venv
+	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_vfio_user --seed $(SEED)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_pgtable --seed $(SEED)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_mmio --seed $(SEED)
 	PYTHONPATH=tests $(BIN)/python -m fuzz.fuzz_cs --seed $(SEED)
