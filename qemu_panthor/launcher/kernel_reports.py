@@ -3,7 +3,8 @@
 The kernel's bug finders report on the console: KASAN, lockdep (and RCU lockdep), WARN/BUG/
 Oops, "sleeping function called from invalid context", DMA-API debug, debugobjects, hung
 tasks, and kmemleak's findings (``/init`` scans after the suite and prints them). Each report
-is found by its first line, keeps its first :data:`KEEP_LINES` lines, and is attributed to
+is found by its first line, keeps its first :data:`KEEP_LINES` lines (the summary shows the
+first telling ones: not register dumps nor the reporting code's own frames), and is attributed to
 the selftest that was running when it appeared (the next KTAP result), to the boot (before
 the KTAP plan) or to the end (after the last result). A report that is not known harmless
 fails that test, or the run.
@@ -25,7 +26,8 @@ from ..setup.recipes import IMAGES_DIR
 from .ktap import KtapSummary
 
 KNOWN_FILE = IMAGES_DIR / "kernel" / "known-reports.toml"
-KEEP_LINES = 12
+KEEP_LINES = 60
+SHOW_LINES = 6
 BOOT = "(boot)"
 END = "(after the suite)"
 
@@ -65,6 +67,18 @@ _WARN_LINE = re.compile(r"^WARNING: CPU: \d+ PID: \d+ at ")
 _ENDS = re.compile(r"^---\[ end (trace|Kernel panic)")
 # Console prefixes: the /init echo of /dev/kmsg, printk timestamps and caller ids.
 _PREFIX = re.compile(r"^(\[dmesg\] )?(\[\s*\d+\.\d+\]\s?)?(\[\s*[TC]\d+\]\s?)?")
+# What the summary skips in a report: register dumps, banners, and the frames of the
+# reporting machinery itself, so the lines shown reach the code that is at fault.
+_NOISE = re.compile(
+    r"^\s*$|^(CPU: \d+ |Tainted: |Hardware name: |Call trace:|Modules linked in:|pstate: |"
+    r"pc : |lr : |sp : |x\d+ *: |Mem abort info:|Data abort info:|\s+(ESR|EC|SET|EA|FnV|S1PTW|"
+    r"ISV|ISS|CM|WnR|TnD|TagAccess|GCS|Xs|FSC) =|user pgtable:|\*\* replaying|\[0+\] pgd=|"
+    r"Code: |Workqueue: |\s*<TASK>|\s*</TASK>|-+$|=+$)"
+    r"|^\s*(show_stack|dump_stack\w*|print_report|\w*kasan_\w+|__warn\w*|report_bug|"
+    r"warn_slowpath\w*|bug_brk_handler|call_break_hook|brk_handler|do_debug_exception|el1_dbg|"
+    r"el1h_64_sync\w*|el1_brk64|print_\w+|debug_print_object|__might_resched|__might_sleep|"
+    r"lockdep_rcu_suspicious|err_printk|check_unmap|check_sync|debug_dma_\w+)\+0x"
+)
 # Lines of the guest's user space that never belong to a report.
 _USER = re.compile(r"^(ok |not ok |1\.\.\d|KTAP version|@qp |# )")
 _RESULT = re.compile(r"^(ok|not ok)\s+\d+\s+(?:-\s*)?(\S+)")
@@ -81,6 +95,11 @@ class Report:
     @property
     def title(self) -> str:
         return self.lines[0]
+
+    def essential(self, n: int = SHOW_LINES) -> list[str]:
+        """The first ``n`` lines after the title that say something: no register dumps,
+        banners or frames of the reporting code (the first driver frames, mostly)."""
+        return [x for x in self.lines[1:] if not _NOISE.match(x)][:n]
 
 
 @dataclass(frozen=True)
@@ -122,7 +141,9 @@ def find_reports(console: list[str], known: tuple[KnownReport, ...] | None = Non
     """Every kernel report on the console, in order, with the test it belongs to."""
     reports: list[Report] = []
     pending: list[Report] = []  # reports waiting for the result line of their test
-    current: Report | None = None
+    # The open report of each stream: the kernel's own console lines, and /init's echo of
+    # /dev/kmsg, which interleave.
+    current: dict[bool, Report | None] = {False: None, True: None}
     started = False  # the KTAP plan has been printed
     ended_tests = False
     last_result: str | None = None
@@ -140,37 +161,40 @@ def find_reports(console: list[str], known: tuple[KnownReport, ...] | None = Non
             if text.startswith("@qp result") or text.startswith("@qp status phase=kmemleak"):
                 ended_tests = True
             continue
+        open_ = current[echoed]
         kind = _start(text)
-        if kind is not None and current is not None and current.echoed == echoed and (
-            _WARN_LINE.match(text) and len(current.lines) <= 3
-            and current.kind in ("DMA-API", "debugobjects", "list", "RCU")
-        ):
-            kind = None  # the WARN line of the message that opened this report
-        if kind == "Oops" and current is not None and current.echoed == echoed and (
-            current.kind in ("Oops", "BUG", "list")
-        ):
-            kind = None  # "Internal error: Oops" under the fault or BUG that caused it
+        if kind is not None and open_ is not None and _continues(open_, kind, text):
+            kind = None
         if kind is not None:
-            current = Report(kind, [text], BOOT, echoed)
-            reports.append(current)
+            open_ = current[echoed] = Report(kind, [text], BOOT, echoed)
+            reports.append(open_)
             if not started:
-                current.test = BOOT
+                open_.test = BOOT
             elif ended_tests:
-                current.test = END
+                open_.test = END
             else:
-                pending.append(current)
+                pending.append(open_)
             continue
-        if current is not None and current.echoed == echoed:
+        if open_ is not None:
             if _ENDS.match(text):
-                current = None
-            elif len(current.lines) < KEEP_LINES and text.strip():
-                current.lines.append(text)
+                current[echoed] = None
+            elif len(open_.lines) < KEEP_LINES and text.strip():
+                open_.lines.append(text)
     for r in pending:  # the suite never reported its result: the run ended in that test
         r.test = END if last_result is None or ended_tests else f"(after {last_result})"
     reports = _drop_echo_duplicates(reports)
     for r in reports:
         r.known = _known_why(r, known_reports() if known is None else known)
     return reports
+
+
+def _continues(report: Report, kind: str, text: str) -> bool:
+    """A report's first line that belongs to the open report instead: the WARN line under
+    the message that opened it (DMA-API, ODEBUG, ...), or "Internal error: Oops" under the
+    fault or BUG that caused it."""
+    if _WARN_LINE.match(text) and len(report.lines) <= 3:
+        return report.kind in ("DMA-API", "debugobjects", "list", "RCU")
+    return kind == "Oops" and report.kind in ("Oops", "BUG", "list")
 
 
 def _drop_echo_duplicates(reports: list[Report]) -> list[Report]:
@@ -200,14 +224,14 @@ class ReportVerdict:
     def harmless(self) -> list[Report]:
         return [r for r in self.reports if r.known is not None]
 
-    def lines(self, first: int = 6) -> list[str]:
-        """What the launcher prints: every failing report with its first lines, one line
-        per known harmless one."""
+    def lines(self, first: int = SHOW_LINES) -> list[str]:
+        """What the launcher prints: every failing report with its first telling lines, one
+        line per known harmless one."""
         out = []
         for r in self.failing:
             where = r.test if r.test.startswith("(") else f"in {r.test}"
             out.append(f"kernel report ({r.kind}) {where}: {r.title}")
-            out.extend(f"    {line}" for line in r.lines[1:first])
+            out.extend(f"    {line.strip()}" for line in r.essential(first))
         for r in self.harmless:
             out.append(f"known harmless kernel report ({r.kind}): {r.title} [{r.known}]")
         return out

@@ -10,6 +10,7 @@ import re
 from qemu_panthor.launcher.kernel_reports import (
     BOOT,
     END,
+    KEEP_LINES,
     KnownReport,
     ReportVerdict,
     active_debug,
@@ -94,7 +95,11 @@ def test_each_kind_is_found_with_its_first_lines() -> None:
     kasan = reports[0]
     assert kasan.title.startswith("BUG: KASAN: slab-use-after-free in panthor_vm_pool_destroy")
     assert kasan.lines[1].startswith("Read of size 8")
-    assert len(kasan.lines) <= 12
+    assert len(kasan.lines) <= KEEP_LINES
+    # the summary skips the reporting code's frames and reaches the driver's
+    assert kasan.essential(3) == ["Read of size 8 at addr ffff000004a1c2d8 by task qp-selftests/171",
+                                  " panthor_vm_pool_destroy+0x44/0x1c8 [panthor]",
+                                  " panthor_postclose+0x30/0x58 [panthor]"]
     # the DMA-API message opens its report; the WARN line under it belongs to it
     assert reports[3].title.startswith("DMA-API: qemu-panthor")
     assert any("kernel/dma/debug.c" in x for x in reports[3].lines)
@@ -117,6 +122,18 @@ def test_an_oops_is_one_report() -> None:
     assert (r.kind, r.test) == ("Oops", "repro")
     assert r.title.startswith("Unable to handle kernel NULL pointer dereference")
     assert any(x.startswith("Internal error: Oops") for x in r.lines)
+
+
+def test_the_echo_interleaved_with_a_report_does_not_cut_it() -> None:
+    lines = ["KTAP version 1", "1..1"]
+    for i, line in enumerate(OOPS.splitlines()):
+        lines.append(line)
+        if i == 3:
+            lines.append("[dmesg] BUG: KASAN: null-ptr-deref in panthor_submit_ctx+0x3f4/0x6a4")
+    lines.append("not ok 1 repro")
+    oops, echoed = find_reports(lines, known=())
+    assert oops.kind == "Oops" and echoed.kind == "KASAN" and echoed.echoed
+    assert any("panthor_submit_ctx_collect_jobs_signal_ops" in x for x in oops.lines)
 
 
 def test_reports_before_the_plan_belong_to_the_boot() -> None:
