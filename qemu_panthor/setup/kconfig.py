@@ -166,6 +166,9 @@ def check_boot_config(values: dict[str, str], where: str) -> BootConfig:
     if missing:
         raise UserError(f"{where} cannot run on qemu-panthor: missing "
                         + "; ".join(missing))
+    if values.get("CC_IS_CLANG") == "y":
+        raise UserError(f"{where} was configured for clang (CONFIG_CC_IS_CLANG): the glue "
+                        "module is built with the kbuild root's gcc; configure the tree with gcc")
     warnings = tuple(f"CONFIG_{n.symbol} is not set: no {n.why}" for n in RECOMMENDED
                      if not _has(values, n))
     return BootConfig(boot_dtb, warnings, values)

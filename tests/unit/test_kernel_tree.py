@@ -87,6 +87,11 @@ def test_no_of_dynamic_needs_the_boot_dtb_path() -> None:
     assert not kconfig.check_boot_config(base_values(), "t").boot_dtb_nodes
 
 
+def test_clang_trees_are_refused() -> None:
+    with pytest.raises(UserError, match="configured for clang"):
+        kconfig.check_boot_config(base_values(CC_IS_CLANG="y"), "t")
+
+
 def test_recommended_options_only_warn() -> None:
     bc = kconfig.check_boot_config(base_values(PM="n", UDMABUF="n"), "t")
     assert any("CONFIG_PM " in w for w in bc.warnings)
