@@ -69,6 +69,14 @@ def main() -> int:
           + (f", selftests {s.line()}" if run == "selftests" else "")
           + (f", {len(reports)} kernel reports" if reports else ""))
     print(f"total: {rebuild + setup + r.boot_s:.1f} s (goal 90 s)")
+    for name in s.failed:
+        print(f"FAILED {name}")
+    for line in check_console(r.console).lines():
+        print(line)
+    if s.failed or reports:
+        log = cache.path("bench", "kernel_rebuild.console.log")
+        log.write_text("\n".join(r.console) + "\n")
+        print(f"console: {log}")
     return 0 if r.rc == 0 and not reports else 1
 
 
