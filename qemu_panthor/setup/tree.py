@@ -56,8 +56,10 @@ class Tree:
 
 
 def is_tree_arg(value: str) -> bool:
-    """``--kernel`` names a path (not a line such as 7.2) when it contains a slash or is an
-    existing directory."""
+    """``--kernel`` names a path when it is not a kernel line (7.2, 6.12) and contains a
+    slash or is an existing directory."""
+    if value in recipes.kernel_lines():
+        return False
     return "/" in value or value.startswith(".") or Path(value).is_dir()
 
 

@@ -164,6 +164,8 @@ def test_kernel_arg_is_a_line_or_a_path(tmp_path, monkeypatch) -> None:
     assert is_tree_arg("./out") and is_tree_arg("/abs/out")
     (tmp_path / "out").mkdir()
     assert is_tree_arg("out")
+    (tmp_path / "7.2").mkdir()
+    assert not is_tree_arg("7.2")  # a line name wins over a directory of that name
 
 
 def test_fragments_merge_over_base_and_report_what_did_not_stick(tmp_path) -> None:
