@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KERNEL_LINE
+from support.processes import alive, wait_for
 
 from qemu_panthor.launcher.boot import EXIT_BACKEND, EXIT_NO_RESULT, Boot
 
@@ -29,28 +30,6 @@ pytestmark = pytest.mark.integration
 
 LOGS_IN = re.compile(r"logs in (\S+)")
 MB = 1 << 20
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str,
-             proc: subprocess.Popen[bytes] | None = None) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the launcher ended (rc {proc.returncode}) before {what}")
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - t0
-
-
-def alive(pid: int) -> bool:
-    """Running: not gone and not a zombie (a reparented child may wait for its reaper)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def cmdline(pid: int) -> list[str]:

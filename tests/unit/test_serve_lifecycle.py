@@ -10,35 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.processes import alive, wait_for
 
 from qemu_panthor.launcher.procs import describe_status, with_parent_death_signal
 
 SERVE = [sys.executable, "-m", "qemu_panthor", "-v", "serve"]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``pred`` until true; returns the seconds it took."""
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - t0
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for its reaper)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 @pytest.fixture
