@@ -23,6 +23,12 @@ def _gpu_models() -> list[str]:
     return sorted(MODELS)
 
 
+def _arches() -> list[str]:
+    from .setup.recipes import guest_arches
+
+    return sorted(guest_arches())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="qemu-panthor",
@@ -48,12 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     b = sub.add_parser("boot", help="boot a guest on the emulated GPU and run the selftests")
-    b.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="VERSION|PATH",
-                   help="kernel line: 7.2 (sid, default) or 6.12 (trixie); or a kernel tree: "
-                        "a build directory or an installed layout (docs/kernel-dev.md)")
+    b.add_argument("--kernel", default=None, metavar="VERSION|CONFIG|PATH",
+                   help="kernel line: 7.2 (sid, default on arm64) or 6.12 (trixie); a kernel "
+                        "built here from a config (default, debug: built once, cached; the "
+                        "only kind on x86_64); or a kernel tree: a build directory or an "
+                        "installed layout (docs/kernel-dev.md)")
+    b.add_argument("--arch", choices=_arches(), default=None,
+                   help="guest architecture: arm64 (virt; the default) or x86_64 (q35, a "
+                        "COMPILE_TEST panthor kernel; the default for --run igt)")
     b.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
-    b.add_argument("--run", default="selftests", choices=["selftests", "shell", "none"],
-                   help="what the guest does after loading the driver (default selftests)")
+    b.add_argument("--run", default="selftests", choices=["selftests", "igt", "shell", "none"],
+                   help="what the guest does after loading the driver: the selftests "
+                        "(default), IGT's panthor tests (docs/igt.md), a shell, nothing")
+    b.add_argument("--igt-tests", default="", metavar="REGEX",
+                   help="--run igt: only subtests whose name (panthor/panthor_vm@vm_bind) "
+                        "matches this extended regex")
+    b.add_argument("--igt-expectations", metavar="DIR",
+                   help="--run igt: drm-ci style *-fails.txt, *-flakes.txt, *-skips.txt")
+    b.add_argument("--igt-build", metavar="DIR",
+                   help="--run igt: run the panthor_* programs of this IGT build (for the "
+                        "guest's architecture) instead of Debian's")
+    b.add_argument("--igt-timeout", type=int, default=120, metavar="S",
+                   help="--run igt: kill a subtest after S seconds (reported as timeout)")
     b.add_argument("--qmp", metavar="PATH", help="serve the backend's QMP on this socket")
     b.add_argument("--keep", action="store_true", help="keep the run directory (logs, sockets)")
     b.add_argument("--trace", action="store_true", help="backend register/IRQ trace in the log")
@@ -80,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kernel", help="build a guest kernel (cached) for boot --kernel PATH")
     ksub = k.add_subparsers(dest="kernel_command", metavar="ACTION")
     ksub.required = True
-    kb = ksub.add_parser("build", help="build an arm64 kernel for the virt machine into the "
-                         "cache; prints the directory to pass to boot --kernel")
+    kb = ksub.add_parser("build", help="build a guest kernel (arm64 virt, or --arch x86_64 q35) "
+                         "into the cache; prints the directory to pass to boot --kernel")
+    kb.add_argument("--arch", choices=_arches(), help="guest architecture (default: arm64)")
     kb.add_argument("--source", metavar="DIR",
                     help="kernel source tree (default: Debian's linux-source of the default "
                          "kernel line)")
@@ -92,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel jobs (default: cores)")
     km = ksub.add_parser("make", help="make for arm64 with the kbuild root's cross compiler on "
                          "host trees (e.g. -C ~/linux O=~/out Image modules)")
+    km.add_argument("--arch", choices=_arches(), help="guest architecture (default: arm64)")
     km.add_argument("make_args", nargs="*", metavar="ARGS",
                     help="make's arguments: everything after `make` (ARCH and CROSS_COMPILE "
                          "are set)")

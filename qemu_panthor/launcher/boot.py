@@ -39,8 +39,10 @@ from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images
 from ..setup.tree import boot_images
+from . import igt
 from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
+from .guestfiles import firmware_files, guest_files
 from .procs import describe_status, with_parent_death_signal
 from .qemu import QemuConfig, machine_argv, qemu_argv
 from .report import report
@@ -105,47 +107,6 @@ class BootResult:
         return self.rc
 
 
-def _firmware_files(gpu: str) -> dict[str, bytes]:
-    """Our firmware image, at the path panthor requests for this GPU's architecture."""
-    from ..csf.fwimage import build_image
-    from ..gpu.models import MODELS
-
-    model = MODELS[gpu]
-    return {model.firmware_path: build_image(model=model)}
-
-
-def gpu_expectations(gpu: str) -> bytes:
-    """What the in-guest selftests must find (KEY=VALUE lines): the GPU model's identity."""
-    from ..gpu.models import MODELS
-
-    m = MODELS[gpu]
-    values = {
-        "GPU_MODEL": m.key, "GPU_NAME": m.model_name, "GPU_ID": m.gpu_id,
-        "GPU_REV": m.gpu_revid, "CSF_ID": m.csf_id, "L2_FEATURES": m.l2_features,
-        "TILER_FEATURES": m.tiler_features, "MEM_FEATURES": m.mem_features,
-        "MMU_FEATURES": m.mmu_features, "THREAD_FEATURES": m.thread_features,
-        "MAX_THREADS": m.thread_max_threads, "THREAD_MAX_WORKGROUP_SIZE":
-        m.thread_max_workgroup_size, "THREAD_MAX_BARRIER_SIZE": m.thread_max_barrier_size,
-        "COHERENCY_FEATURES": m.coherency_features, "AS_PRESENT": m.as_present,
-        "SHADER_PRESENT": m.shader_present, "L2_PRESENT": m.l2_present,
-        "TILER_PRESENT": m.tiler_present, "CORE_FEATURES": m.core_features,
-        "TEXTURE_FEATURES0": m.texture_features[0], "CSG_COUNT": m.csg_count,
-        "CS_PER_CSG": m.cs_per_csg, "CS_REG_COUNT": m.cs_reg_count,
-        "SCOREBOARDS": m.scoreboards, "TIMESTAMP_HZ": m.timestamp_hz,
-    }
-    lines = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in values.items()]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def guest_files(images: Images, gpu: str) -> dict[str, tuple[bytes, int]]:
-    """The selftest suite (the built C binary, else the shell probe) and its expectations."""
-    files = {"etc/qp/gpu.env": (gpu_expectations(gpu), 0o644)}
-    st = images.selftests or recipes.GUEST_DIR / "selftests" / "qp-selftests"
-    if st.is_file():
-        files["bin/qp-selftests"] = (st.read_bytes(), 0o755)
-    return files
-
-
 async def _write(path: Path, data: bytes) -> None:
     async with aiofiles.open(path, "wb") as fh:
         await fh.write(data)
@@ -184,8 +145,17 @@ class Boot:
                  timeout: float, append: str, with_gpu: bool = True, keep: bool = False,
                  echo: bool = True, interactive: bool = False,
                  console_cap: int = DEFAULT_CAP_BYTES, hotplug: bool = False,
-                 backend_socket: Path | None = None, coherent: bool = False) -> None:
+                 backend_socket: Path | None = None, coherent: bool = False,
+                 shares: list[tuple[str, Path]] | None = None,
+                 extra_files: dict[str, tuple[bytes, int]] | None = None,
+                 keep_logs: bool = False) -> None:
         self.images = images
+        #: host directories shared read-only into the guest (virtio-9p mount tag, path)
+        self.shares = shares or []
+        #: more files for the initramfs (path -> data, mode)
+        self.extra_files = extra_files or {}
+        #: keep the run directory's logs (and results) after a clean run too
+        self.keep_logs = keep_logs
         #: mark the GPU dma-coherent in the guest's device tree (RK3588's is not)
         self.coherent = coherent
         self.gpu = gpu
@@ -267,11 +237,12 @@ class Boot:
         return self.result
 
     async def _run_guest(self) -> None:
-        model_fw = _firmware_files(self.gpu)
+        model_fw = firmware_files(self.gpu)
         spec = InitramfsSpec(
             modules_dir=self.images.modules_dir, busybox=self.images.busybox,
             init_script=recipes.GUEST_DIR / "init", glue_ko=self.images.glue_ko,
-            firmware=model_fw, extra_files=guest_files(self.images, self.gpu),
+            firmware=model_fw,
+            extra_files=guest_files(self.images, self.gpu) | self.extra_files,
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
@@ -281,12 +252,12 @@ class Boot:
         qmp_sock = self.run_dir / "qmp.sock"
         # A kernel tree of your own shows warnings (WARN, lockdep) on the console too.
         quiet = "quiet loglevel=5" if self.images.tree else "quiet"
-        append = (f"console=ttyAMA0 {quiet} panic=-1 qp.run={self.run_mode} qp.gpu={self.gpu}"
-                  f" qp.coherent={int(self.coherent)}")
+        append = (f"console={self.images.arch.console} {quiet} panic=-1 qp.run={self.run_mode}"
+                  f" qp.gpu={self.gpu} qp.coherent={int(self.coherent)}")
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
-                         hotplug=self.hotplug)
+                         hotplug=self.hotplug, arch=self.images.arch, shares=self.shares)
         if self.images.needs_boot_dtb and self.with_gpu:
             if self.hotplug:
                 raise UserError("hotplug: the boot device tree names the GPU at 00:02.0; "
@@ -498,10 +469,12 @@ class Boot:
         if self.keep:
             r.kept = True
             return
-        if r.fault is None and r.signal is None and r.outcome == "powered-off":
+        if (r.fault is None and r.signal is None and r.outcome == "powered-off"
+                and not self.keep_logs):
             shutil.rmtree(self.run_dir, ignore_errors=True)
             return
-        # Something went wrong: keep the logs, drop what set-up can rebuild.
+        # Something went wrong (or the logs were asked for): keep the logs, drop what set-up
+        # can rebuild.
         for name in ("initramfs.cpio", "boot.dtb", "boot.qemu.dtb", "gpu.sock", "qmp.sock"):
             with contextlib.suppress(OSError):
                 (self.run_dir / name).unlink()
@@ -658,13 +631,20 @@ def boot_main(args: argparse.Namespace) -> int:
         previous[sig] = signal.signal(sig, _raise_terminated)
     try:
         t0 = time.monotonic()
-        images = boot_images(args.kernel)  # a kernel line, or a kernel tree's PATH
+        # IGT's suite runs where Debian builds it (x86_64) unless --arch says otherwise
+        arch = args.arch or (igt.userland_arch() if args.run == "igt" else None)
+        # a kernel line, a config built here, or a kernel tree's PATH; on the guest arch
+        images = boot_images(args.kernel, arch)
+        plan = igt.prepare(args, images.arch.name) if args.run == "igt" else None
         setup_s = time.monotonic() - t0
         boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
                     timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,
                     keep=args.keep, interactive=args.run == "shell",
                     backend_socket=Path(args.backend_socket) if args.backend_socket else None,
-                    coherent=args.coherent)
+                    coherent=args.coherent,
+                    shares=plan.shares() if plan else None,
+                    extra_files=plan.guest_files() if plan else None,
+                    keep_logs=plan is not None)
         try:
             result = asyncio.run(_run_with_signals(boot))
         except OSError as e:
@@ -676,7 +656,7 @@ def boot_main(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     result.setup_s = setup_s
-    return report(result, args)
+    return report(result, args, igt=plan)
 
 
 __all__ = ["EXIT_BACKEND", "EXIT_NO_RESULT", "EXIT_TIMEOUT", "Boot", "BootResult", "boot_main"]

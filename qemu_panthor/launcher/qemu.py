@@ -6,13 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..setup.recipes import GuestArch, guest_arch
 from ..setup.toolroot import ToolRoot
 from .dtb import GPU_PCI_ADDR
 
-# Pointer authentication: -cpu max emulates QARMA5 by default, which is slow under TCG.
-# pauth-impdef=on uses QEMU's cheap implementation-defined algorithm (measured in
-# bench/bench_boot.py); the guest kernel cannot tell the difference.
-CPU = "max,pauth-impdef=on"
 HOTPLUG_PORT = "gpu-port"
 
 
@@ -23,22 +20,25 @@ class QemuConfig:
     append: str
     qmp_socket: Path
     gpu_socket: Path | None
+    arch: GuestArch = field(default_factory=guest_arch)  # the machine (images/arches.toml)
     memory_mb: int = 1024
     smp: int = 2
-    cpu: str = field(default_factory=lambda: CPU)
     interactive: bool = False
     dtb: Path | None = None
     # Put the GPU behind a PCIe root port (0000:01:00.0) so it can be hot-unplugged with QMP
     # device_del; the default slot on the root bus (0000:00:02.0) cannot be.
     hotplug: bool = False
+    # Host directories shared read-only into the guest with virtio-9p: (mount tag, path).
+    shares: list[tuple[str, Path]] = field(default_factory=list)
 
 
 def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
     """The machine alone (no GPU device, no QMP): also what dumpdtb runs."""
     argv = [
-        *root.qemu_argv(),
-        "-M", "virt,gic-version=3",
-        "-cpu", cfg.cpu,
+        *root.qemu_argv(cfg.arch),
+        "-M", cfg.arch.machine,
+        "-cpu", cfg.arch.cpu,
+        *cfg.arch.args,
         "-smp", str(cfg.smp),
         "-m", f"{cfg.memory_mb}M",
         # Guest RAM in a shared memfd: DMA_MAP hands the backend its fd, so the GPU model
@@ -55,6 +55,9 @@ def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
     ]
     if cfg.dtb is not None:
         argv += ["-dtb", str(cfg.dtb)]
+    for tag, path in cfg.shares:
+        argv += ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on",
+                 "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
     return argv
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .recipes import IMAGES_DIR
+from .recipes import IMAGES_DIR, GuestArch, guest_arch, guest_arches
 
 FRAGMENTS_DIR = IMAGES_DIR / "kernel"
 BASE_FRAGMENT = "base"
+ARCH_FRAGMENTS_DIR = FRAGMENTS_DIR / "arch"  # <arch>.config: the machine, merged after base
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
@@ -56,11 +57,14 @@ def named_fragments() -> list[str]:
     return ["default", *names]
 
 
-def resolve_fragments(specs: list[str]) -> list[Fragment]:
-    """``--config`` arguments -> the fragments to merge, base first. Each is ``default``,
-    a name from images/kernel/, or a path to a fragment file."""
+def resolve_fragments(specs: list[str], arch: GuestArch | None = None) -> list[Fragment]:
+    """``--config`` arguments -> the fragments to merge: base, the architecture's machine,
+    then each of ``specs``: ``default``, a name from images/kernel/, or a fragment file."""
+    arch = arch or guest_arch()
     base = FRAGMENTS_DIR / f"{BASE_FRAGMENT}.config"
-    out = [Fragment("default", base, base.read_text())]
+    machine = ARCH_FRAGMENTS_DIR / f"{arch.name}.config"
+    out = [Fragment("default", base, base.read_text()),
+           Fragment(f"arch/{arch.name}", machine, machine.read_text())]
     for spec in specs or ["default"]:
         if spec == "default":
             continue
@@ -103,18 +107,23 @@ class Need:
     symbol: str
     why: str
     modular_ok: bool = False  # "m" is enough
+    arch: str | None = None  # only on this guest architecture
 
 
 REQUIRED = (
-    Need("ARM64", "an arm64 kernel for QEMU's virt machine"),
     Need("DRM_PANTHOR", "the driver under test", modular_ok=True),
     Need("MODULES", "the glue module is loaded at boot"),
     Need("PCI", "the GPU is a PCI function"),
-    Need("PCI_HOST_GENERIC", "the virt machine's ECAM PCIe host (built in)"),
+    Need("PCI_HOST_GENERIC", "the virt machine's ECAM PCIe host (built in)", arch="arm64"),
     Need("PCI_MSI", "the GPU's job/mmu/gpu interrupts are MSI-X vectors"),
     Need("NVMEM", "panthor looks up an optional nvmem cell; without NVMEM the lookup fails "
                   "with -EOPNOTSUPP and so does the probe"),
-    Need("SERIAL_AMBA_PL011_CONSOLE", "the console (ttyAMA0) the launcher reads"),
+    Need("SERIAL_AMBA_PL011_CONSOLE", "the console (ttyAMA0) the launcher reads", arch="arm64"),
+    Need("SERIAL_8250_CONSOLE", "the console (ttyS0) the launcher reads", arch="x86_64"),
+    Need("ACPI", "q35's PCIe window and power-off", arch="x86_64"),
+    Need("OF_DYNAMIC", "the glue adds the GPU's device-tree nodes at run time (there is no "
+                       "boot device tree on x86; OF_OVERLAY selects it)", arch="x86_64"),
+    Need("COMMON_CLK", "the glue registers the GPU's fixed clock", arch="x86_64"),
     Need("BLK_DEV_INITRD", "the guest is an initramfs"),
     Need("DEVTMPFS", "/dev/dri/renderD128 appears through devtmpfs"),
     Need("BINFMT_SCRIPT", "/init is a shell script"),
@@ -135,6 +144,7 @@ class BootConfig:
     boot_dtb_nodes: bool  # no OF_DYNAMIC: the GPU's nodes go into the boot device tree
     warnings: tuple[str, ...]
     values: dict[str, str]
+    arch: GuestArch
 
     @property
     def panthor_builtin(self) -> bool:
@@ -153,12 +163,24 @@ def _has(values: dict[str, str], need: Need) -> bool:
     return v == "y" or (need.modular_ok and v == "m")
 
 
+def config_arch(values: dict[str, str], where: str) -> GuestArch:
+    """The guest architecture a .config is for (ARM64=y, X86_64=y, ...)."""
+    for arch in guest_arches().values():
+        if values.get(arch.kernel_config) == "y":
+            return arch
+    names = ", ".join(f"CONFIG_{a.kernel_config}" for a in guest_arches().values())
+    raise UserError(f"{where} is for none of the guest architectures qemu-panthor runs "
+                    f"(none of {names} is set)")
+
+
 def check_boot_config(values: dict[str, str], where: str) -> BootConfig:
     """Raise one UserError naming every missing required option; return what the launcher
-    needs to know (device-tree path, warnings)."""
-    missing = [f"CONFIG_{n.symbol} ({n.why})" for n in REQUIRED if not _has(values, n)]
+    needs to know (architecture, device-tree path, warnings)."""
+    arch = config_arch(values, where)
+    missing = [f"CONFIG_{n.symbol} ({n.why})" for n in REQUIRED
+               if n.arch in (None, arch.name) and not _has(values, n)]
     boot_dtb = values.get("OF_DYNAMIC") != "y"
-    if boot_dtb and values.get("REGULATOR_FIXED_VOLTAGE", "n") not in ("y", "m"):
+    if boot_dtb and arch.dtb and values.get("REGULATOR_FIXED_VOLTAGE", "n") not in ("y", "m"):
         missing.append("CONFIG_OF_DYNAMIC or CONFIG_REGULATOR_FIXED_VOLTAGE (the glue creates "
                        "its device-tree nodes at run time with OF_DYNAMIC, selected by "
                        "OF_OVERLAY; without it they come from the boot DTB, whose mali supply "
@@ -171,7 +193,7 @@ def check_boot_config(values: dict[str, str], where: str) -> BootConfig:
                         "module is built with the kbuild root's gcc; configure the tree with gcc")
     warnings = tuple(f"CONFIG_{n.symbol} is not set: no {n.why}" for n in RECOMMENDED
                      if not _has(values, n))
-    return BootConfig(boot_dtb, warnings, values)
+    return BootConfig(boot_dtb, warnings, values, arch)
 
 
 def read_config(path: Path) -> dict[str, str]:
@@ -181,6 +203,7 @@ def read_config(path: Path) -> dict[str, str]:
         raise UserError(f"cannot read kernel config {path}: {e.strerror}") from None
 
 
-__all__ = ["RECOMMENDED", "REQUIRED", "BootConfig", "Fragment", "check_boot_config", "merge",
+__all__ = ["RECOMMENDED", "REQUIRED", "BootConfig", "Fragment", "check_boot_config",
+           "config_arch", "merge",
            "named_fragments", "not_applied", "parse_config", "read_config", "render_fragment",
            "resolve_fragments"]

@@ -1,5 +1,5 @@
-"""``qemu-panthor kernel build``: an arm64 kernel for QEMU's virt machine, built in the kbuild
-tool root from a trimmed config, into the cache.
+"""``qemu-panthor kernel build``: a guest kernel (arm64 for QEMU's virt machine by default,
+``--arch x86_64`` for q35), built in the kbuild tool root from a trimmed config, into the cache.
 
 A build lives in ``kernel-builds/<source>-<config>-<key>/``: ``out/`` is the O= directory to
 pass to ``boot --kernel``, ``build.json`` is written when a build completes, ``build.log``
@@ -32,13 +32,12 @@ from ..errors import UserError
 from . import kconfig
 from .cache import Cache, progress, remove_tree
 from .ksource import ensure_kbuild_root, ensure_linux_source
+from .recipes import GuestArch, guest_arch
 from .sandbox import ROOT_ENV, describe, root_argv
 from .toolroot import ToolRoot
 
 BUILDS = "kernel-builds"
-MAKE_VARS = ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "KBUILD_BUILD_USER=qemu-panthor",
-             "KBUILD_BUILD_HOST=kbuild"]
-TARGETS = ["Image", "modules"]
+BUILD_VARS = ["KBUILD_BUILD_USER=qemu-panthor", "KBUILD_BUILD_HOST=kbuild"]
 PROGRESS_EVERY_S = 20.0
 _COMPILE = re.compile(r"^\s+(CC|AS)(\s+\[M\])?\s+(\S+)")
 
@@ -49,6 +48,7 @@ class BuildPlan:
     dir: Path  # kernel-builds/<name>
     src: Path  # the tree kbuild reads
     mutable: bool  # a --source tree: rebuilt incrementally on every request
+    arch: GuestArch
     fragments: list[kconfig.Fragment]
     patches: list[Path]
     identity: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +64,10 @@ class BuildPlan:
     @property
     def patched(self) -> bool:
         return bool(self.patches)
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.arch.kernel_target, "modules"]
 
 
 def kernel_version(src: Path) -> str:
@@ -85,8 +89,9 @@ def _slug(s: str) -> str:
 
 
 def plan(cache: Cache, *, source: str | None, configs: list[str], patches: list[str],
-         gcc: str) -> BuildPlan:
-    fragments = kconfig.resolve_fragments(configs)
+         gcc: str, arch: GuestArch | None = None) -> BuildPlan:
+    arch = arch or guest_arch()
+    fragments = kconfig.resolve_fragments(configs, arch)
     patch_paths = []
     for p in patches:
         path = Path(p).resolve()
@@ -114,13 +119,15 @@ def plan(cache: Cache, *, source: str | None, configs: list[str], patches: list[
         h.update(b"patch\0" + pp.read_bytes())
     merged = kconfig.render_fragment(kconfig.merge(fragments))
     h.update(b"config\0" + merged.encode() + b"gcc\0" + gcc.encode())
-    cname = "+".join(f.name.removesuffix(".config") for f in fragments[1:]) or "default"
+    cname = "+".join(f.name.removesuffix(".config") for f in fragments[2:]) or "default"
+    if arch != guest_arch():
+        cname = f"{arch.name}-{cname}"
     ident.update(config=[f.name for f in fragments], patches=[str(p) for p in patch_paths],
-                 gcc=gcc)
+                 gcc=gcc, arch=arch.name)
     name = _slug(f"{label}-{cname}") + f"-{h.hexdigest()[:12]}"
     bdir = cache.path(BUILDS, name)
-    return BuildPlan(name, bdir, bdir / "src" if patch_paths else src, mutable, fragments,
-                     patch_paths, ident)
+    return BuildPlan(name, bdir, bdir / "src" if patch_paths else src, mutable, arch,
+                     fragments, patch_paths, ident)
 
 
 @contextlib.contextmanager
@@ -155,7 +162,7 @@ class Kbuild:
         The full output goes to build.log; a failure shows its last lines."""
         p = self.plan
         argv = ["nice", "-n", "10", "make", "-C", str(p.src), f"O={p.out}", f"-j{self.jobs}",
-                *MAKE_VARS, *extra, *targets]
+                *p.arch.make_vars, *BUILD_VARS, *extra, *targets]
         binds = [p.dir] + ([] if p.patched else [p.src])
         t0 = time.monotonic()
         last_report = t0
@@ -273,9 +280,9 @@ def build(cache: Cache, plan: BuildPlan, *, jobs: int) -> Path:
         configure(kb, plan)
         expected = None if meta.is_file() else _expected_files(cache, plan)
         load = round(os.getloadavg()[0], 2)
-        progress(f"building {' + '.join(TARGETS)} in {plan.out} with -j{jobs} "
-                 f"(log {kb.log})")
-        compiled = kb.make(*TARGETS, what="kernel build", expected=expected)
+        progress(f"building {' + '.join(plan.targets)} ({plan.arch.name}) in {plan.out} with "
+                 f"-j{jobs} (log {kb.log})")
+        compiled = kb.make(*plan.targets, what="kernel build", expected=expected)
         release = (plan.out / "include/config/kernel.release").read_text().strip()
         took, cpu = time.monotonic() - t0, _children_cpu() - cpu0
         previous = json.loads(meta.read_text()) if meta.is_file() else {}
@@ -295,11 +302,20 @@ def gcc_version(root_info: dict[str, str]) -> str:
     return root_info.get("gcc", "unknown")
 
 
+def build_config(config: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
+    """The cached build of Debian's source with a named config (``default``, ``debug``) for
+    ``arch``, built first if missing; its O= directory."""
+    cache = Cache()
+    _root, info = ensure_kbuild_root(cache)
+    p = plan(cache, source=None, configs=[config], patches=[], gcc=gcc_version(info), arch=arch)
+    return build(cache, p, jobs=jobs or os.cpu_count() or 1)
+
+
 def kernel_build_main(args: argparse.Namespace) -> int:
     cache = Cache()
     _root, info = ensure_kbuild_root(cache)
     p = plan(cache, source=args.source, configs=args.config or [], patches=args.patch or [],
-             gcc=gcc_version(info))
+             gcc=gcc_version(info), arch=guest_arch(getattr(args, "arch", None)))
     out = build(cache, p, jobs=args.jobs or os.cpu_count() or 1)
     print(out)
     return 0
@@ -333,12 +349,13 @@ def make_binds(make_args: list[str], cwd: Path) -> tuple[list[str], list[Path]]:
 
 
 def kernel_make_main(args: argparse.Namespace) -> int:
-    """``make`` in the kbuild root for arm64 with its cross compiler, on host directories."""
+    """``make`` in the kbuild root for the guest architecture (arm64 with its cross compiler
+    by default), on host directories."""
     cache = Cache()
     root, _info = ensure_kbuild_root(cache)
     cwd = Path.cwd().resolve()
     make_args, dirs = make_binds(list(args.make_args), cwd)
-    argv = ["make", *MAKE_VARS[:2], *make_args]
+    argv = ["make", *guest_arch(getattr(args, "arch", None)).make_vars, *make_args]
     return subprocess.run(root_argv(root.path, argv, binds=dirs, cwd=str(cwd)),
                           env=dict(ROOT_ENV), check=False).returncode
 
@@ -351,4 +368,5 @@ def kernel_main(args: argparse.Namespace) -> int:
     raise UserError(f"unknown kernel action {args.kernel_command!r}")
 
 
-__all__ = ["BuildPlan", "build", "kernel_main", "kernel_version", "make_binds", "plan"]
+__all__ = ["BuildPlan", "build", "build_config", "kernel_main", "kernel_version", "make_binds",
+           "plan"]

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,12 @@ class Images:
     boot_dtb_nodes: bool | None = None  # None: as the kernel line's recipe says
     tree: Path | None = None
     debug_features: tuple[str, ...] = ()
+    arch: recipes.GuestArch = field(default_factory=recipes.guest_arch)
 
     @property
     def needs_boot_dtb(self) -> bool:
+        if not self.arch.dtb:
+            return False
         if self.boot_dtb_nodes is not None:
             return self.boot_dtb_nodes
         return recipes.kernel_line(self.line).boot_dtb_nodes
@@ -281,13 +284,21 @@ def ensure_kernel(cache: Cache, line: recipes.KernelLine, root: ToolRoot, kver: 
     return final
 
 
-def ensure_busybox(cache: Cache, root: ToolRoot) -> Path:
-    entry = cache.manifest().get("busybox")
+def busybox_key(arch: recipes.GuestArch) -> str:
+    """The manifest entry naming the static busybox of ``arch``."""
+    return f"busybox:{arch.debian}"
+
+
+def ensure_busybox(cache: Cache, root: ToolRoot, arch: recipes.GuestArch | None = None) -> Path:
+    """Debian's static busybox for the guest architecture (downloaded, not installed)."""
+    arch = arch or recipes.guest_arch()
+    key = busybox_key(arch)
+    entry = cache.manifest().get(key)
     if entry and cache.path(entry).is_file():
         return cache.path(entry)
-    pkg = recipes.guest_recipe()["busybox"]
+    pkg = f"{recipes.guest_recipe()['busybox']}:{arch.debian}"
     debs = _download(root, [pkg], "busybox")
-    ver = debs[0].name.split("_")[1].replace("%3a", "_")
+    ver = arch.debian + "-" + debs[0].name.split("_")[1].replace("%3a", "_")
     tree = _extract(root, debs, "/qp-busybox")
     found = [p for p in (tree / "bin/busybox", tree / "usr/bin/busybox") if p.is_file()]
     if not found:
@@ -298,7 +309,7 @@ def ensure_busybox(cache: Cache, root: ToolRoot) -> Path:
     remove_tree(tree)
     remove_tree(root.path / "qp-dl")
     rel = str((final / "busybox").relative_to(cache.root))
-    cache.update_manifest("busybox", rel)
+    cache.update_manifest(key, rel)
     return final / "busybox"
 
 
@@ -470,7 +481,7 @@ def _cached_images(
         entry = manifest["lines"][line.name]
         kdir = cache.root / entry["kernel_dir"]
         meta = json.loads((kdir / "kernel.json").read_text())
-        busybox = cache.root / manifest["busybox"]
+        busybox = cache.root / manifest[busybox_key(recipes.guest_arch())]
     except (KeyError, OSError, ValueError):
         return None
     qroot = ToolRoot(cache.path("roots", qinfo["dir"]))

@@ -15,6 +15,11 @@ IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 GUEST_DIR = Path(__file__).resolve().parents[2] / "guest"
 
 
+def load_recipe(name: str) -> dict[str, Any]:
+    """``images/<name>`` (TOML), parsed once."""
+    return _load(name)
+
+
 @cache
 def _load(name: str) -> dict[str, Any]:
     path = IMAGES_DIR / name
@@ -66,6 +71,48 @@ def root_recipe(suite: str) -> dict[str, Any]:
 
 def guest_recipe() -> dict[str, Any]:
     return dict(_load("toolroot.toml")["guest"])
+
+
+@dataclass(frozen=True)
+class GuestArch:
+    """A guest architecture (images/arches.toml): how to build for it and the machine QEMU
+    emulates around the GPU."""
+
+    name: str
+    debian: str
+    kernel_arch: str
+    cross_compile: str
+    cc: str
+    kernel_target: str
+    kernel_image: str
+    kernel_config: str
+    qemu: str
+    machine: str  # -M
+    cpu: str  # -cpu
+    args: tuple[str, ...]  # more QEMU arguments for this machine
+    console: str
+    dtb: bool
+
+    @property
+    def make_vars(self) -> list[str]:
+        return [f"ARCH={self.kernel_arch}", f"CROSS_COMPILE={self.cross_compile}"]
+
+
+def guest_arches() -> dict[str, GuestArch]:
+    return {name: GuestArch(name, d["debian"], d["kernel_arch"], d["cross_compile"], d["cc"],
+                            d["kernel_target"], d["kernel_image"], d["kernel_config"], d["qemu"],
+                            d["machine"], d["cpu"], tuple(d["args"]), d["console"],
+                            bool(d["dtb"]))
+            for name, d in _load("arches.toml")["arch"].items()}
+
+
+def guest_arch(name: str | None = None) -> GuestArch:
+    arches = guest_arches()
+    name = name or str(_load("arches.toml")["default"])
+    if name not in arches:
+        raise UserError(f"unknown guest architecture {name!r}; choose one of: "
+                        f"{', '.join(sorted(arches))}")
+    return arches[name]
 
 
 def default_line() -> str:

@@ -1,9 +1,9 @@
 """``boot --kernel PATH``: a kernel tree of your own, as an :class:`~.pipeline.Images` set.
 
 PATH is either a kernel **build directory** (in-tree, or the O= directory: ``.config``,
-``arch/arm64/boot/Image`` and the built modules) or an **installed layout** (an Image next to
-``lib/modules/<release>/`` with its ``modules.dep``, as ``make modules_install
-INSTALL_MOD_PATH=PATH`` leaves it). The tree's ``.config`` is checked first
+``arch/arm64/boot/Image`` or ``arch/x86/boot/bzImage``, and the built modules) or an
+**installed layout** (an Image next to ``lib/modules/<release>/`` with its ``modules.dep``, as
+``make modules_install INSTALL_MOD_PATH=PATH`` leaves it). The tree's ``.config`` is checked first
 (:func:`.kconfig.check_boot_config`). Then:
 
 - the panthor module chain comes from the tree: ``modules.dep`` (installed layout), or for a
@@ -29,11 +29,19 @@ from . import kconfig, recipes
 from .cache import Cache, progress, remove_tree
 from .initramfs import module_name
 from .ksource import ensure_kbuild_root, run_in_root
-from .pipeline import GLUE_FILES, SELFTEST_CFLAGS, Images, ensure_images, modinfo_field, read_module
+from .pipeline import (
+    GLUE_FILES,
+    SELFTEST_CFLAGS,
+    Images,
+    ensure_busybox,
+    ensure_images,
+    modinfo_field,
+    read_module,
+)
 from .toolroot import ToolRoot
 
 TREES = "trees"
-IMAGE_NAMES = ("Image", "Image.gz", "vmlinuz")
+IMAGE_NAMES = ("Image", "Image.gz", "bzImage", "vmlinuz")
 # uAPI headers the selftests take from the tree under test (the rest from the cross libc).
 UAPI_HEADERS = ("drm/*.h", "linux/udmabuf.h", "linux/sync_file.h")
 
@@ -54,6 +62,10 @@ class Tree:
     def where(self) -> str:
         return f"kernel tree {self.path}"
 
+    @property
+    def arch(self) -> recipes.GuestArch:
+        return self.config.arch
+
 
 def is_tree_arg(value: str) -> bool:
     """``--kernel`` names a path when it is not a kernel line (7.2, 6.12) and contains a
@@ -72,7 +84,7 @@ def find_tree(arg: str) -> Tree:
     path = Path(arg).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"--kernel {arg}: no such directory")
-    if (path / ".config").is_file() or (path / "arch/arm64/boot").is_dir():
+    if (path / ".config").is_file() or any((path / "arch").glob("*/boot")):
         return _build_tree(path)
     releases = sorted(p.name for p in (path / "lib/modules").glob("*") if p.is_dir())
     if releases:
@@ -87,11 +99,12 @@ def _build_tree(path: Path) -> Tree:
         raise UserError(f"kernel tree {path}: no .config (configure and build it first)")
     values = kconfig.read_config(cfg)
     boot = kconfig.check_boot_config(values, f"kernel tree {path} (.config)")
-    image = path / "arch/arm64/boot/Image"
+    image = path / boot.arch.kernel_image
     rel_file = path / "include/config/kernel.release"
     if not image.is_file() or not rel_file.is_file():
-        raise UserError(f"kernel tree {path} is not built (no arch/arm64/boot/Image): run "
-                        f"make ARCH=arm64 -C <source> O={path} Image modules")
+        raise UserError(f"kernel tree {path} is not built (no {boot.arch.kernel_image}): run "
+                        f"make ARCH={boot.arch.kernel_arch} -C <source> O={path} "
+                        f"{boot.arch.kernel_target} modules")
     if values.get("DRM_PANTHOR") == "m" and not (path / "modules.order").is_file():
         raise UserError(f"kernel tree {path}: modules are not built (no modules.order): run "
                         "make ... modules")
@@ -103,6 +116,7 @@ def _installed_tree(path: Path, releases: list[str]) -> Tree:
     images = [(rel, p) for rel in releases for p in (
         path / "Image", path / "boot/Image", path / f"vmlinuz-{rel}", path / f"boot/vmlinuz-{rel}",
         path / "lib/modules" / rel / "vmlinuz", path / "Image.gz", path / "boot/Image.gz",
+        path / "bzImage", path / "boot/bzImage",
     ) if p.is_file()]
     if not images:
         raise UserError(f"kernel tree {path}: lib/modules/ holds {', '.join(releases)} but no "
@@ -223,8 +237,8 @@ def ensure_tree_glue(cache: Cache, root: ToolRoot, tree: Tree) -> Path:
     tmp = cache.new_tmp("glue")
     for name in GLUE_FILES:
         shutil.copy2(src / name, tmp / name)
-    run_in_root(root, ["make", "-s", "-C", str(tree.kbuild), f"M={tmp}", "ARCH=arm64",
-                       "CROSS_COMPILE=aarch64-linux-gnu-", "modules"],
+    run_in_root(root, ["make", "-s", "-C", str(tree.kbuild), f"M={tmp}", *tree.arch.make_vars,
+                       "modules"],
                 desc=f"build panthor_glue against {tree.kbuild}",
                 binds=[tmp, tree.kbuild, tree.srctree])
     built = read_module(tmp / "panthor_glue.ko")
@@ -273,7 +287,8 @@ def ensure_tree_selftests(cache: Cache, root: ToolRoot, tree: Tree) -> Path | No
     if not any(p.suffix == ".c" for p in sources):
         return None
     headers = uapi_headers(tree)
-    h = hashlib.sha256(" ".join(SELFTEST_CFLAGS).encode())
+    cc = tree.arch.cc
+    h = hashlib.sha256(" ".join([cc, *SELFTEST_CFLAGS]).encode())
     for p in sources:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     for name, data in sorted(headers.items()):
@@ -292,7 +307,7 @@ def ensure_tree_selftests(cache: Cache, root: ToolRoot, tree: Tree) -> Path | No
         (work / "uapi" / name).parent.mkdir(parents=True, exist_ok=True)
         (work / "uapi" / name).write_bytes(data)
     cfiles = [str(work / p.name) for p in sources if p.suffix == ".c"]
-    run_in_root(root, ["aarch64-linux-gnu-gcc", *SELFTEST_CFLAGS, f"-I{work}",
+    run_in_root(root, [cc, *SELFTEST_CFLAGS, f"-I{work}",
                        f"-I{work / 'uapi'}", "-o", str(tmp / "qp-selftests"), *cfiles],
                 desc="build guest selftests", binds=[tmp])
     remove_tree(work)
@@ -301,8 +316,8 @@ def ensure_tree_selftests(cache: Cache, root: ToolRoot, tree: Tree) -> Path | No
 
 
 def tree_images(arg: str, *, cache: Cache | None = None) -> Images:
-    """Everything a boot needs for the tree at ``arg`` (QEMU and busybox from the default
-    line's set-up)."""
+    """Everything a boot needs for the tree at ``arg`` (QEMU from the default line's set-up,
+    busybox for the tree's architecture)."""
     cache = cache or Cache()
     tree = find_tree(arg)
     for w in tree.config.warnings:
@@ -313,15 +328,37 @@ def tree_images(arg: str, *, cache: Cache | None = None) -> Images:
         modules_dir = stage_modules(cache, tree)
         glue = ensure_tree_glue(cache, root, tree)
         selftests = ensure_tree_selftests(cache, root, tree)
+        busybox = (base.busybox if tree.arch == base.arch
+                   else ensure_busybox(cache, base.qemu, tree.arch))
+    base.qemu.check(tree.arch)
     return Images("tree", tree.release, base.qemu, base.qemu_version, root, tree.image,
-                  modules_dir, base.busybox, glue, selftests,
+                  modules_dir, busybox, glue, selftests,
                   boot_dtb_nodes=tree.config.boot_dtb_nodes, tree=tree.path,
-                  debug_features=tuple(tree.config.debug_features))
+                  debug_features=tuple(tree.config.debug_features), arch=tree.arch)
 
 
-def boot_images(kernel: str) -> Images:
-    """``boot --kernel``: a kernel line (7.2, 6.12) or a kernel tree's PATH."""
-    return tree_images(kernel) if is_tree_arg(kernel) else ensure_images(kernel)
+def boot_images(kernel: str | None, arch: str | None = None) -> Images:
+    """``boot --kernel K --arch A``: K is a kernel line (7.2, 6.12: Debian's arm64 kernels),
+    a config built here from Debian's source (``default``, ``debug``; built once, cached), or
+    a kernel tree's PATH. Without K: the default line on arm64, ``default`` elsewhere."""
+    garch = recipes.guest_arch(arch)
+    native = garch == recipes.guest_arch()
+    if kernel is None:
+        kernel = recipes.default_line() if native else "default"
+    if kernel in kconfig.named_fragments() and not Path(kernel).is_dir():
+        from .kernel import build_config  # the kbuild machinery only when a build is asked for
+
+        return tree_images(str(build_config(kernel, garch)))
+    if is_tree_arg(kernel):
+        images = tree_images(kernel)
+        if arch is not None and images.arch != garch:
+            raise UserError(f"--kernel {kernel} is an {images.arch.name} kernel, not {arch}")
+        return images
+    if not native:
+        raise UserError(f"kernel line {kernel} is Debian's {recipes.guest_arch().name} kernel; "
+                        f"an {garch.name} guest boots a kernel built here (--kernel default or "
+                        "debug) or a kernel tree of yours")
+    return ensure_images(kernel)
 
 
 __all__ = ["Tree", "boot_images", "chain_modules_dep", "find_tree", "is_tree_arg",

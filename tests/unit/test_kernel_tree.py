@@ -14,6 +14,7 @@ from qemu_panthor.setup import kconfig
 from qemu_panthor.setup.cache import Cache
 from qemu_panthor.setup.initramfs import InitramfsSpec, build_initramfs, parse_modules_dep
 from qemu_panthor.setup.kernel import kernel_version, plan
+from qemu_panthor.setup.recipes import guest_arch, guest_arches
 from qemu_panthor.setup.tree import (
     _userspace_header,
     chain_modules_dep,
@@ -172,13 +173,36 @@ def test_fragments_merge_over_base_and_report_what_did_not_stick(tmp_path) -> No
     frag = tmp_path / "extra.config"
     frag.write_text("CONFIG_KASAN=y\n# CONFIG_PRINTK_TIME is not set\nCONFIG_NOT_A_SYMBOL=y\n")
     fr = kconfig.resolve_fragments(["debug", str(frag)])
-    assert [f.name for f in fr] == ["default", "debug", "extra.config"]
+    assert [f.name for f in fr] == ["default", "arch/arm64", "debug", "extra.config"]
     merged = kconfig.merge(fr)
     assert merged["LOCALVERSION"] == '"-qp-debug"' and merged["PRINTK_TIME"] == "n"
     got = dict(merged, NOT_A_SYMBOL="n")
     assert kconfig.not_applied(merged, got) == ["NOT_A_SYMBOL=y (is not set)"]
     with pytest.raises(UserError, match="neither a config name"):
         kconfig.resolve_fragments(["nope"])
+
+
+def test_each_architecture_adds_its_machine_and_passes_its_own_boot_check() -> None:
+    """The merged fragments of every guest architecture name what check_boot_config requires
+    of that architecture (the machine's console, PCI host, device-tree support)."""
+    for arch in guest_arches().values():
+        fr = kconfig.resolve_fragments([], arch)
+        assert [f.name for f in fr] == ["default", f"arch/{arch.name}"]
+        merged = kconfig.merge(fr)
+        if arch.name == "x86_64":
+            assert merged["COMPILE_TEST"] == "y" and merged["64BIT"] == "y"
+        # What allnoconfig + the arch's kconfig select is not in the fragment: add the arch
+        # symbol itself (ARM64/X86_64 come from ARCH=) and what OF_OVERLAY selects.
+        values = dict(merged, **{arch.kernel_config: "y", "OF_DYNAMIC": "y"})
+        boot = kconfig.check_boot_config(values, "merged fragments")
+        assert boot.arch == arch and not boot.boot_dtb_nodes
+    arm = kconfig.merge(kconfig.resolve_fragments([], guest_arch("arm64")))
+    with pytest.raises(UserError, match="none of the guest architectures"):
+        kconfig.check_boot_config(arm, "no arch symbol")
+    x86 = dict(kconfig.merge(kconfig.resolve_fragments([], guest_arch("x86_64"))), X86_64="y")
+    del x86["SERIAL_8250_CONSOLE"]
+    with pytest.raises(UserError, match=r"SERIAL_8250_CONSOLE \(the console \(ttyS0\)"):
+        kconfig.check_boot_config(x86, "an x86 tree without its console")
 
 
 def test_debug_fragment_switches_on_the_bug_finders() -> None:

@@ -1,0 +1,51 @@
+"""What the launcher puts into the guest's initramfs besides the image pipeline's base (busybox,
+modules, /init): our firmware image, the selftests and what they must find."""
+
+from __future__ import annotations
+
+from ..setup import recipes
+from ..setup.pipeline import Images
+
+
+def firmware_files(gpu: str) -> dict[str, bytes]:
+    """Our firmware image, at the path panthor requests for this GPU's architecture."""
+    from ..csf.fwimage import build_image
+    from ..gpu.models import MODELS
+
+    model = MODELS[gpu]
+    return {model.firmware_path: build_image(model=model)}
+
+
+def gpu_expectations(gpu: str) -> bytes:
+    """What the in-guest selftests must find (KEY=VALUE lines): the GPU model's identity."""
+    from ..gpu.models import MODELS
+
+    m = MODELS[gpu]
+    values = {
+        "GPU_MODEL": m.key, "GPU_NAME": m.model_name, "GPU_ID": m.gpu_id,
+        "GPU_REV": m.gpu_revid, "CSF_ID": m.csf_id, "L2_FEATURES": m.l2_features,
+        "TILER_FEATURES": m.tiler_features, "MEM_FEATURES": m.mem_features,
+        "MMU_FEATURES": m.mmu_features, "THREAD_FEATURES": m.thread_features,
+        "MAX_THREADS": m.thread_max_threads, "THREAD_MAX_WORKGROUP_SIZE":
+        m.thread_max_workgroup_size, "THREAD_MAX_BARRIER_SIZE": m.thread_max_barrier_size,
+        "COHERENCY_FEATURES": m.coherency_features, "AS_PRESENT": m.as_present,
+        "SHADER_PRESENT": m.shader_present, "L2_PRESENT": m.l2_present,
+        "TILER_PRESENT": m.tiler_present, "CORE_FEATURES": m.core_features,
+        "TEXTURE_FEATURES0": m.texture_features[0], "CSG_COUNT": m.csg_count,
+        "CS_PER_CSG": m.cs_per_csg, "CS_REG_COUNT": m.cs_reg_count,
+        "SCOREBOARDS": m.scoreboards, "TIMESTAMP_HZ": m.timestamp_hz,
+    }
+    lines = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in values.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def guest_files(images: Images, gpu: str) -> dict[str, tuple[bytes, int]]:
+    """The selftest suite (the built C binary, else the shell probe) and its expectations."""
+    files = {"etc/qp/gpu.env": (gpu_expectations(gpu), 0o644)}
+    st = images.selftests or recipes.GUEST_DIR / "selftests" / "qp-selftests"
+    if st.is_file():
+        files["bin/qp-selftests"] = (st.read_bytes(), 0o755)
+    return files
+
+
+__all__ = ["firmware_files", "gpu_expectations", "guest_files"]

@@ -1,0 +1,395 @@
+"""``boot --run igt``: IGT's panthor tests in the guest, and their results in CI formats.
+
+The guest side is ``guest/igt`` (one subtest per process, as IGT's runner runs them); it
+reports KTAP with each subtest's stdout, stderr, kernel log and exit status as diagnostic
+lines. Here those become:
+
+- ``results.json`` in IGT runner's format (results_version 10: ``tests`` keyed
+  ``igt@<binary>@<subtest>``, ``totals``, ``runtimes``, ``time_elapsed``);
+- ``junit.xml`` (one testsuite per binary);
+- the summary line ``igt: N passed, N failed, N skipped``, with expectations applied when
+  ``--igt-expectations DIR`` gives drm-ci style lists (docs/igt.md).
+
+Results follow IGT runner's rules (runner/resultgen.c): exit 0 pass, 77/79 skip, 112 abort,
+a signal crash, killed at the time limit timeout, anything else fail; a pass whose kernel log
+has a message at warning level or worse is dmesg-warn, such a fail dmesg-fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..setup.recipes import GUEST_DIR
+from ..setup.userland import Userland
+
+USERLAND_TAG = "qpuserland"
+BUILD_TAG = "qpbuild"
+DEFAULT_TIMEOUT_S = 120
+DMESG_WARN_LEVEL = 4  # IGT runner's default: kernel messages at KERN_WARNING or worse
+
+PASSED = ("pass", "warn", "dmesg-warn")
+SKIPPED = ("skip", "notrun")
+# drm-ci (deqp-runner) status names for the results IGT runner writes.
+CI_STATUS = {"pass": "Pass", "warn": "Warn", "dmesg-warn": "Pass", "skip": "Skip",
+             "notrun": "Skip", "fail": "Fail", "dmesg-fail": "Fail", "crash": "Crash",
+             "timeout": "Timeout", "abort": "Crash", "incomplete": "Crash"}
+CI_SUCCESS = ("Pass", "Skip", "Warn")
+
+
+@dataclass
+class IgtPlan:
+    """What the guest needs for one IGT run."""
+
+    userland: Userland
+    build: Path | None = None
+    tests: str = ""  # extended regex over binary@subtest ("" = all)
+    expectations: Expectations | None = None
+    timeout_s: int = DEFAULT_TIMEOUT_S
+
+    def shares(self) -> list[tuple[str, Path]]:
+        out = [(USERLAND_TAG, self.userland.path)]
+        if self.build is not None:
+            out.append((BUILD_TAG, self.build))
+        return out
+
+    def guest_files(self) -> dict[str, tuple[bytes, int]]:
+        skips = self.expectations.skips_regex() if self.expectations else ""
+        env = {"IGT_PROGRAMS": " ".join(self.userland.programs),
+               "IGT_BUILD": "1" if self.build is not None else "0",
+               "IGT_TESTS": self.tests, "IGT_SKIPS": skips, "IGT_TIMEOUT": str(self.timeout_s)}
+        text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+        return {"etc/qp/igt.env": (text.encode(), 0o644),
+                "bin/qp-igt": ((GUEST_DIR / "igt").read_bytes(), 0o755)}
+
+
+def check_build_dir(path: str) -> Path:
+    """``--igt-build DIR``: an IGT build (or install) tree holding panthor_* programs."""
+    d = Path(path).expanduser().resolve()
+    if not d.is_dir():
+        raise UserError(f"--igt-build {path}: no such directory")
+    progs = [p for p in d.rglob("panthor_*") if p.is_file() and p.stat().st_mode & 0o111]
+    if not progs:
+        raise UserError(f"--igt-build {path}: no panthor_* test programs in it (an IGT "
+                        "build directory holds tests/panthor/panthor_query, ...)")
+    return d
+
+
+# -- expectations (drm-ci: <driver>-<board>-fails.txt, -flakes.txt, -skips.txt) ----------
+@dataclass
+class Expectations:
+    fails: dict[str, str] = field(default_factory=dict)  # name -> expected status (Fail, ...)
+    flakes: list[re.Pattern[str]] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)  # regexes (unanchored, as drm-ci's)
+    files: list[Path] = field(default_factory=list)
+
+    def skips_regex(self) -> str:
+        return "|".join(f"({s})" for s in self.skips)
+
+    def is_flake(self, name: str) -> bool:
+        return any(p.search(name) for p in self.flakes)
+
+
+def _lines(path: Path) -> list[str]:
+    out = []
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def load_expectations(path: str) -> Expectations:
+    """Every ``*fails.txt``, ``*flakes.txt`` and ``*skips.txt`` in the directory."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise UserError(f"--igt-expectations {path}: no such directory")
+    exp = Expectations()
+    for f in sorted(d.iterdir()):
+        if f.name.endswith("fails.txt"):
+            for line in _lines(f):
+                name, _, status = line.partition(",")
+                if not status:
+                    raise UserError(f"{f}: {line!r} is not 'test,Status' (e.g. "
+                                    "panthor/panthor_vm@vm_bind,Fail)")
+                exp.fails[_bare(name.strip())] = status.strip()
+        elif f.name.endswith("flakes.txt"):
+            exp.flakes += [_regex(f, line) for line in _lines(f)]
+        elif f.name.endswith("skips.txt"):
+            exp.skips += [_regex(f, line).pattern for line in _lines(f)]
+        else:
+            continue
+        exp.files.append(f)
+    if not exp.files:
+        raise UserError(f"--igt-expectations {path}: no *-fails.txt, *-flakes.txt or "
+                        "*-skips.txt in it")
+    return exp
+
+
+def _regex(f: Path, line: str) -> re.Pattern[str]:
+    try:
+        return re.compile(line)
+    except re.error as e:
+        raise UserError(f"{f}: {line!r} is not a regular expression ({e})") from None
+
+
+def _bare(name: str) -> str:
+    return name.removeprefix("igt@")
+
+
+# -- results --------------------------------------------------------------------------------
+@dataclass
+class SubtestRun:
+    name: str  # panthor/panthor_vm@vm_bind
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    dmesg: list[str] = field(default_factory=list)  # "<level>message"
+    rc: int | None = None
+    time_s: float = 0.0
+    timed_out: bool = False
+    ktap: str | None = None  # "ok" / "not ok"
+
+    @property
+    def dmesg_warnings(self) -> list[str]:
+        out = []
+        for line in self.dmesg:
+            m = re.match(r"<(\d+)>", line)
+            if m and int(m.group(1)) % 8 <= DMESG_WARN_LEVEL and "[IGT]" not in line:
+                out.append(line)
+        return out
+
+    @property
+    def result(self) -> str:
+        if self.rc is None:
+            return "incomplete"
+        if self.timed_out:
+            return "timeout"
+        if self.rc == 0:
+            base = "pass"
+        elif self.rc in (77, 79):
+            return "skip"
+        elif self.rc == 112:
+            return "abort"
+        elif self.rc >= 128 or self.rc < -1:
+            base = "crash"
+        else:
+            base = "fail"
+        if self.dmesg_warnings:
+            return {"pass": "dmesg-warn", "fail": "dmesg-fail"}.get(base, base)
+        return base
+
+
+_DIAG = re.compile(r"^# igt-(test|out|err|dmesg|exit)(?: (.*))?$")
+_EXIT = re.compile(r"rc=(-?\d+) time=([\d.]+)( timeout)?")
+_KTAP = re.compile(r"^(ok|not ok) \d+ (\S+)")
+
+
+def parse_console(lines: list[str]) -> list[SubtestRun]:
+    runs: list[SubtestRun] = []
+    cur: SubtestRun | None = None
+    for line in lines:
+        m = _DIAG.match(line)
+        if m:
+            kind, rest = m.group(1), m.group(2) or ""
+            if kind == "test":
+                cur = SubtestRun(rest.strip())
+                runs.append(cur)
+            elif cur is not None and kind == "exit":
+                e = _EXIT.search(rest)
+                if e:
+                    cur.rc, cur.time_s = int(e.group(1)), float(e.group(2))
+                    cur.timed_out = bool(e.group(3))
+            elif cur is not None:
+                getattr(cur, kind).append(rest)
+            continue
+        k = _KTAP.match(line)
+        if k and cur is not None and k.group(2) == cur.name:
+            cur.ktap = k.group(1)
+    return runs
+
+
+@dataclass
+class Verdict:
+    name: str
+    result: str  # IGT runner's result
+    status: str  # drm-ci's
+    outcome: str  # pass / fail / skip / expected-fail / known-flake / unexpected-improvement
+
+    @property
+    def fails_run(self) -> bool:
+        return self.outcome in ("fail", "unexpected-improvement")
+
+
+def judge(runs: list[SubtestRun], exp: Expectations | None) -> list[Verdict]:
+    out = []
+    for r in runs:
+        result = r.result
+        status = CI_STATUS[result]
+        expected = exp.fails.get(r.name) if exp else None
+        if expected is not None:
+            if status == expected:
+                outcome = "expected-fail"
+            elif status in CI_SUCCESS:
+                outcome = "unexpected-improvement"
+            else:
+                outcome = "fail"
+        elif status in CI_SUCCESS:
+            outcome = "skip" if result in SKIPPED else "pass"
+        elif exp is not None and exp.is_flake(r.name):
+            outcome = "known-flake"
+        else:
+            outcome = "fail"
+        out.append(Verdict(r.name, result, status, outcome))
+    return out
+
+
+def summary_line(verdicts: list[Verdict]) -> str:
+    passed = sum(v.result in PASSED for v in verdicts)
+    skipped = sum(v.result in SKIPPED for v in verdicts)
+    failed = len(verdicts) - passed - skipped
+    line = f"igt: {passed} passed, {failed} failed, {skipped} skipped"
+    extra = [f"{n} {what}" for what, n in (
+        ("expected failures", sum(v.outcome == "expected-fail" for v in verdicts)),
+        ("known flakes", sum(v.outcome == "known-flake" for v in verdicts)),
+        ("unexpected improvements", sum(v.outcome == "unexpected-improvement"
+                                        for v in verdicts))) if n]
+    return line + (f" ({', '.join(extra)})" if extra else "")
+
+
+def results_json(runs: list[SubtestRun], *, name: str, uname: str, start: float,
+                 end: float) -> dict[str, Any]:
+    """IGT runner's results.json (results_version 10)."""
+    counters = ("crash", "pass", "dmesg-fail", "dmesg-warn", "skip", "incomplete", "abort",
+                "timeout", "notrun", "fail", "warn")
+    tests: dict[str, Any] = {}
+    totals: dict[str, dict[str, int]] = {"": dict.fromkeys(counters, 0),
+                                         "root": dict.fromkeys(counters, 0)}
+    runtimes: dict[str, Any] = {}
+    for r in runs:
+        binary = r.name.partition("@")[0]
+        key = f"igt@{r.name}".lower()
+        entry: dict[str, Any] = {
+            "out": "".join(f"{x}\n" for x in r.out), "err": "".join(f"{x}\n" for x in r.err),
+            "dmesg": "".join(f"{x}\n" for x in r.dmesg), "result": r.result,
+            "time": {"__type__": "TimeAttribute", "start": 0.0, "end": r.time_s},
+        }
+        if r.dmesg_warnings:
+            entry["dmesg-warnings"] = "".join(f"{x}\n" for x in r.dmesg_warnings)
+        tests[key] = entry
+        bkey = f"igt@{binary}".lower()
+        totals.setdefault(bkey, dict.fromkeys(counters, 0))
+        for t in ("", "root", bkey):
+            totals[t][r.result] += 1
+        rt = runtimes.setdefault(bkey, {"time": {"__type__": "TimeAttribute", "start": 0.0,
+                                                 "end": 0.0}})
+        rt["time"]["end"] = round(rt["time"]["end"] + r.time_s, 3)
+    return {"__type__": "TestrunResult", "results_version": 10, "name": name, "uname": uname,
+            "time_elapsed": {"__type__": "TimeAttribute", "start": start, "end": end},
+            "tests": tests, "totals": totals, "runtimes": runtimes}
+
+
+def junit_xml(runs: list[SubtestRun], verdicts: list[Verdict]) -> bytes:
+    root = ET.Element("testsuites", name="igt")
+    suites: dict[str, ET.Element] = {}
+    for r, v in zip(runs, verdicts, strict=True):
+        binary, _, sub = r.name.partition("@")
+        suite = suites.get(binary)
+        if suite is None:
+            suite = suites[binary] = ET.SubElement(root, "testsuite", name=f"igt@{binary}")
+        case = ET.SubElement(suite, "testcase", classname=f"igt.{binary.replace('/', '.')}",
+                             name=sub or binary, time=f"{r.time_s:.3f}")
+        if v.result in SKIPPED:
+            ET.SubElement(case, "skipped", message=_skip_reason(r))
+        elif v.outcome in ("fail", "unexpected-improvement"):
+            kind = "failure" if v.result not in ("crash", "abort", "timeout") else "error"
+            el = ET.SubElement(case, kind, type=v.status,
+                               message=f"{v.result} ({v.outcome}, exit {r.rc})")
+            el.text = "\n".join(r.err[-40:] or r.out[-40:])
+        ET.SubElement(case, "system-out").text = "\n".join(r.out)
+        ET.SubElement(case, "system-err").text = "\n".join(r.err)
+    for el in [root, *suites.values()]:
+        cases = list(el.iter("testcase"))
+        el.set("tests", str(len(cases)))
+        el.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+        el.set("errors", str(sum(c.find("error") is not None for c in cases)))
+        el.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+        el.set("time", f"{sum(float(c.get('time', '0')) for c in cases):.3f}")
+    ET.indent(root)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+
+
+def _skip_reason(r: SubtestRun) -> str:
+    for line in r.out + r.err:
+        if "Test requirement" in line or "SKIP" in line:
+            return line.strip()
+    return "skipped"
+
+
+def write_results(run_dir: Path, runs: list[SubtestRun], verdicts: list[Verdict], *,
+                  uname: str, start: float) -> list[Path]:
+    data = results_json(runs, name="qemu-panthor", uname=uname, start=start, end=time.time())
+    rj = run_dir / "results.json"
+    rj.write_text(json.dumps(data, indent=4) + "\n")
+    ju = run_dir / "junit.xml"
+    ju.write_bytes(junit_xml(runs, verdicts))
+    # drm-ci's failures.csv: what fails the run, in the fails.txt syntax
+    failures = run_dir / "failures.csv"
+    failures.write_text("".join(f"{v.name},{_ci_line_status(v)}\n" for v in verdicts
+                                if v.fails_run))
+    return [rj, ju, failures]
+
+
+def _ci_line_status(v: Verdict) -> str:
+    if v.outcome == "unexpected-improvement":
+        return f"UnexpectedImprovement({v.status})"
+    return v.status
+
+
+def userland_arch() -> str:
+    """The guest architecture IGT's userland is for (images/userlands.toml)."""
+    from ..setup.userland import userland_recipe
+
+    return str(userland_recipe("igt")["arch"])
+
+
+def prepare(args: Any, arch_name: str) -> IgtPlan:
+    """The IGT run ``boot --run igt`` asked for, on a guest of ``arch_name``."""
+    from ..setup.userland import ensure_userland
+
+    land_arch = userland_arch()
+    if arch_name != land_arch:
+        raise UserError(f"--run igt: Debian builds IGT for amd64 only, so the suite runs in "
+                        f"the {land_arch} guest (--arch {land_arch}, the default for --run "
+                        f"igt), not {arch_name}")
+    build = check_build_dir(args.igt_build) if args.igt_build else None
+    exp = load_expectations(args.igt_expectations) if args.igt_expectations else None
+    if args.igt_tests:
+        try:
+            re.compile(args.igt_tests)
+        except re.error as e:
+            raise UserError(f"--igt-tests {args.igt_tests!r}: not a regular expression "
+                            f"({e})") from None
+    if args.igt_timeout <= 0:
+        raise UserError("--igt-timeout must be positive")
+    return IgtPlan(ensure_userland("igt"), build=build, tests=args.igt_tests,
+                   expectations=exp, timeout_s=args.igt_timeout)
+
+
+def uname_of(console: list[str]) -> str:
+    for line in console:
+        m = re.match(r"^@qp status phase=init kernel=(\S+)", line)
+        if m:
+            return f"Linux {m.group(1)}"
+    return ""
+
+
+__all__ = ["Expectations", "IgtPlan", "SubtestRun", "Verdict", "check_build_dir", "judge",
+           "junit_xml", "load_expectations", "parse_console", "prepare", "results_json",
+           "summary_line", "uname_of", "write_results"]
