@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 KERNEL ?= 7.2
 GPU    ?= g610
 # KERNEL: a Debian kernel line (7.2, 6.12); `debug` or `default`, a kernel built from
-# images/kernel/<name>.config into the cache (once; docs/kernel-dev.md); or a kernel tree's path.
+# images/kernel/<name>.config into the cache (once; docs/kernel-dev.md); or a kernel tree's path
+# (the arm64 guest's: the selftests).
 LINES  := 7.2 6.12
 SETUP_KERNEL := $(if $(filter $(KERNEL),$(LINES)),$(KERNEL),7.2)
 
@@ -26,12 +27,21 @@ venv: $(BIN)/.installed
 setup: venv
 	$(BIN)/qemu-panthor setup --kernel $(SETUP_KERNEL)
 
+# The selftests on the arm64 guest (KERNEL), then IGT's panthor tests on the x86_64 guest
+# (Debian builds IGT for amd64 only; its kernel is built here once). Both summaries are
+# printed; the exit status is the worse of the two. RUN=selftests or RUN=igt runs one.
+RUN ?= selftests igt
 run: setup
-	@kernel='$(KERNEL)'; \
-	case "$$kernel" in debug|default) \
-	    kernel=$$($(BIN)/qemu-panthor kernel build --config "$$kernel") || exit 1;; esac; \
-	echo "$(BIN)/qemu-panthor boot --kernel $$kernel --gpu $(GPU)"; \
-	exec $(BIN)/qemu-panthor boot --kernel "$$kernel" --gpu $(GPU)
+	@rc=0; \
+	for what in $(RUN); do \
+	    case "$$what" in \
+	    selftests) set -- --kernel '$(KERNEL)';; \
+	    igt) set -- --run igt;; \
+	    *) echo "RUN=$$what: choose selftests and/or igt"; exit 2;; \
+	    esac; \
+	    echo "$(BIN)/qemu-panthor boot $$* --gpu $(GPU)"; \
+	    $(BIN)/qemu-panthor boot "$$@" --gpu $(GPU); r=$$?; [ $$r -gt $$rc ] && rc=$$r; \
+	done; exit $$rc
 
 # Build a kernel into the cache (KERNEL=debug|default) and print its directory.
 kernel: setup

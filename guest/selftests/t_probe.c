@@ -412,7 +412,12 @@ int qp_runtime_pm_cycles(int n)
 	if (have_ts) {
 		struct drm_panthor_timestamp_info ti = { 0 };
 		CHECK_OK(qp_query(fd, DRM_PANTHOR_DEV_QUERY_TIMESTAMP_INFO, &ti, sizeof(ti)));
-		CHECK(ti.timestamp_frequency != 0, "no frequency after the cycles");
+		CHECK(ti.timestamp_frequency == ti0.timestamp_frequency,
+		      "frequency %llu after the cycles, was %llu",
+		      (unsigned long long)ti.timestamp_frequency,
+		      (unsigned long long)ti0.timestamp_frequency);
+		CHECK(ti.current_timestamp > ti0.current_timestamp,
+		      "GPU timestamp did not advance over the cycles");
 	}
 	struct drm_panthor_gpu_info gi;
 	CHECK_OK(qp_query(fd, DRM_PANTHOR_DEV_QUERY_GPU_INFO, &gi, sizeof(gi)));

@@ -633,9 +633,9 @@ def boot_main(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         # IGT's suite runs where Debian builds it (x86_64) unless --arch says otherwise
         arch = args.arch or (igt.userland_arch() if args.run == "igt" else None)
+        plan = igt.prepare(args, arch) if args.run == "igt" and arch else None
         # a kernel line, a config built here, or a kernel tree's PATH; on the guest arch
         images = boot_images(args.kernel, arch)
-        plan = igt.prepare(args, images.arch.name) if args.run == "igt" else None
         setup_s = time.monotonic() - t0
         boot = Boot(images, gpu=args.gpu, run=args.run, qmp=args.qmp, trace=args.trace,
                     timeout=args.timeout, append=args.append, with_gpu=not args.no_gpu,

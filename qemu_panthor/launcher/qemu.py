@@ -11,6 +11,7 @@ from ..setup.toolroot import ToolRoot
 from .dtb import GPU_PCI_ADDR
 
 HOTPLUG_PORT = "gpu-port"
+SHARE_SLOT = 0x10  # first PCI slot of the virtio-9p shares
 
 
 @dataclass
@@ -55,9 +56,11 @@ def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
     ]
     if cfg.dtb is not None:
         argv += ["-dtb", str(cfg.dtb)]
-    for tag, path in cfg.shares:
+    for i, (tag, path) in enumerate(cfg.shares):
+        # slots from SHARE_SLOT on: clear of the GPU's fixed slot
         argv += ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on",
-                 "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
+                 "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag},"
+                            f"addr={SHARE_SLOT + i:#x}.0"]
     return argv
 
 

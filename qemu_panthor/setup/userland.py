@@ -11,7 +11,6 @@ unpacked, never installed. The cache entry is keyed by the resolved versions and
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -68,16 +67,23 @@ def resolve(root: ToolRoot, arch: recipes.GuestArch, packages: list[str]) -> dic
     """package:arch -> version of everything ``packages`` pulls in (Depends, Pre-Depends)."""
     wanted = [f"{p}:{arch.debian}" for p in packages]
     out = _apt(root, arch, "-s", "install", *wanted, desc=f"resolve {' '.join(wanted)}")
+    found = parse_simulation(out)
+    if not found:
+        raise UserError(f"apt resolved nothing for {' '.join(wanted)}:\n{out[-2000:]}")
+    return found
+
+
+def parse_simulation(out: str) -> dict[str, str]:
+    """``apt-get -s install`` output -> package:arch -> version, from its ``Inst`` lines
+    (``Inst libc6 (2.43-7 Debian:unstable [amd64])``; a package of another architecture
+    than the native one is named ``name:arch``)."""
     found = {}
     for line in out.splitlines():
         m = _INST.match(line)
         if m:
             name, version, arches = m.groups()
-            pkg_arch = arches.split()[-1] if ":" not in name else name.split(":", 1)[1]
-            base = name.split(":", 1)[0]
-            found[f"{base}:{pkg_arch}"] = version
-    if not found:
-        raise UserError(f"apt resolved nothing for {' '.join(wanted)}:\n{out[-2000:]}")
+            base, _, qual = name.partition(":")
+            found[f"{base}:{qual or arches.split()[-1]}"] = version
     return found
 
 
@@ -268,8 +274,4 @@ def ensure_userland(name: str, *, cache: Cache | None = None) -> Userland:
     return Userland(name, final, arch, tuple(data["programs"]), data["packages"])
 
 
-def program_names(land: Userland, pattern: str = "*") -> list[str]:
-    return [p for p in land.programs if fnmatch.fnmatch(Path(p).name, pattern)]
-
-
-__all__ = ["Userland", "elf_deps", "ensure_userland", "program_names", "resolve", "trim"]
+__all__ = ["Userland", "ensure_userland", "merge_usr", "parse_simulation", "resolve", "trim"]
