@@ -89,6 +89,9 @@ async def _serve_device(args: argparse.Namespace) -> int:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if serving.done() and not serving.cancelled() and serving.exception() is None:
             log.info("the client disconnected; exiting" if once else "server closed")
+        st = device.firmware.stats
+        log.info("command streams ran: %d jobs, %d instructions, %d CS fatal", st["jobs"],
+                 st["cs_instructions"], st["cs_fatal"])
     finally:
         # The signal handlers stay: another SIGTERM during this short clean-up is a no-op.
         if qmp is not None:

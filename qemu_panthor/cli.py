@@ -63,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guest architecture: arm64 (virt; the default) or x86_64 (q35, a "
                         "COMPILE_TEST panthor kernel; the default for --run igt)")
     b.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
-    b.add_argument("--run", default="selftests", choices=["selftests", "igt", "shell", "none"],
+    b.add_argument("--run", default="selftests",
+                   choices=["selftests", "igt", "vulkaninfo", "shell", "none"],
                    help="what the guest does after loading the driver: the selftests "
-                        "(default), IGT's panthor tests (docs/igt.md), a shell, nothing")
+                        "(default), IGT's panthor tests or vulkaninfo through panvk "
+                        "(docs/igt.md), a shell, nothing")
     b.add_argument("--igt-tests", default="", metavar="REGEX",
                    help="--run igt: only subtests whose name (panthor/panthor_vm@vm_bind) "
                         "matches this extended regex")

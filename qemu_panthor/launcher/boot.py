@@ -39,7 +39,7 @@ from ..setup import recipes
 from ..setup.initramfs import InitramfsSpec, build_initramfs
 from ..setup.pipeline import Images
 from ..setup.tree import boot_images
-from . import igt
+from . import suites
 from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
 from .guestfiles import firmware_files, guest_files
@@ -243,6 +243,7 @@ class Boot:
             init_script=recipes.GUEST_DIR / "init", glue_ko=self.images.glue_ko,
             firmware=model_fw,
             extra_files=guest_files(self.images, self.gpu) | self.extra_files,
+            shares=bool(self.shares),
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
@@ -632,8 +633,9 @@ def boot_main(args: argparse.Namespace) -> int:
     try:
         t0 = time.monotonic()
         # IGT's suite runs where Debian builds it (x86_64) unless --arch says otherwise
-        arch = args.arch or (igt.userland_arch() if args.run == "igt" else None)
-        plan = igt.prepare(args, arch) if args.run == "igt" and arch else None
+        # a userland suite runs where Debian builds it (IGT: x86_64) unless --arch says
+        arch = args.arch or suites.suite_arch(args.run)
+        plan = suites.prepare(args, arch)
         # a kernel line, a config built here, or a kernel tree's PATH; on the guest arch
         images = boot_images(args.kernel, arch)
         setup_s = time.monotonic() - t0
@@ -656,7 +658,7 @@ def boot_main(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     result.setup_s = setup_s
-    return report(result, args, igt=plan)
+    return report(result, args, suite=plan)
 
 
 __all__ = ["EXIT_BACKEND", "EXIT_NO_RESULT", "EXIT_TIMEOUT", "Boot", "BootResult", "boot_main"]

@@ -6,6 +6,9 @@ from __future__ import annotations
 from ..setup import recipes
 from ..setup.pipeline import Images
 
+# The virtio-9p mount tag of a userland (setup/userland.py) the guest chroots into.
+USERLAND_TAG = "qpuserland"
+
 
 def firmware_files(gpu: str) -> dict[str, bytes]:
     """Our firmware image, at the path panthor requests for this GPU's architecture."""
@@ -48,4 +51,12 @@ def guest_files(images: Images, gpu: str) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-__all__ = ["firmware_files", "gpu_expectations", "guest_files"]
+def userland_guest_files(runner: str) -> dict[str, tuple[bytes, int]]:
+    """A userland runner (guest/<runner>, installed as /bin/qp-<runner>) and the shell library
+    that mounts the share (guest/userland.sh)."""
+    return {f"bin/qp-{runner}": ((recipes.GUEST_DIR / runner).read_bytes(), 0o755),
+            "lib/qp/userland.sh": ((recipes.GUEST_DIR / "userland.sh").read_bytes(), 0o644)}
+
+
+__all__ = ["USERLAND_TAG", "firmware_files", "gpu_expectations", "guest_files",
+           "userland_guest_files"]

@@ -17,20 +17,24 @@ has a message at warning level or worse is dmesg-warn, such a fail dmesg-fail.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..setup.recipes import GUEST_DIR
 from ..setup.userland import Userland
+from .guestfiles import USERLAND_TAG, userland_guest_files
 
-USERLAND_TAG = "qpuserland"
+if TYPE_CHECKING:
+    from .boot import BootResult
+
 BUILD_TAG = "qpbuild"
 DEFAULT_TIMEOUT_S = 120
 DMESG_WARN_LEVEL = 4  # IGT runner's default: kernel messages at KERN_WARNING or worse
@@ -66,8 +70,29 @@ class IgtPlan:
                "IGT_BUILD": "1" if self.build is not None else "0",
                "IGT_TESTS": self.tests, "IGT_SKIPS": skips, "IGT_TIMEOUT": str(self.timeout_s)}
         text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
-        return {"etc/qp/igt.env": (text.encode(), 0o644),
-                "bin/qp-igt": ((GUEST_DIR / "igt").read_bytes(), 0o755)}
+        return {"etc/qp/igt.env": (text.encode(), 0o644), **userland_guest_files("igt")}
+
+    def report(self, result: BootResult, code: int) -> int:
+        """results.json, junit.xml and failures.csv in the run directory, the failing
+        subtests and the summary line; the exit code as drm-ci would judge the run."""
+        err = sys.stderr
+        assert result.run_dir is not None
+        runs = parse_console(result.console)
+        verdicts = judge(runs, self.expectations)
+        files = write_results(result.run_dir, runs, verdicts, uname=uname_of(result.console),
+                              start=time.time() - result.boot_s)
+        for v in verdicts:
+            if v.outcome in ("fail", "unexpected-improvement", "known-flake", "expected-fail"):
+                print(f"qemu-panthor: igt {v.outcome} {v.name}: {v.result}", file=err)
+        print(f"qemu-panthor: IGT results in {', '.join(str(f) for f in files)}", file=err)
+        print(summary_line(verdicts))
+        if any(v.fails_run for v in verdicts):
+            return code or 1
+        if not runs:
+            print("qemu-panthor: igt: no subtest ran", file=err)
+            return code or 1
+        # the guest's rc 1 counts failures the expectations may excuse: judged above
+        return 0 if code == 1 and result.rc == 1 else code
 
 
 def check_build_dir(path: str) -> Path:
@@ -359,7 +384,7 @@ def userland_arch() -> str:
     return str(userland_recipe("igt")["arch"])
 
 
-def prepare(args: Any, arch_name: str) -> IgtPlan:
+def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
     """The IGT run ``boot --run igt`` asked for, on a guest of ``arch_name``."""
     from ..setup.userland import ensure_userland
 

@@ -7,20 +7,19 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .igt import IgtPlan, judge, parse_console, summary_line, uname_of, write_results
 from .kernel_reports import active_debug, apply_reports, check_console
 from .ktap import KtapSummary, parse_ktap
 from .procs import describe_status
 
 if TYPE_CHECKING:
     from .boot import BootResult
+    from .suites import GuestSuite
 
 
-def report(result: BootResult, args: argparse.Namespace, igt: IgtPlan | None = None) -> int:
+def report(result: BootResult, args: argparse.Namespace, suite: GuestSuite | None = None) -> int:
     """The summary lines after a run, and the exit code."""
     err = sys.stderr
     code = result.exit_code
@@ -51,7 +50,15 @@ def report(result: BootResult, args: argparse.Namespace, igt: IgtPlan | None = N
     print(f"qemu-panthor: set-up {result.setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
           + (f", run dir kept at {result.run_dir}" if result.kept and result.fault is None
              else ""), file=err)
-    code = _kernel_reports(result, summary, code)
+    kernel_code = _kernel_reports(result, summary, code)
+    if suite is not None and result.run_dir is not None and result.signal is None:
+        # the suite judges its own results (expectations may excuse a failure the guest
+        # counted); what else went wrong (no result, the kernel's reports) still counts
+        code = suite.report(result, code)
+        if kernel_code != result.exit_code and code == 0:
+            code = kernel_code
+        return code
+    code = kernel_code
     if summary is not None and result.outcome != "backend-died":
         for name in summary.failed:
             print(f"qemu-panthor: FAILED {name}", file=err)
@@ -60,32 +67,7 @@ def report(result: BootResult, args: argparse.Namespace, igt: IgtPlan | None = N
         print(f"selftests: {summary.line()}")
         if summary.failed and code == 0:
             code = 1
-    if igt is not None and result.run_dir is not None and result.signal is None:
-        code = _igt_report(result, igt, code)
     return code
-
-
-def _igt_report(result: BootResult, plan: IgtPlan, code: int) -> int:
-    """IGT's results: results.json, junit.xml and failures.csv in the run directory, the
-    failing subtests and the summary line; the exit code as drm-ci would judge the run."""
-    err = sys.stderr
-    assert result.run_dir is not None
-    runs = parse_console(result.console)
-    verdicts = judge(runs, plan.expectations)
-    files = write_results(result.run_dir, runs, verdicts, uname=uname_of(result.console),
-                          start=time.time() - result.boot_s)
-    for v in verdicts:
-        if v.outcome in ("fail", "unexpected-improvement", "known-flake", "expected-fail"):
-            print(f"qemu-panthor: igt {v.outcome} {v.name}: {v.result}", file=err)
-    print(f"qemu-panthor: IGT results in {', '.join(str(f) for f in files)}", file=err)
-    print(summary_line(verdicts))
-    if any(v.fails_run for v in verdicts):
-        return code or 1
-    if not runs:
-        print("qemu-panthor: igt: no subtest ran", file=err)
-        return code or 1
-    # the guest's own rc counts failures the expectations may excuse: judge by the verdicts
-    return 0 if code == 1 and result.rc == 1 else code
 
 
 def _kernel_reports(result: BootResult, summary: KtapSummary | None, code: int) -> int:

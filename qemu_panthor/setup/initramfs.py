@@ -117,6 +117,7 @@ class InitramfsSpec:
     glue_ko: Path | None = None
     firmware: dict[str, bytes] = field(default_factory=dict)  # /lib/firmware relative path
     extra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> data, mode
+    shares: bool = False  # the guest mounts virtio-9p shares: load share_modules too
 
 
 def build_initramfs(spec: InitramfsSpec) -> bytes:
@@ -127,7 +128,8 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
     builtin = ({module_name(p) for p in builtin_file.read_text().split()}
                if builtin_file.is_file() else set())
     optional = [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in known]
-    roots = [m for m in recipe["modules"] if m.replace("-", "_") not in builtin]
+    wanted = recipe["modules"] + (recipe["share_modules"] if spec.shares else [])
+    roots = [m for m in wanted if m.replace("-", "_") not in builtin]
     order = load_order(deps, optional + roots)
     w = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc/qp", "lib/modules", "lib/firmware",

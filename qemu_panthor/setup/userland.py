@@ -53,14 +53,17 @@ def userland_recipe(name: str) -> dict[str, Any]:
     return dict(lands[name])
 
 
-def _apt(root: ToolRoot, arch: recipes.GuestArch, *args: str, desc: str) -> str:
-    """apt-get in the tool root as if no package were installed (an empty dpkg status)."""
+def _apt(root: ToolRoot, arch: recipes.GuestArch, *args: str, desc: str,
+         capture: bool = True) -> str:
+    """apt-get in the tool root as if no package were installed (an empty dpkg status),
+    for the native and the guest's architecture."""
     empty = root.path / "qp-empty-status"
     empty.write_text("")
     opts = [*APT_OPTS, "-o", "Dir::State::status=/qp-empty-status",
             "-o", "APT::Install-Recommends=false", "-o", "APT::Architectures::=amd64",
             "-o", f"APT::Architectures::={arch.debian}"]
-    return chroot(root.path, "apt-get", *opts, *args, desc=desc, capture=True)
+    return chroot(root.path, "apt-get", *opts, *args, desc=desc, capture=capture,
+                  quiet=not capture)
 
 
 def resolve(root: ToolRoot, arch: recipes.GuestArch, packages: list[str]) -> dict[str, str]:
@@ -92,17 +95,17 @@ def _key(recipe: dict[str, Any], packages: dict[str, str]) -> str:
     return h.hexdigest()[:12]
 
 
-def _download_and_unpack(root: ToolRoot, packages: dict[str, str], stage: Path) -> None:
+def _download_and_unpack(root: ToolRoot, arch: recipes.GuestArch, packages: dict[str, str],
+                         stage: Path) -> None:
     dl = root.path / "qp-userland-dl"
     remove_tree(dl)
     (dl / "partial").mkdir(parents=True)
-    pins = [f"{p.split(':')[0]}:{p.split(':')[1]}={v}" for p, v in sorted(packages.items())]
+    pins = [f"{p}={v}" for p, v in sorted(packages.items())]
     progress(f"downloading {len(pins)} Debian packages")
     try:
-        chroot(root.path, "apt-get", *APT_OPTS, "-o", "Dir::Cache::archives=/qp-userland-dl",
-               "install", "--download-only", "-y", "-q",
-               "-o", "Dir::State::status=/qp-empty-status", "-o", "APT::Install-Recommends=false",
-               *pins, desc="download the userland's packages", quiet=True)
+        _apt(root, arch, "-o", "Dir::Cache::archives=/qp-userland-dl", "install",
+             "--download-only", "-y", "-q", *pins, desc="download the userland's packages",
+             capture=False)
         debs = sorted(dl.glob("*.deb"))
         progress(f"unpacking {len(debs)} packages")
         rel = "/" + str(stage.relative_to(root.path))
@@ -251,7 +254,7 @@ def ensure_userland(name: str, *, cache: Cache | None = None) -> Userland:
             remove_tree(stage)
             stage.mkdir()
             try:
-                _download_and_unpack(root, packages, stage)
+                _download_and_unpack(root, arch, packages, stage)
                 merge_usr(stage)
                 tmp = cache.new_tmp(f"userland-{name}")
                 programs = trim(stage, tmp, arch, list(recipe["programs"]),
