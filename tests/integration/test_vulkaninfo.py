@@ -17,10 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(900)
-def test_vulkaninfo_lists_the_mali_g610_through_panvk() -> None:
+@pytest.mark.parametrize("kernel", ["7.2", "6.12"])
+def test_vulkaninfo_lists_the_mali_g610_through_panvk(kernel: str) -> None:
     p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--run", "vulkaninfo",
-                        "--keep"], capture_output=True, text=True, timeout=800,
-                       stdin=subprocess.DEVNULL)
+                        "--kernel", kernel, "--keep"], capture_output=True, text=True,
+                       timeout=800, stdin=subprocess.DEVNULL)
     tail = "\n".join(p.stdout.splitlines()[-40:]) + "\n" + p.stderr[-3000:]
     m = re.search(r"run dir kept at (\S+)", p.stderr)
     assert m, tail
