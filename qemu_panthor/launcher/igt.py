@@ -95,6 +95,30 @@ class IgtPlan:
         return 0 if code == 1 and result.rc == 1 else code
 
 
+def check_build_libs(build: Path, land: Userland) -> None:
+    """Every shared library the build's panthor programs and its ``lib/`` need must be in
+    ``lib/`` or in the userland: said before booting, not as 127 exits in the guest."""
+    from ..setup.elf import elf_deps, is_elf
+
+    have = {p.name for d in (build / "lib", land.path / "usr/lib/x86_64-linux-gnu",
+                             land.path / "usr/lib") if d.is_dir() for p in d.iterdir()}
+    files = [p for p in build.rglob("panthor_*") if p.is_file() and p.stat().st_mode & 0o111]
+    if (build / "lib").is_dir():
+        files += [p for p in (build / "lib").iterdir() if ".so" in p.name and p.is_file()]
+    missing: dict[str, str] = {}
+    for f in files:
+        if not is_elf(f):
+            continue
+        for name in elf_deps(f.read_bytes()).needed:
+            if name not in have:
+                missing.setdefault(name, str(f.relative_to(build)))
+    if missing:
+        detail = ", ".join(f"{n} (needed by {w})" for n, w in sorted(missing.items()))
+        raise UserError(f"--igt-build {build}: {detail}: in neither its lib/ nor the IGT "
+                        "userland; add the Debian package that holds it to the igt userland "
+                        "in images/userlands.toml")
+
+
 def check_build_dir(path: str) -> Path:
     """``--igt-build DIR``: an IGT build (or install) tree holding panthor_* programs."""
     d = Path(path).expanduser().resolve()
@@ -403,8 +427,11 @@ def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
                             f"({e})") from None
     if args.igt_timeout <= 0:
         raise UserError("--igt-timeout must be positive")
-    return IgtPlan(ensure_userland("igt"), build=build, tests=args.igt_tests,
-                   expectations=exp, timeout_s=args.igt_timeout)
+    land = ensure_userland("igt")
+    if build is not None:
+        check_build_libs(build, land)
+    return IgtPlan(land, build=build, tests=args.igt_tests, expectations=exp,
+                   timeout_s=args.igt_timeout)
 
 
 def uname_of(console: list[str]) -> str:

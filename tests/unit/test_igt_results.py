@@ -163,3 +163,29 @@ def test_junit_counts_and_cases() -> None:
     assert cases["vm_hang"].find("error").get("type") == "Timeout"
     assert "Test requirement" in cases["vm_skip"].find("skipped").get("message")
     assert cases["vm_bind"].find("failure") is None
+
+
+def test_a_build_needing_a_library_nobody_has_is_refused_before_booting(tmp_path: Path) -> None:
+    """--igt-build: every DT_NEEDED of the build's programs and lib/ must be in its lib/ or
+    in the userland (an upstream IGT links libproc2, Debian's does not)."""
+    from support.elf_writer import make_elf
+
+    from qemu_panthor.launcher.igt import check_build_libs
+    from qemu_panthor.setup.recipes import guest_arch
+    from qemu_panthor.setup.userland import Userland
+
+    land = tmp_path / "land"
+    (land / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (land / "usr/lib/x86_64-linux-gnu/libc.so.6").write_bytes(b"")
+    build = tmp_path / "build"
+    (build / "tests/panthor").mkdir(parents=True)
+    (build / "lib").mkdir()
+    prog = build / "tests/panthor/panthor_query"
+    prog.write_bytes(make_elf("/lib64/ld-linux-x86-64.so.2", ["libigt.so.0", "libc.so.6"]))
+    prog.chmod(0o755)
+    (build / "lib/libigt.so.0").write_bytes(make_elf(None, ["libproc2.so.1", "libc.so.6"]))
+    userland = Userland("igt", land, guest_arch("x86_64"), (), {})
+    with pytest.raises(UserError, match=r"libproc2\.so\.1 \(needed by lib/libigt\.so\.0\)"):
+        check_build_libs(build, userland)
+    (land / "usr/lib/x86_64-linux-gnu/libproc2.so.1").write_bytes(b"")
+    check_build_libs(build, userland)  # now complete
