@@ -61,7 +61,8 @@ async def _serve_device(args: argparse.Namespace) -> int:
     from .gpu.models import MODELS
     from .vfio_user import VfioUserServer
 
-    device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop)
+    device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop,
+                             work_scale=args.work_scale)
     server = VfioUserServer(device, trace=args.trace)
     once = bool(args.once)
     tasks: set[asyncio.Task[object]] = set()

@@ -23,6 +23,16 @@ def _gpu_models() -> list[str]:
     return sorted(MODELS)
 
 
+def _scale(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= v <= 1e6 or v != v:
+        raise argparse.ArgumentTypeError(f"{value}: a scale from 0 to 1e6")
+    return v
+
+
 def _arches() -> list[str]:
     from .setup.recipes import guest_arches
 
@@ -45,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
     s.add_argument("--qmp", metavar="PATH", help="also serve QMP on this UNIX socket")
     s.add_argument("--trace", action="store_true", help="log every register access and IRQ")
+    s.add_argument("--work-scale", type=_scale, default=1.0, metavar="X",
+                   help="scale of the work-item cost model (RUN_* durations; 0: complete at "
+                        "once; docs/command-streams.md)")
     s.add_argument("--once", action="store_true",
                    help="exit when the first client disconnects (default: serve the next one)")
     s.add_argument("--parent-pid", type=int, metavar="PID",

@@ -38,7 +38,8 @@ class MaliPciFunction(PciFunction):
     """A Mali CSF GPU behind a PCI function (``model`` picks the GPU)."""
 
     def __init__(self, model: GpuModel, *, trace: bool = False,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 work_scale: float = 1.0) -> None:
         super().__init__(
             vendor_id=PCI_VENDOR_ARM,
             device_id=PCI_DEVICE_MALI_CSF,
@@ -56,7 +57,7 @@ class MaliPciFunction(PciFunction):
         self.gpu = MaliGpu(model, self.dma, on_irq=self._on_irq, trace=trace)
         (user, size), = USER_PAGES
         self.gpu.attach_user_page(self.bar_memory(BAR_GPU)[user : user + size])
-        self.firmware = CsfFirmware.attach(self.gpu, loop=loop)
+        self.firmware = CsfFirmware.attach(self.gpu, loop=loop, work_scale=work_scale)
         self.testport = FaultInjector(self.gpu, self.firmware)
 
     def _on_irq(self, line: str, level: bool) -> None:

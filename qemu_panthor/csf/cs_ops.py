@@ -19,6 +19,7 @@ from ..exceptions import ExceptionType
 from ..mmu import Access
 from .cs_state import CALL_STACK_DEPTH, M32, M64, WORK_KINDS, CsExecState, RunResult, SyncWait
 from .opcodes import Op
+from .workload import pending, progress_reached, start_item
 
 if TYPE_CHECKING:
     from .interp import CsInterpreter
@@ -91,8 +92,29 @@ def _op_move32(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
     return None
 
 
+def _blocked_on(mask: int, until: float) -> RunResult:
+    """The instruction waits (it is re-executed when the work completes)."""
+    return RunResult("blocked_sb", until=until, sb_mask=mask)
+
+
+def _deferred(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
+    """A deferred operation takes effect once the scoreboard entries of its wait mask
+    ([31:16]) are drained (csf/workload.py)."""
+    mask = (w >> 16) & 0xFFFF
+    if mask and it.scale:
+        until = pending(st, mask, it.clock())
+        if until:
+            return _blocked_on(mask, until)
+    return None
+
+
 def _op_wait(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
-    st.wait_mask = (w >> 16) & 0xFF
+    mask = (w >> 16) & 0xFF
+    st.wait_mask = mask
+    if mask and it.scale:
+        until = pending(st, mask, it.clock())
+        if until:
+            return _blocked_on(mask, until)
     if (w >> 32) & 1:
         st.progress = (st.progress + 1) & M64
     return None
@@ -228,8 +250,13 @@ def _pair_ok(st: CsExecState, r: int) -> bool:
 
 
 def _op_progress_wait(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
-    # all iterator work is complete in this synchronous model: never blocks
-    return None if _pair_ok(st, (w >> 40) & 0xFF) else _enc(w)
+    """Blocks until the progress counter reaches the 64-bit value in the source pair (the
+    progress-incrementing work items in flight complete; inferred: one counter per stream)."""
+    a = (w >> 40) & 0xFF
+    if not _pair_ok(st, a):
+        return _enc(w)
+    until = progress_reached(st, st.reg64(a), it.clock())
+    return _blocked_on(0, until) if until else None
 
 
 def _op_set_exception_handler(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
@@ -276,6 +303,9 @@ def _op_flush_cache2(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResul
     r = (w >> 40) & 0xFF
     if r >= st.reg_count or (w >> 48) & 0xF >= st.scoreboards:
         return _enc(w)
+    blocked = _deferred(it, st, w)
+    if blocked is not None:
+        return blocked
     if w & 0xFFF:  # some flush mode requested
         fid = st.regs[r]
         # a non-zero ID older than the current one means a flush already happened: skip
@@ -294,6 +324,9 @@ def _sync_update(
     regs = st.regs
     if a & 1 or a + 1 >= rc or (w >> 48) & 0xF >= st.scoreboards:
         return _enc(w)
+    blocked = _deferred(it, st, w)
+    if blocked is not None:
+        return blocked
     if is64:
         if d & 1 or d + 1 >= rc:
             return _enc(w)
@@ -436,16 +469,21 @@ def _op_heap_operation(it: CsInterpreter, st: CsExecState, w: int) -> HandlerRes
     op = (w >> 32) & 3
     if op == 2 or (w >> 48) & 0xF >= st.scoreboards:
         return _enc(w)
+    blocked = _deferred(it, st, w)
+    if blocked is not None:
+        return blocked
     st.heap_ops[op] += 1
     return None
 
 
 def _op_trace_point(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
-    return _enc(w) if (w >> 48) & 0xF >= st.scoreboards else None
+    return _enc(w) if (w >> 48) & 0xF >= st.scoreboards else _deferred(it, st, w)
 
 
 def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None) -> Handler:
-    """Handler for a RUN_*/FINISH_* instruction: the work item completes at once."""
+    """Handler for a RUN_*/FINISH_* instruction: hands a work item to its endpoint, tracked
+    by the current scoreboard entry until it completes (csf/workload.py); at scale 0 it
+    completes at once."""
     k = WORK_KINDS.index(kind)
     progress = kind != "finish_fragment"  # its bits [39:32] are a register field
 
@@ -453,7 +491,10 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
         if check is not None and not check(st, w):
             return _enc(w)
         st.work[k] += 1
-        if progress and (w >> 32) & 1:
+        inc = progress and bool((w >> 32) & 1)
+        if it.scale:
+            start_item(st, kind, it.clock(), it.scale, inc)
+        elif inc:
             st.progress = (st.progress + 1) & M64
         return None
 

@@ -9,6 +9,7 @@ stream blocked in SYNC_WAIT waits for, as CS_STATUS_WAIT reports it (docs/comman
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,7 +41,10 @@ WORK_KINDS = (
     "finish_fragment",
 )
 
-RESULT_KINDS = ("idle", "budget", "blocked_sync", "mmu_fault", "lock_stall", "fatal")
+RESULT_KINDS = ("idle", "budget", "blocked_sync", "blocked_sb", "mmu_fault", "lock_stall",
+                "fatal")
+#: Endpoints a stream's work items occupy (compute, tiler, fragment; csf/workload.py).
+ENDPOINT_COUNT = 3
 
 
 @dataclass(slots=True)
@@ -82,6 +86,8 @@ class RunResult:
     exception_data: int = 0  # fatal: CS_FATAL.EXCEPTION_DATA (24 bits)
     info: int = 0  # fatal: CS_FATAL_INFO (instruction word or faulting VA)
     wait: SyncWait | None = None  # blocked_sync: the wait condition
+    until: float = 0.0  # blocked_sb: when the awaited work completes (monotonic s; inf: never)
+    sb_mask: int = 0  # blocked_sb: the scoreboard entries awaited (0: the progress counter)
 
 
 class CsExecState:
@@ -90,6 +96,7 @@ class CsExecState:
     __slots__ = (
         "as_nr",
         "end",
+        "ep_until",
         "error",
         "exc_handlers",
         "extract",
@@ -100,6 +107,7 @@ class CsExecState:
         "insert",
         "pc",
         "progress",
+        "progress_due",
         "reg_count",
         "regs",
         "req_resource",
@@ -107,6 +115,7 @@ class CsExecState:
         "ring_size",
         "sb_endpoint",
         "sb_other",
+        "sb_until",
         "scoreboards",
         "stack",
         "wait_mask",
@@ -141,6 +150,10 @@ class CsExecState:
         self.exc_handlers: dict[int, tuple[int, int]] = {}  # type -> (address, length)
         self.work = [0] * len(WORK_KINDS)  # RUN_*/FINISH_* executed
         self.flushes = 0  # FLUSH_CACHE2 that flushed
+        # work items in flight (csf/workload.py), as monotonic completion times (0: none)
+        self.sb_until = [0.0] * scoreboards  # per scoreboard entry: its last item's end
+        self.ep_until = [0.0] * ENDPOINT_COUNT  # per endpoint: when it is free again
+        self.progress_due: list[float] = []  # progress increments still to come
 
     # -- convenience -------------------------------------------------------------------
     def reg64(self, r: int) -> int:
@@ -167,13 +180,16 @@ class CsExecState:
 
     # -- suspend buffer image ----------------------------------------------------------
     _MAGIC = b"CSIS"
-    _VERSION = 1
+    _VERSION = 2
     _HDR = struct.Struct("<4sHHBBBHQIQQIQQBBHQQII8Q4I")
     _FRAME = struct.Struct("<QQ")
     _EXC = struct.Struct("<BQI")
 
-    def serialise(self) -> bytes:
-        """The state as a self-describing byte image (for the CS suspend buffer)."""
+    def serialise(self, now: float | None = None) -> bytes:
+        """The state as a self-describing byte image (for the CS suspend buffer). Work in
+        flight is saved as the microseconds it still needs at ``now``: it resumes with the
+        stream (the suspend preserves outstanding work, as the hardware's does)."""
+        now = time.monotonic() if now is None else now
         h = self._HDR.pack(
             self._MAGIC,
             self._VERSION,
@@ -205,20 +221,29 @@ class CsExecState:
             self._EXC.pack(t & 0xFF, a & M64, n & M32) for t, (a, n) in self.exc_handlers.items()
         ]
         parts.append(struct.pack(f"<{self.reg_count}I", *(r & M32 for r in self.regs)))
+
+        def left(t: float) -> int:
+            return min(M32, max(0, round((t - now) * 1e6))) if t else 0
+
+        due = [left(t) or 1 for t in self.progress_due]
+        parts.append(struct.pack(f"<{self.scoreboards + ENDPOINT_COUNT}IH{len(due)}I",
+                                 *(left(t) for t in self.sb_until),
+                                 *(left(t) for t in self.ep_until), len(due), *due))
         return b"".join(parts)
 
     @classmethod
-    def deserialise(cls, data: bytes) -> CsExecState:
-        """Inverse of :meth:`serialise`; anything malformed raises ValueError."""
+    def deserialise(cls, data: bytes, now: float | None = None) -> CsExecState:
+        """Inverse of :meth:`serialise` (work in flight resumes at ``now``); anything
+        malformed raises ValueError."""
         try:
-            return cls._deserialise(bytes(data))
+            return cls._deserialise(bytes(data), time.monotonic() if now is None else now)
         except ValueError:
             raise
         except (struct.error, TypeError, OverflowError, IndexError) as e:
             raise ValueError(f"malformed CS state image: {e}") from e
 
     @classmethod
-    def _deserialise(cls, data: bytes) -> CsExecState:
+    def _deserialise(cls, data: bytes, now: float) -> CsExecState:
         if len(data) < cls._HDR.size:
             raise ValueError("CS state image too short")
         f = cls._HDR.unpack_from(data, 0)
@@ -227,9 +252,14 @@ class CsExecState:
             raise ValueError("not a CS state image (bad magic/version)")
         if flags & ~3 or nstack >= CALL_STACK_DEPTH:
             raise ValueError("CS state image has invalid flags or call depth")
-        expect = cls._HDR.size + nstack * cls._FRAME.size + nexc * cls._EXC.size + 4 * reg_count
-        if len(data) != expect:
-            raise ValueError(f"CS state image is {len(data)} bytes, expected {expect}")
+        expect = (cls._HDR.size + nstack * cls._FRAME.size + nexc * cls._EXC.size
+                  + 4 * reg_count + 4 * (sbs + ENDPOINT_COUNT) + 2)
+        if len(data) < expect:
+            raise ValueError(f"CS state image is {len(data)} bytes, expected {expect}+")
+        (ndue,) = struct.unpack_from("<H", data, expect - 2)
+        if len(data) != expect + 4 * ndue:
+            raise ValueError(f"CS state image is {len(data)} bytes, expected "
+                             f"{expect + 4 * ndue}")
         st = cls(reg_count, sbs)
         (
             st.ring_base,
@@ -264,4 +294,15 @@ class CsExecState:
             st.exc_handlers[t] = (a, n)
             off += cls._EXC.size
         st.regs = list(struct.unpack_from(f"<{reg_count}I", data, off))
+        off += 4 * reg_count
+        times = struct.unpack_from(f"<{sbs + ENDPOINT_COUNT}I", data, off)
+        off += 4 * (sbs + ENDPOINT_COUNT) + 2
+        due = struct.unpack_from(f"<{ndue}I", data, off)
+
+        def at(us: int) -> float:
+            return now + us * 1e-6 if us else 0.0
+
+        st.sb_until = [at(us) for us in times[:sbs]]
+        st.ep_until = [at(us) for us in times[sbs:]]
+        st.progress_due = [now + us * 1e-6 for us in due]
         return st

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable
 
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .section import SharedSection, ev, evlog
+from .workload import busy_mask
 
 log = logging.getLogger("qemu_panthor.csf")
 _U32 = struct.Struct("<I")
@@ -39,6 +41,8 @@ class CsfEvents:
         #: seconds a CSG must stay idle before its IDLE event is raised (0: at once)
         self.idle_hysteresis = idle_hysteresis
         self.on_cs_fatal: CsFatalHook | None = None
+        #: the time base of work in flight (the interpreter's; CS_STATUS_SCOREBOARDS)
+        self.clock: Callable[[], float] = time.monotonic
 
     # -- CS events ----------------------------------------------------------------------------
     def cs_event(self, cs: CsRuntime, bit: int) -> None:
@@ -79,6 +83,14 @@ class CsfEvents:
         buf = bytearray(0x28)  # status_cmd_ptr (0x40) .. status_wait_sync_value_hi (0x64)
         base = o.off["status_cmd_ptr"]
         _U64.pack_into(buf, 0, st.cmd_ptr)
+        sbw = cs.sb_wait
+        if sbw is not None:  # waiting for work in flight (WAIT, PROGRESS_WAIT, deferred op)
+            _until, mask = sbw
+            _U32.pack_into(buf, o.off["status_wait"] - base,
+                           (mask & I.CS_STATUS_WAIT_SB_MASK) if mask
+                           else I.CS_STATUS_WAIT_PROGRESS)
+            _U32.pack_into(buf, o.off["status_blocked_reason"] - base,
+                           I.CS_BLOCKED_SB_WAIT if mask else I.CS_BLOCKED_PROGRESS_WAIT)
         w = cs.wait
         if w is not None:
             _U32.pack_into(buf, o.off["status_wait"] - base, w.status_wait())
@@ -87,7 +99,7 @@ class CsfEvents:
             _U32.pack_into(buf, o.off["status_blocked_reason"] - base, w.blocked_reason)
             _U32.pack_into(buf, o.off["status_wait_sync_value_hi"] - base,
                            (w.value >> 32) & 0xFFFFFFFF)
-        # status_scoreboards = 0: the interpreter completes asynchronous work synchronously.
+        _U32.pack_into(buf, o.off["status_scoreboards"] - base, busy_mask(st, self.clock()))
         self.bus.write(self.section.cs_out(cs.csg, cs.index) + base, buf, "CS status")
         self.publish_extract(cs)
 

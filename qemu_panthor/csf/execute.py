@@ -87,6 +87,11 @@ class CsExecutor:
             cs.runnable = False
             cs.wait = res.wait
             self.events.write_cs_status(cs)
+        elif kind == "blocked_sb":
+            # waits for its endpoint work (csf/workload.py): woken when that completes
+            cs.runnable = False
+            self.sched.wake_at(cs, res.until, res.sb_mask)
+            self.events.write_cs_status(cs)
         elif kind == "mmu_fault" and res.fault is not None:
             cs.runnable = False
             fault = res.fault

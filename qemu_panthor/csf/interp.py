@@ -6,8 +6,10 @@ space; the per-opcode handlers are in :mod:`.cs_ops`:
 
 * the ring buffer is executed from ``extract`` to ``insert`` (``ring_base + (extract & (size-1))``);
   CALL/JUMP enter linear buffers, which return when exhausted;
-* everything is synchronous: RUN_* work completes at once (no shader execution), scoreboards are
-  always drained, so WAIT never blocks; only SYNC_WAIT blocks;
+* RUN_* work items run no shaders but take time on their endpoint (csf/workload.py): WAIT,
+  PROGRESS_WAIT and deferred operations block until the work they name completes, and a
+  stream whose ring is empty stays busy while its work is in flight; SYNC_WAIT blocks on
+  memory;
 * faults come back as :class:`RunResult` values; a GPU page fault stalls the instruction, which
   is retried on the next :meth:`CsInterpreter.run` (nothing is committed before the accesses of
   an instruction succeed, and non-idempotent writes come last).
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..exceptions import ExceptionType
@@ -32,6 +36,7 @@ from .cs_state import (
     SyncWait,
 )
 from .opcodes import disasm
+from .workload import drained
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +88,14 @@ def new_state(reg_count: int = 96, scoreboards: int = 8) -> CsExecState:
 class CsInterpreter:
     """Executes command streams through ``mmu`` for one GPU (``hooks``: flush/timestamp/cycles)."""
 
-    def __init__(self, mmu: CsMmu, gpu_hooks: GpuHooks) -> None:
+    def __init__(self, mmu: CsMmu, gpu_hooks: GpuHooks, *, work_scale: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.mmu = mmu
         self.hooks = gpu_hooks
+        #: the cost model's scale (csf/workload.py); 0: work items complete at once
+        self.scale = work_scale
+        #: monotonic seconds, the time base of work items in flight
+        self.clock = clock
         self._table = DISPATCH
         self._pages: dict[int, tuple[int, tuple[int, ...]]] = {}
         self._seg_lo = 0
@@ -187,6 +197,11 @@ class CsInterpreter:
                 ext = st.extract
                 avail = (st.insert - ext) & M64
                 if not avail:
+                    # the ring is empty; the stream is idle once its work items are done
+                    until = drained(st, self.clock()) if self.scale else 0.0
+                    if until:
+                        return self._stop(RunResult("blocked_sb", until=until,
+                                                    sb_mask=(1 << st.scoreboards) - 1), st, n)
                     return self._stop(RunResult("idle"), st, n)
                 size = st.ring_size
                 if size < 8 or size & (size - 1) or st.ring_base & 7 or ext & 7:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,8 @@ class CsfFirmware:
 
     def __init__(self, gpu: MaliGpu, *, config: FwConfig | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, budget: int = 256,
-                 idle_hysteresis: float = IDLE_HYSTERESIS_S) -> None:
+                 idle_hysteresis: float = IDLE_HYSTERESIS_S, work_scale: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.gpu = gpu
         self.config = config or FwConfig.from_model(gpu.model)
         self.bus = McuBus(gpu.mmu)
@@ -49,11 +51,13 @@ class CsfFirmware:
         self.rt = FwRuntime.new(self.config.group_num, self.config.stream_num)
         self.events = CsfEvents(self.section, self.rt, on_mcu_fault=self._guard,
                                 idle_hysteresis=idle_hysteresis)
+        self.events.clock = clock
         self.sched = CsfScheduler(self.rt, gpu.mmu, stream_num=self.config.stream_num,
                                   run_slice=self._run_slice, on_crash=self.mcu_fatal,
-                                  budget=budget, loop=loop)
-        self.executor = CsExecutor(self.rt, CsInterpreter(gpu.mmu, gpu), gpu.mmu, self.events,
-                                   self.sched, on_mcu_fault=self.mcu_fatal)
+                                  budget=budget, loop=loop, clock=clock)
+        interp = CsInterpreter(gpu.mmu, gpu, work_scale=work_scale, clock=clock)
+        self.executor = CsExecutor(self.rt, interp, gpu.mmu, self.events, self.sched,
+                                   on_mcu_fault=self.mcu_fatal)
         self.slots = CsgSlots(self.section, self.rt, self.events, kick=self.sched.kick)
         self.glb: dict[str, int] = {}  # configuration the host sent (timers, core mask...)
         self.boots = 0
@@ -66,9 +70,11 @@ class CsfFirmware:
     @classmethod
     def attach(cls, gpu: MaliGpu, *, config: FwConfig | None = None,
                loop: asyncio.AbstractEventLoop | None = None, budget: int = 256,
-               idle_hysteresis: float = IDLE_HYSTERESIS_S) -> CsfFirmware:
+               idle_hysteresis: float = IDLE_HYSTERESIS_S, work_scale: float = 1.0,
+               clock: Callable[[], float] = time.monotonic) -> CsfFirmware:
         """Create the firmware model and plug it into ``gpu.mcu``."""
-        fw = cls(gpu, config=config, loop=loop, budget=budget, idle_hysteresis=idle_hysteresis)
+        fw = cls(gpu, config=config, loop=loop, budget=budget, idle_hysteresis=idle_hysteresis,
+                 work_scale=work_scale, clock=clock)
         gpu.mcu = fw
         return fw
 

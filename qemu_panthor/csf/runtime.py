@@ -38,6 +38,10 @@ class CsRuntime:
     fault_pending: bool = False
     fatal: bool = False
     written_extract: int = -1
+    #: blocked on work in flight (WAIT, PROGRESS_WAIT, a deferred operation, an empty ring
+    #: with work running): (when it completes, awaited scoreboard mask; 0 = progress)
+    sb_wait: tuple[float, int] | None = None
+    sb_timer: asyncio.TimerHandle | None = None  # wakes the stream when that work completes
 
     def reset(self) -> None:
         self.started = False
@@ -50,14 +54,22 @@ class CsRuntime:
         self.fault_pending = False
         self.fatal = False
         self.written_extract = -1
+        self.cancel_sb_wait()
+
+    def cancel_sb_wait(self) -> None:
+        self.sb_wait = None
+        if self.sb_timer is not None:
+            self.sb_timer.cancel()
+            self.sb_timer = None
 
     @property
     def idle(self) -> bool:
         """Idle as CS_REQ IDLE_EMPTY/IDLE_SYNC_WAIT define it (host always sets both)."""
         if not self.started or self.fatal:
             return True
-        if self.runnable or self.stalled_as is not None or self.fault_pending:
-            return False
+        if (self.runnable or self.stalled_as is not None or self.fault_pending
+                or self.sb_wait is not None):
+            return False  # work items in flight keep a stream busy
         return True  # ring empty or blocked on a sync wait
 
 

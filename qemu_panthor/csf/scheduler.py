@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ..mmu import Mmu, MmuFault
@@ -29,8 +30,11 @@ class CsfScheduler:
                  run_slice: Callable[[CsRuntime, int], None],
                  on_crash: Callable[[str], None], budget: int = 256,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 safety_poll: float = 0.05) -> None:
+                 safety_poll: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rt = rt
+        #: the time base of work in flight (the interpreter's)
+        self.clock = clock
         self.mmu = mmu
         self.stream_num = stream_num
         #: runs one slice of a stream (:meth:`.execute.CsExecutor.run_slice`)
@@ -93,6 +97,37 @@ class CsfScheduler:
             woke = True
         if woke:
             self.kick()
+
+    def wake_at(self, cs: CsRuntime, until: float, mask: int) -> None:
+        """``cs`` waits for work in flight that completes at ``until`` (inf: never; only a
+        reset, suspend or termination ends the wait): wake it then."""
+        cs.cancel_sb_wait()
+        cs.sb_wait = (until, mask)
+        if until == float("inf"):
+            return
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # synchronous use: the caller calls wake_due()
+        cs.sb_timer = loop.call_later(max(0.0, until - self.clock()), self.wake_due)
+
+    def wake_due(self) -> int:
+        """Make runnable the streams whose awaited work has completed; how many."""
+        now = self.clock()
+        woke = 0
+        for csg in self.rt.csgs:
+            for cs in csg.streams:
+                w = cs.sb_wait
+                if w is not None and w[0] <= now:
+                    cs.cancel_sb_wait()
+                    if cs.started:
+                        cs.runnable = True
+                        woke += 1
+        if woke:
+            self.kick()
+        return woke
 
     def reevaluate_waits(self, only: CsgRuntime | None = None) -> None:
         """Re-check blocked SYNC_WAITs against memory (after sync updates / doorbells)."""

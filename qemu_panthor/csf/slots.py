@@ -144,7 +144,7 @@ class CsgSlots:
             if not cs.started or cs.st is None:
                 continue
             try:
-                blob = bytes(cs.st.serialise())
+                blob = bytes(cs.st.serialise(self.events.clock()))
             except Exception:  # a broken interpreter state must not crash the MCU
                 log.exception("CSG%d CS%d: cannot serialise state; it restarts from its "
                               "ring extract on resume", csg.index, cs.index)
@@ -240,7 +240,7 @@ class CsgSlots:
         if record is not None:
             flags, blob = record
             try:
-                st = CsExecState.deserialise(blob)
+                st = CsExecState.deserialise(blob, self.events.clock())
             except ValueError as e:
                 log.warning("CSG%d CS%d: saved state unreadable (%s); restarting from the "
                             "ring extract", csg.index, cs.index, e)

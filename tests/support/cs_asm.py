@@ -142,22 +142,26 @@ def flush_cache2(
     )
 
 
-def _sync_upd(op: int, addr: int, data: int, propagate: bool, scope: int, signal: int) -> int:
+def _sync_upd(op: int, addr: int, data: int, propagate: bool, scope: int, signal: int,
+              wait_mask: int = 0) -> int:
     return ins(
-        op, (int(propagate), 0, 1), (scope, 1, 2), (data, 32, 8), (addr, 40, 8), (signal, 48, 4)
+        op, (int(propagate), 0, 1), (scope, 1, 2), (wait_mask, 16, 16), (data, 32, 8),
+        (addr, 40, 8), (signal, 48, 4)
     )
 
 
 def sync_add32(
-    addr: int, data: int, propagate: bool = False, scope: int = SYSTEM, signal: int = 0
+    addr: int, data: int, propagate: bool = False, scope: int = SYSTEM, signal: int = 0,
+    wait_mask: int = 0,
 ) -> int:
-    return _sync_upd(0x25, addr, data, propagate, scope, signal)
+    return _sync_upd(0x25, addr, data, propagate, scope, signal, wait_mask)
 
 
 def sync_set32(
-    addr: int, data: int, propagate: bool = False, scope: int = SYSTEM, signal: int = 0
+    addr: int, data: int, propagate: bool = False, scope: int = SYSTEM, signal: int = 0,
+    wait_mask: int = 0,
 ) -> int:
-    return _sync_upd(0x26, addr, data, propagate, scope, signal)
+    return _sync_upd(0x26, addr, data, propagate, scope, signal, wait_mask)
 
 
 def sync_add64(

@@ -130,11 +130,13 @@ class Ring:
 # -- the "driver" ---------------------------------------------------------------------------------
 class Host:
     def __init__(self, model: str = "g610", *, program_as0: bool = True,
-                 image: bytes | None = None) -> None:
+                 image: bytes | None = None, work_scale: float = 1.0) -> None:
         self.ram = SparseRam()
         self.ram.add(RamRegion(RAM_BASE, bytearray(RAM_SIZE)))
         self.gpu = MaliGpu(lookup_model(model), self.ram, on_irq=lambda n, lv: None)
-        self.fw = CsfFirmware.attach(self.gpu)
+        #: the firmware's clock for work in flight: the test advances it
+        self.now = 1000.0
+        self.fw = CsfFirmware.attach(self.gpu, work_scale=work_scale, clock=lambda: self.now)
         self.alloc = Bump(RAM_BASE + 0x10_0000)
         self.mcu_vm = Tables(self.ram, self.alloc)
         self.user_vm = Tables(self.ram, self.alloc)
@@ -155,9 +157,9 @@ class Host:
         self.as_enable(1, self.user_vm.root)
 
     @classmethod
-    def booted(cls, model: str = "g610") -> Host:
+    def booted(cls, model: str = "g610", *, work_scale: float = 1.0) -> Host:
         """Booted, GLB initialised, JOB_INT handled: where panthor is after probe."""
-        h = cls(model)
+        h = cls(model, work_scale=work_scale)
         h.boot()
         h.glb_init()
         h.job_irq()

@@ -148,12 +148,17 @@ class Rig:
         reg_count: int = 96,
         scoreboards: int = 8,
         hooks: FakeHooks | None = None,
+        work_scale: float = 0.0,
     ) -> None:
+        """``work_scale`` 0: work items complete at once (instruction semantics alone);
+        otherwise they take time on ``self.now``, a clock the test advances."""
         from qemu_panthor.csf.interp import CsInterpreter, new_state
 
         self.mmu = FakeMmu()
         self.hooks = hooks if hooks is not None else FakeHooks()
-        self.it = CsInterpreter(self.mmu, self.hooks)
+        self.now = 1000.0
+        self.it = CsInterpreter(self.mmu, self.hooks, work_scale=work_scale,
+                                clock=lambda: self.now)
         self.st = new_state(reg_count=reg_count, scoreboards=scoreboards)
         self.st.ring_base = RING
         self.st.ring_size = ring_size
