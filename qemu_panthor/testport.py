@@ -13,6 +13,9 @@ never produces, so tests can exercise the driver's error paths:
   SOFT/HARD_RESET or a device reset): every later poll of that AS times out too.
 * ``PING_DROP``: the firmware does not acknowledge the next GLB PING request until the next
   GPU reset (panthor: "FW ping timeout, scheduling a reset").
+* ``WORK_HANG``: the next N work items (RUN_*/FINISH_*) never complete, like a shader stuck
+  in a loop: the stream waits on them, and the firmware's progress timer raises CSG
+  PROGRESS_TIMER_EVENT (panthor: "CSG slot N progress timeout"). A GPU reset ends them.
 
 The models carry only tiny hooks (``Mmu.as_cmd_hook``, ``CsfFirmware.ping_hook``), ``None``
 until something is armed, so the normal paths are untouched.
@@ -54,6 +57,7 @@ class InjectOp(IntEnum):
     AS_STUCK = 1
     PING_DROP = 2
     AS_WEDGED = 3
+    WORK_HANG = 4
 
 
 class Result(IntEnum):
@@ -78,7 +82,8 @@ REGISTERS: tuple[PortReg, ...] = (
     PortReg("TP_MAGIC", 0x00, doc="0x50545051 ('QPTP')"),
     PortReg("TP_VERSION", 0x04, doc="port version (1)"),
     PortReg("TP_INJECT", 0x08, writable=True,
-            doc="write: arm; [7:0] op (0 disarm, 1 AS_STUCK, 2 PING_DROP, 3 AS_WEDGED), "
+            doc="write: arm; [7:0] op (0 disarm, 1 AS_STUCK, 2 PING_DROP, 3 AS_WEDGED, "
+                "4 WORK_HANG), "
                 "[15:8] AS (0xFF any), [31:16] count (0 = 1); "
                 "read: last code accepted"),
     PortReg("TP_RESULT", 0x0C, doc="last INJECT write: 0 ok, 1 bad op, 2 bad AS"),
@@ -87,6 +92,7 @@ REGISTERS: tuple[PortReg, ...] = (
     PortReg("TP_AS_ACTIVE", 0x18, doc="bitmask of AS slots whose AS_ACTIVE is stuck"),
     PortReg("TP_PING_ARMED", 0x1C, doc="PING requests still to drop"),
     PortReg("TP_GPU_RESETS", 0x20, doc="GPU_CMD SOFT/HARD_RESET commands since power-on"),
+    PortReg("TP_WORK_ARMED", 0x24, doc="work items still to hang"),
 )
 REG_BY_OFFSET = {r.offset: r for r in REGISTERS}
 REG = {r.name: r.offset for r in REGISTERS}
@@ -112,6 +118,7 @@ class FaultInjector:
         self.as_hold = POLL_READS
         self.ping_armed = 0
         self.ping_holding = False
+        self.work_armed = 0
         self.fired_log: deque[str] = deque(maxlen=64)
         prev = gpu.on_reset
 
@@ -128,7 +135,7 @@ class FaultInjector:
         code &= 0xFFFF_FFFF
         op, as_nr, count = code & 0xFF, code >> 8 & 0xFF, max(code >> 16, 1)
         if op == InjectOp.DISARM:
-            self.as_armed = self.ping_armed = 0
+            self.as_armed = self.ping_armed = self.work_armed = 0
             self._sync_hooks()
         elif op in (InjectOp.AS_STUCK, InjectOp.AS_WEDGED):
             if as_nr != ANY_AS and not self.mmu.as_present >> as_nr & 1:
@@ -140,6 +147,11 @@ class FaultInjector:
             if self.firmware is None:
                 return self._result(Result.BAD_OP)
             self.ping_armed = count
+            self._sync_hooks()
+        elif op == InjectOp.WORK_HANG:
+            if self.firmware is None:
+                return self._result(Result.BAD_OP)
+            self.work_armed = count
             self._sync_hooks()
         else:
             return self._result(Result.BAD_OP)
@@ -157,6 +169,7 @@ class FaultInjector:
         if self.firmware is not None:
             armed = self.ping_armed or self.ping_holding
             self.firmware.ping_hook = self._ping if armed else None
+            self.firmware.work_hang_hook = self._work if self.work_armed else None
 
     # -- hooks ----------------------------------------------------------------------------------
     def _as_cmd(self, as_nr: int, cmd: int) -> int:
@@ -186,6 +199,17 @@ class FaultInjector:
         self._sync_hooks()
         return True
 
+    def _work(self) -> bool:
+        """Firmware: a work item is being issued; True = it never completes."""
+        if not self.work_armed:
+            return False
+        self.work_armed -= 1
+        self.fired += 1
+        self.fired_log.append("work item hangs")
+        log.warning("test port: a work item hangs (never completes)")
+        self._sync_hooks()
+        return True
+
     def _on_reset(self) -> None:
         """A GPU or device reset ends held faults (the Mmu clears AS_ACTIVE itself)."""
         if self.ping_holding:
@@ -206,6 +230,7 @@ class FaultInjector:
             "TP_AS_ACTIVE": self.mmu.as_active,
             "TP_PING_ARMED": self.ping_armed,
             "TP_GPU_RESETS": self.gpu.stats["gpu_resets"],
+            "TP_WORK_ARMED": self.work_armed,
         }
         return values.get(name, 0) & 0xFFFF_FFFF
 
@@ -218,6 +243,7 @@ class FaultInjector:
         return {"fired": self.fired, "as-armed": self.as_armed,
                 "as-filter": self.as_filter, "as-active": self.mmu.as_active,
                 "ping-armed": self.ping_armed, "ping-holding": self.ping_holding,
+                "work-armed": self.work_armed,
                 "gpu-resets": self.gpu.stats["gpu_resets"], "fired-log": list(self.fired_log)}
 
 

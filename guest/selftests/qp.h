@@ -142,6 +142,8 @@ const struct drm_panthor_csif_info *qp_csif(int fd);
 #define CS_MOV48(reg, imm) (CS_OP(1) | ((uint64_t)(reg) << 48) | ((uint64_t)(imm) & 0xffffffffffffull))
 #define CS_MOV32(reg, imm) (CS_OP(2) | ((uint64_t)(reg) << 48) | ((uint64_t)(imm) & 0xffffffffull))
 #define CS_WAIT(mask) (CS_OP(3) | ((uint64_t)(mask) << 16))
+#define CS_RUN_COMPUTE() CS_OP(4)
+#define CS_SET_SB_ENTRY(ep, other) (CS_OP(23) | ((uint64_t)(other) << 4) | (uint64_t)(ep))
 #define CS_ADD_IMM32(dst, src, imm) \
 	(CS_OP(16) | ((uint64_t)(dst) << 48) | ((uint64_t)(src) << 40) | ((uint64_t)(uint32_t)(imm)))
 #define CS_LOAD_MULTIPLE(base, addr, mask, off) \
@@ -254,6 +256,7 @@ int test_bo_sync(void);
 /* t_reset.c */
 int test_gpu_reset_recovery(void);
 int test_vm_bind_async_failure_unusable(void);
+int test_progress_timeout(void);
 /* t_soak.c (MANUAL) */
 int test_soak_jobs(void);
 int test_soak_vms(void);

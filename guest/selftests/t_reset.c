@@ -27,6 +27,7 @@
 #define TP_MAGIC_VALUE 0x50545051u
 #define TP_OP_DISARM 0u
 #define TP_OP_AS_STUCK 1u
+#define TP_OP_WORK_HANG 4u
 #define TP_ANY_AS 0xFFu
 #define TP_CODE(op, as, n) ((op) | (as) << 8 | (uint32_t)(n) << 16)
 
@@ -334,6 +335,79 @@ int test_vm_bind_async_failure_unusable(void)
 	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "Unhandled Page fault"),
 	      "unexpected kernel lines (shown above)");
 	qp_vm_destroy(fd, a.vm);
+	close(fd);
+	return QP_PASS;
+}
+
+/*
+ * A shader stuck in a loop: the test port's WORK_HANG makes the next work item (RUN_COMPUTE)
+ * never complete, and the job WAITs on it. The firmware's progress timer (GLB
+ * progress_timer 2560000 x 1024 GPU cycles: 3.28 s at 800 MHz) raises CSG
+ * PROGRESS_TIMER_EVENT; panthor ("CSG slot N progress timeout") marks the group timed out and
+ * terminates it: the job fails with -ETIMEDOUT before the 5 s job timeout, the store after
+ * the WAIT never lands, and a new group on the same VM runs.
+ */
+int test_progress_timeout(void)
+{
+	int r = tp_open();
+	if (r)
+		return r;
+	int fd = qp_open();
+	struct qp_ctx t;
+	CHECK_OK(qp_ctx_init(&t, fd, 4096, 4096));
+	int kfd = qp_kmsg_open(true);
+	volatile uint32_t *d = t.data.map;
+	struct qp_cs cs = { t.cmd.map, 0 };
+	cs_store32(&cs, t.data.va, 0x9a0001); /* lands before the work item */
+	cs_emit(&cs, CS_SET_SB_ENTRY(1, 0));
+	cs_emit(&cs, CS_RUN_COMPUTE());
+	cs_emit(&cs, CS_WAIT(1u << 1));
+	cs_store32(&cs, t.data.va + 4, 0x9a0002); /* must never land */
+	cs_flush(&cs);
+	uint32_t fired0 = tp_rd(TP_FIRED);
+	tp_wr(TP_INJECT, TP_CODE(TP_OP_WORK_HANG, TP_ANY_AS, 1));
+	CHECK(tp_rd(TP_RESULT) == 0, "WORK_HANG refused (result %u)", tp_rd(TP_RESULT));
+	double t0 = qp_now();
+	CHECK_OK(qp_submit(fd, t.group, t.cmd.va, cs_bytes(&cs), t.syncobj, 0));
+	CHECK_OK(qp_syncobj_wait(fd, &t.syncobj, 1, 20000, true));
+	double dt = qp_now() - t0;
+	int st = 0;
+	uint32_t state = 0, fq = 0;
+	CHECK_OK(qp_syncobj_status(fd, t.syncobj, &st));
+	CHECK_OK(qp_group_state(fd, t.group, &state, &fq));
+	qp_diag("hung work item: fence %d (%s), group state 0x%x fatal_queues 0x%x after %.2f s, "
+		"test port fired %u", st, st < 0 ? strerror(-st) : "ok", state, fq, dt,
+		tp_rd(TP_FIRED) - fired0);
+	CHECK(tp_rd(TP_FIRED) - fired0 == 1, "the hang did not fire");
+	CHECK(dt >= 3.0 && dt < 4.9, "fence completed after %.2f s; the progress timeout is 3.28 s "
+	      "(the 5 s job timeout must not be what ended it)", dt);
+	CHECK(st == -ETIMEDOUT, "fence status %d, want -ETIMEDOUT", st);
+	CHECK(state & DRM_PANTHOR_GROUP_STATE_TIMEDOUT, "group state 0x%x lacks TIMEDOUT", state);
+	CHECK(d[0] == 0x9a0001 && d[1] == 0, "stores 0x%x 0x%x: the one after the WAIT landed",
+	      d[0], d[1]);
+	static char log[65536];
+	qp_kmsg_drain(kfd, log, sizeof(log));
+	close(kfd);
+	int progress = 0, jobtimeouts = 0;
+	for (char *l = strtok(log, "\n"); l; l = strtok(NULL, "\n")) {
+		if (!strstr(l, "panthor"))
+			continue;
+		qp_diag("kmsg: %.200s", l);
+		progress += strstr(l, "progress timeout") != NULL;
+		jobtimeouts += strstr(l, "] job timeout") != NULL;
+	}
+	CHECK(progress == 1, "%d 'progress timeout' lines, want 1", progress);
+	CHECK(jobtimeouts == 0, "the job timeout fired (%d)", jobtimeouts);
+	/* the VM and the GPU keep working: a new group on the same VM */
+	uint32_t g;
+	CHECK_OK(qp_group_create(fd, t.vm, &g));
+	t.group = g;
+	cs.n = 0;
+	cs_store32(&cs, t.data.va + 8, 0x600d);
+	cs_flush(&cs);
+	CHECK_OK(qp_ctx_run(&t, 0, cs_bytes(&cs), TIMEOUT_MS));
+	CHECK(d[2] == 0x600d, "new group's store: 0x%x", d[2]);
+	qp_ctx_fini(&t);
 	close(fd);
 	return QP_PASS;
 }

@@ -492,8 +492,9 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
             return _enc(w)
         st.work[k] += 1
         inc = progress and bool((w >> 32) & 1)
-        if it.scale:
-            start_item(st, kind, it.clock(), it.scale, inc)
+        hang = it.hang_hook is not None and it.hang_hook()
+        if it.scale or hang:
+            start_item(st, kind, it.clock(), it.scale, inc, hang)
         elif inc:
             st.progress = (st.progress + 1) & M64
         return None

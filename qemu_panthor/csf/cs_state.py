@@ -222,10 +222,12 @@ class CsExecState:
         ]
         parts.append(struct.pack(f"<{self.reg_count}I", *(r & M32 for r in self.regs)))
 
-        def left(t: float) -> int:
-            return min(M32, max(0, round((t - now) * 1e6))) if t else 0
+        def left(t: float) -> int:  # M32: never (a hung item)
+            if not t:
+                return 0
+            return M32 if t == float("inf") else min(M32 - 1, max(1, round((t - now) * 1e6)))
 
-        due = [left(t) or 1 for t in self.progress_due]
+        due = [left(t) for t in self.progress_due]
         parts.append(struct.pack(f"<{self.scoreboards + ENDPOINT_COUNT}IH{len(due)}I",
                                  *(left(t) for t in self.sb_until),
                                  *(left(t) for t in self.ep_until), len(due), *due))
@@ -300,9 +302,11 @@ class CsExecState:
         due = struct.unpack_from(f"<{ndue}I", data, off)
 
         def at(us: int) -> float:
+            if us == M32:
+                return float("inf")
             return now + us * 1e-6 if us else 0.0
 
         st.sb_until = [at(us) for us in times[:sbs]]
         st.ep_until = [at(us) for us in times[sbs:]]
-        st.progress_due = [now + us * 1e-6 for us in due]
+        st.progress_due = [at(us) for us in due]
         return st

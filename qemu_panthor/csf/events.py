@@ -43,6 +43,9 @@ class CsfEvents:
         self.on_cs_fatal: CsFatalHook | None = None
         #: the time base of work in flight (the interpreter's; CS_STATUS_SCOREBOARDS)
         self.clock: Callable[[], float] = time.monotonic
+        #: seconds a group may wait on its endpoint work without any of it completing
+        #: (GLB progress_timer x 1024 GPU cycles; 0: the timer is off)
+        self.progress_timeout = 0.0
 
     # -- CS events ----------------------------------------------------------------------------
     def cs_event(self, cs: CsRuntime, bit: int) -> None:
@@ -154,6 +157,47 @@ class CsfEvents:
         s.raise_event(s.csg_out(csg.index), s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
                       I.CSG_IDLE)
         s.irq(1 << csg.index)
+
+    # -- progress timer ---------------------------------------------------------------------
+    def watch_progress(self, csg: CsgRuntime, until: float) -> None:
+        """A stream of ``csg`` waits for endpoint work completing at ``until``. If nothing
+        completes within the progress timeout, the group makes no forward progress (a hung
+        shader): CSG PROGRESS_TIMER_EVENT (ack bit 31), once per residency. A stream running
+        instructions, or waiting on a sync object, is not stuck work."""
+        timeout = self.progress_timeout
+        if not timeout or csg.progress_reported:
+            return
+        now = self.clock()
+        if until - now <= timeout:
+            return
+        deadline = now + timeout
+        if csg.progress_deadline and csg.progress_deadline <= deadline:
+            return  # an earlier check is armed
+        csg.cancel_progress_check()
+        csg.progress_deadline = deadline
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # synchronous use: the test calls check_progress()
+        csg.progress_check = loop.call_later(timeout, lambda: self._guard(self.check_progress))
+
+    def check_progress(self) -> None:
+        """Raise PROGRESS_TIMER_EVENT for every group whose awaited work is overdue."""
+        now = self.clock()
+        for csg in self.rt.csgs:
+            if not (csg.active and csg.progress_deadline and csg.progress_deadline <= now):
+                continue
+            csg.cancel_progress_check()
+            stuck = any(cs.sb_wait is not None and cs.sb_wait[0] > now for cs in csg.streams)
+            if stuck and not csg.progress_reported:
+                csg.progress_reported = True
+                log.warning("CSG%d: no progress for %.2f s: PROGRESS_TIMER_EVENT", csg.index,
+                            self.progress_timeout)
+                s = self.section
+                s.raise_event(s.csg_out(csg.index),
+                              s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
+                              I.CSG_PROGRESS_TIMER_EVENT)
+                s.irq(1 << csg.index)
 
     def flush(self, csg: CsgRuntime) -> None:
         """Publish pending CSG events: SYNC_UPDATE (bit 28) then IDLE (bit 29)."""

@@ -91,6 +91,7 @@ class CsExecutor:
             # waits for its endpoint work (csf/workload.py): woken when that completes
             cs.runnable = False
             self.sched.wake_at(cs, res.until, res.sb_mask)
+            self.events.watch_progress(csg, res.until)
             self.events.write_cs_status(cs)
         elif kind == "mmu_fault" and res.fault is not None:
             cs.runnable = False

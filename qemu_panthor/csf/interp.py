@@ -96,6 +96,8 @@ class CsInterpreter:
         self.scale = work_scale
         #: monotonic seconds, the time base of work items in flight
         self.clock = clock
+        #: test port (WORK_HANG): True = the work item being issued never completes
+        self.hang_hook: Callable[[], bool] | None = None
         self._table = DISPATCH
         self._pages: dict[int, tuple[int, tuple[int, ...]]] = {}
         self._seg_lo = 0

@@ -112,6 +112,15 @@ class CsfFirmware:
         self.events.on_cs_fatal = hook
 
     @property
+    def work_hang_hook(self) -> Callable[[], bool] | None:
+        """Test port (WORK_HANG): called as a work item is issued; True = it never ends."""
+        return self.executor.interp.hang_hook
+
+    @work_hang_hook.setter
+    def work_hang_hook(self, hook: Callable[[], bool] | None) -> None:
+        self.executor.interp.hang_hook = hook
+
+    @property
     def idle_hysteresis(self) -> float:
         return self.events.idle_hysteresis
 
@@ -244,6 +253,9 @@ class CsfFirmware:
                 g_in.get(inp, "doorbell_req") ^ g_out.get(out, "doorbell_ack"))
         if pend & I.GLB_CFG_PROGRESS_TIMER:
             self.glb["progress_timer"] = g_in.get(inp, "progress_timer")
+            # units of 1024 GPU cycles (kbase GLB_PROGRESS_TIMER_TIMEOUT_SCALE)
+            self.events.progress_timeout = (self.glb["progress_timer"] * 1024
+                                            / self.gpu.model.core_clock_hz)
         if pend & I.GLB_CFG_POWEROFF_TIMER:
             self.glb["poweroff_timer"] = g_in.get(inp, "poweroff_timer")
         if pend & I.GLB_CFG_ALLOC_EN:

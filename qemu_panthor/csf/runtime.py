@@ -87,6 +87,10 @@ class CsgRuntime:
     idle_reported: bool = False
     sync_pending: bool = False
     idle_event: asyncio.TimerHandle | None = None  # the deferred IDLE event (hysteresis)
+    #: progress timer: when the group's awaited work is overdue (no progress), its check
+    progress_deadline: float = 0.0
+    progress_check: asyncio.TimerHandle | None = None
+    progress_reported: bool = False  # PROGRESS_TIMER_EVENT raised for this residency
 
     @classmethod
     def new(cls, index: int, stream_num: int) -> CsgRuntime:
@@ -97,8 +101,16 @@ class CsgRuntime:
             self.idle_event.cancel()
             self.idle_event = None
 
+    def cancel_progress_check(self) -> None:
+        self.progress_deadline = 0.0
+        if self.progress_check is not None:
+            self.progress_check.cancel()
+            self.progress_check = None
+
     def reset(self) -> None:
         self.cancel_idle_event()
+        self.cancel_progress_check()
+        self.progress_reported = False
         self.active = False
         self.idle_reported = False
         self.sync_pending = False

@@ -42,11 +42,14 @@ ENDPOINTS = 3
 NEVER = float("inf")
 
 
-def start_item(st: CsExecState, kind: str, now: float, scale: float, progress: bool) -> None:
+def start_item(st: CsExecState, kind: str, now: float, scale: float, progress: bool,
+               hang: bool = False) -> None:
     """Issue one work item of ``kind`` at ``now``: it completes after the endpoint's previous
-    item plus its cost; the current scoreboard entry (SET_SB_ENTRY endpoint) tracks it."""
+    item plus its cost; the current scoreboard entry (SET_SB_ENTRY endpoint) tracks it. A
+    hung item (a shader that never ends; the test port's WORK_HANG) never completes, and
+    neither does anything queued behind it on its endpoint."""
     ep = ENDPOINT[kind]
-    done = max(now, st.ep_until[ep]) + COST_US[kind] * scale * 1e-6
+    done = NEVER if hang else max(now, st.ep_until[ep]) + COST_US[kind] * scale * 1e-6
     st.ep_until[ep] = done
     slot = st.sb_endpoint
     if done > st.sb_until[slot]:

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 ACCESS_CHOICES = ("read", "write", "execute", "atomic")
 #: x-mali-inject ``fault`` names -> test-port INJECT ops (docs/test-port.md)
 INJECT_FAULTS = {"as-stuck": InjectOp.AS_STUCK, "as-wedged": InjectOp.AS_WEDGED,
-                 "ping-drop": InjectOp.PING_DROP, "disarm": InjectOp.DISARM}
+                 "ping-drop": InjectOp.PING_DROP, "work-hang": InjectOp.WORK_HANG,
+                 "disarm": InjectOp.DISARM}
 MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
 MAX_PAGE_TABLE_DESCRIPTORS = 1 << 18

@@ -140,3 +140,52 @@ def test_firmware_reports_the_scoreboard_wait_and_stays_busy() -> None:
     host.toggle(ci, co, pf.CSG_STATUS_UPDATE)
     host.ring_csg(0)
     assert host.cs_out("status_scoreboards") == 0 and host.cs_out("status_blocked_reason") == 0
+
+
+def _hang_program(host: Host) -> None:
+    prog = [A.set_sb_entry(1, 0), A.run_compute(), A.wait(1 << 1)]
+    for k, wd in enumerate(prog):
+        host.ram.write_u64(host.user_pa + 8 * k, wd)
+    host.push([A.move48(0x40, USER_VA), A.move32(0x42, 8 * len(prog)), A.call(0x40, 0x42)])
+
+
+def test_a_hung_work_item_raises_the_progress_timer_event() -> None:
+    """WORK_HANG (test port): the item never completes. After GLB progress_timer x 1024 GPU
+    cycles (panthor: 2560000 -> 3.28 s at 800 MHz) with no work completing, the firmware
+    raises CSG PROGRESS_TIMER_EVENT (CSG ack bit 31) and JOB_INT bit i, once."""
+    from qemu_panthor.testport import FaultInjector, InjectOp, encode
+
+    host = Host.booted()
+    port = FaultInjector(host.gpu, host.fw)
+    assert port.inject(encode(InjectOp.WORK_HANG)) == 0
+    host.start_group(0)
+    _hang_program(host)
+    host.fw.sched.pump()
+    co = host.csg[0]["output_va"]
+    timeout = 2560000 * 1024 / host.gpu.model.core_clock_hz
+    assert host.fw.events.progress_timeout == pytest.approx(timeout)
+    assert port.fired == 1 and port.work_armed == 0
+    host.now += timeout - 0.01
+    host.fw.events.check_progress()
+    assert not host.r32(co) & pf.CSG_PROGRESS_TIMER_EVENT  # not yet
+    host.now += 0.02
+    host.fw.events.check_progress()
+    ack = host.r32(co)
+    req = host.r32(host.csg[0]["input_va"])
+    assert (ack ^ req) & pf.CSG_PROGRESS_TIMER_EVENT  # raised (toggle protocol)
+    host.now += 10
+    host.fw.sched.wake_due()
+    host.fw.sched.pump()
+    host.fw.events.check_progress()
+    assert host.r32(co) == ack  # once per residency
+
+
+def test_slow_work_that_completes_in_time_is_progress() -> None:
+    host = Host.booted(work_scale=1e5)  # a 2 s item: within the 3.28 s timeout
+    host.start_group(0)
+    _hang_program(host)
+    host.fw.sched.pump()
+    co = host.csg[0]["output_va"]
+    host.now += 5
+    host.fw.events.check_progress()
+    assert not (host.r32(co) ^ host.r32(host.csg[0]["input_va"])) & pf.CSG_PROGRESS_TIMER_EVENT
