@@ -15,6 +15,7 @@ from .errors import UserError
 
 DEFAULT_GPU = "g610"
 DEFAULT_KERNEL = "7.2"
+BOOT_TIMEOUT_S = 600.0
 
 
 def _gpu_models() -> list[str]:
@@ -40,6 +41,8 @@ def _arches() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .launcher.igt import RUN_TIMEOUT_S, SUBTEST_TIMEOUT_S
+
     p = argparse.ArgumentParser(
         prog="qemu-panthor",
         description="Arm Mali CSF GPU (Mali-G610) device model for QEMU's vfio-user-pci.",
@@ -89,13 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--igt-build", metavar="DIR",
                    help="--run igt: run the panthor_* programs of this IGT build (for the "
                         "guest's architecture) instead of Debian's")
-    b.add_argument("--igt-timeout", type=int, default=120, metavar="S",
+    b.add_argument("--igt-timeout", type=int, default=SUBTEST_TIMEOUT_S, metavar="S",
                    help="--run igt: kill a subtest after S seconds (reported as timeout)")
     b.add_argument("--qmp", metavar="PATH", help="serve the backend's QMP on this socket")
     b.add_argument("--keep", action="store_true", help="keep the run directory (logs, sockets)")
     b.add_argument("--trace", action="store_true", help="backend register/IRQ trace in the log")
-    b.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                   help="give up on the guest after S seconds (default 600)")
+    b.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help=f"give up on the guest after S seconds (default {BOOT_TIMEOUT_S:.0f}; "
+                        f"{RUN_TIMEOUT_S} for --run igt)")
     b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     b.add_argument("--coherent", action="store_true",
                    help="mark the GPU dma-coherent (default: not, as on RK3588, so panthor's "
@@ -128,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "fragment files merged over the trimmed base (default: default)")
     kb.add_argument("--patch", nargs="+", metavar="FILE", help="patches applied (-p1) in order")
     kb.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel jobs (default: cores)")
-    km = ksub.add_parser("make", help="make for arm64 with the kbuild root's cross compiler on "
-                         "host trees (e.g. -C ~/linux O=~/out Image modules)")
+    km = ksub.add_parser("make", help="make for the guest architecture (arm64 with the kbuild "
+                         "root's cross compiler by default) on host trees (e.g. -C ~/linux "
+                         "O=~/out Image modules)")
     km.add_argument("--arch", choices=_arches(), help="guest architecture (default: arm64)")
     km.add_argument("make_args", nargs="*", metavar="ARGS",
                     help="make's arguments: everything after `make` (ARCH and CROSS_COMPILE "
@@ -143,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "boot" and args.timeout is None:
+        from .launcher.igt import RUN_TIMEOUT_S
+
+        args.timeout = float(RUN_TIMEOUT_S) if args.run == "igt" else BOOT_TIMEOUT_S
     if args.command in ("serve", "boot", "setup") and args.gpu not in _gpu_models():
         raise UserError(
             f"unknown GPU model {args.gpu!r}; choose one of: {', '.join(_gpu_models())}"

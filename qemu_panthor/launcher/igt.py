@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from .boot import BootResult
 
 BUILD_TAG = "qpbuild"
-DEFAULT_TIMEOUT_S = 120
+EM_X86_64 = 62  # ELF e_machine of the guest IGT runs in
+SUBTEST_TIMEOUT_S = 120  # --igt-timeout: one subtest, then it is killed (timeout)
+RUN_TIMEOUT_S = 3600  # boot --timeout for a whole IGT run unless given
 DMESG_WARN_LEVEL = 4  # IGT runner's default: kernel messages at KERN_WARNING or worse
 
 PASSED = ("pass", "warn", "dmesg-warn")
@@ -46,6 +48,23 @@ CI_STATUS = {"pass": "Pass", "warn": "Warn", "dmesg-warn": "Pass", "skip": "Skip
              "notrun": "Skip", "fail": "Fail", "dmesg-fail": "Fail", "crash": "Crash",
              "timeout": "Timeout", "abort": "Crash", "incomplete": "Crash"}
 CI_SUCCESS = ("Pass", "Skip", "Warn")
+CI_STATUSES = frozenset(CI_STATUS.values())
+# What Python's re accepts but POSIX extended regexes (busybox grep -E, which filters in the
+# guest) do not: inline flags and groups, class escapes, lazy quantifiers.
+_NOT_ERE = re.compile(r"\(\?|\\[dDwWsSbBAZ]|[*+?}]\?")
+
+
+def check_ere(pattern: str, what: str) -> str:
+    """``pattern`` if it means the same to Python's re and to POSIX ERE; else a clear error."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"{what}: {pattern!r} is not a regular expression ({e})") from None
+    m = _NOT_ERE.search(pattern)
+    if m:
+        raise UserError(f"{what}: {pattern!r} uses {m.group(0)!r}, which POSIX extended "
+                        "regexes (grep -E in the guest) do not have")
+    return pattern
 
 
 @dataclass
@@ -56,7 +75,7 @@ class IgtPlan:
     build: Path | None = None
     tests: str = ""  # extended regex over binary@subtest ("" = all)
     expectations: Expectations | None = None
-    timeout_s: int = DEFAULT_TIMEOUT_S
+    timeout_s: int = SUBTEST_TIMEOUT_S
 
     def shares(self) -> list[tuple[str, Path]]:
         out = [(USERLAND_TAG, self.userland.path)]
@@ -88,10 +107,14 @@ class IgtPlan:
         print(summary_line(verdicts))
         if any(v.fails_run for v in verdicts):
             return code or 1
-        if not runs:
-            print("qemu-panthor: igt: no subtest ran", file=err)
+        planned = planned_count(result.console)
+        judged = sum(r.rc is not None for r in runs)
+        if planned is None or judged != planned or not runs:
+            print(f"qemu-panthor: igt: {judged} of {planned if planned is not None else '?'} "
+                  "subtests reported a result", file=err)
             return code or 1
-        # the guest's rc 1 counts failures the expectations may excuse: judged above
+        # every planned subtest was judged: the guest's rc 1 counted failures the
+        # expectations may excuse, judged above
         return 0 if code == 1 and result.rc == 1 else code
 
 
@@ -109,7 +132,14 @@ def check_build_libs(build: Path, land: Userland) -> None:
     for f in files:
         if not is_elf(f):
             continue
-        for name in elf_deps(f.read_bytes()).needed:
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            raise UserError(f"--igt-build {build}: cannot read {f}: {e.strerror}") from None
+        if data[4:5] != b"\x02" or int.from_bytes(data[18:20], "little") != EM_X86_64:
+            raise UserError(f"--igt-build {build}: {f.relative_to(build)} is not an x86_64 "
+                            "ELF64 program (the IGT guest is x86_64)")
+        for name in elf_deps(data).needed:
             if name not in have:
                 missing.setdefault(name, str(f.relative_to(build)))
     if missing:
@@ -124,7 +154,8 @@ def check_build_dir(path: str) -> Path:
     d = Path(path).expanduser().resolve()
     if not d.is_dir():
         raise UserError(f"--igt-build {path}: no such directory")
-    progs = [p for p in d.rglob("panthor_*") if p.is_file() and p.stat().st_mode & 0o111]
+    progs = [p for p in d.rglob("panthor_*")
+             if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o111]
     if not progs:
         raise UserError(f"--igt-build {path}: no panthor_* test programs in it (an IGT "
                         "build directory holds tests/panthor/panthor_query, ...)")
@@ -147,8 +178,12 @@ class Expectations:
 
 
 def _lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     out = []
-    for raw in path.read_text(errors="replace").splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             out.append(line)
@@ -168,11 +203,15 @@ def load_expectations(path: str) -> Expectations:
                 if not status:
                     raise UserError(f"{f}: {line!r} is not 'test,Status' (e.g. "
                                     "panthor/panthor_vm@vm_bind,Fail)")
-                exp.fails[_bare(name.strip())] = status.strip()
+                status = status.strip()
+                if status not in CI_STATUSES:
+                    raise UserError(f"{f}: {line!r}: status {status!r} is none of "
+                                    f"{', '.join(sorted(CI_STATUSES))}")
+                exp.fails[_bare(name.strip())] = status
         elif f.name.endswith("flakes.txt"):
             exp.flakes += [_regex(f, line) for line in _lines(f)]
         elif f.name.endswith("skips.txt"):
-            exp.skips += [_regex(f, line).pattern for line in _lines(f)]
+            exp.skips += [check_ere(line, str(f)) for line in _lines(f)]
         else:
             continue
         exp.files.append(f)
@@ -203,7 +242,6 @@ class SubtestRun:
     rc: int | None = None
     time_s: float = 0.0
     timed_out: bool = False
-    ktap: str | None = None  # "ok" / "not ok"
 
     @property
     def dmesg_warnings(self) -> list[str]:
@@ -236,11 +274,21 @@ class SubtestRun:
 
 
 _DIAG = re.compile(r"^# igt-(test|out|err|dmesg|exit)(?: (.*))?$")
+_PLAN = re.compile(r"^1\.\.(\d+)$")
+
+
+def planned_count(console: list[str]) -> int | None:
+    """The guest's KTAP plan (``1..N``): how many subtests it set out to run."""
+    for line in console:
+        m = _PLAN.match(line)
+        if m:
+            return int(m.group(1))
+    return None
 _EXIT = re.compile(r"rc=(-?\d+) time=([\d.]+)( timeout)?")
-_KTAP = re.compile(r"^(ok|not ok) \d+ (\S+)")
 
 
 def parse_console(lines: list[str]) -> list[SubtestRun]:
+    """The subtests guest/igt reported, from its ``# igt-*`` diagnostic lines."""
     runs: list[SubtestRun] = []
     cur: SubtestRun | None = None
     for line in lines:
@@ -258,9 +306,6 @@ def parse_console(lines: list[str]) -> list[SubtestRun]:
             elif cur is not None:
                 getattr(cur, kind).append(rest)
             continue
-        k = _KTAP.match(line)
-        if k and cur is not None and k.group(2) == cur.name:
-            cur.ktap = k.group(1)
     return runs
 
 
@@ -277,6 +322,8 @@ class Verdict:
 
 
 def judge(runs: list[SubtestRun], exp: Expectations | None) -> list[Verdict]:
+    """Each run's IGT result, its drm-ci status, and the outcome against the expectations
+    (deqp-runner's rules)."""
     out = []
     for r in runs:
         result = r.result
@@ -300,6 +347,7 @@ def judge(runs: list[SubtestRun], exp: Expectations | None) -> list[Verdict]:
 
 
 def summary_line(verdicts: list[Verdict]) -> str:
+    """``igt: N passed, N failed, N skipped`` (and the expectation outcomes)."""
     passed = sum(v.result in PASSED for v in verdicts)
     skipped = sum(v.result in SKIPPED for v in verdicts)
     failed = len(verdicts) - passed - skipped
@@ -345,6 +393,7 @@ def results_json(runs: list[SubtestRun], *, name: str, uname: str, start: float,
 
 
 def junit_xml(runs: list[SubtestRun], verdicts: list[Verdict]) -> bytes:
+    """JUnit XML: a testsuite per binary, a testcase per subtest."""
     root = ET.Element("testsuites", name="igt")
     suites: dict[str, ET.Element] = {}
     for r, v in zip(runs, verdicts, strict=True):
@@ -383,6 +432,7 @@ def _skip_reason(r: SubtestRun) -> str:
 
 def write_results(run_dir: Path, runs: list[SubtestRun], verdicts: list[Verdict], *,
                   uname: str, start: float) -> list[Path]:
+    """results.json, junit.xml and failures.csv into ``run_dir``; their paths."""
     data = results_json(runs, name="qemu-panthor", uname=uname, start=start, end=time.time())
     rj = run_dir / "results.json"
     rj.write_text(json.dumps(data, indent=4) + "\n")
@@ -401,18 +451,11 @@ def _ci_line_status(v: Verdict) -> str:
     return v.status
 
 
-def userland_arch() -> str:
-    """The guest architecture IGT's userland is for (images/userlands.toml)."""
-    from ..setup.userland import userland_recipe
-
-    return str(userland_recipe("igt")["arch"])
-
-
 def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
     """The IGT run ``boot --run igt`` asked for, on a guest of ``arch_name``."""
-    from ..setup.userland import ensure_userland
+    from ..setup.userland import ensure_userland, userland_arch
 
-    land_arch = userland_arch()
+    land_arch = userland_arch("igt")
     if arch_name != land_arch:
         raise UserError(f"--run igt: Debian builds IGT for amd64 only, so the suite runs in "
                         f"the {land_arch} guest (--arch {land_arch}, the default for --run "
@@ -420,11 +463,7 @@ def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
     build = check_build_dir(args.igt_build) if args.igt_build else None
     exp = load_expectations(args.igt_expectations) if args.igt_expectations else None
     if args.igt_tests:
-        try:
-            re.compile(args.igt_tests)
-        except re.error as e:
-            raise UserError(f"--igt-tests {args.igt_tests!r}: not a regular expression "
-                            f"({e})") from None
+        check_ere(args.igt_tests, "--igt-tests")
     if args.igt_timeout <= 0:
         raise UserError("--igt-timeout must be positive")
     land = ensure_userland("igt")
@@ -435,6 +474,7 @@ def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
 
 
 def uname_of(console: list[str]) -> str:
+    """``Linux <release>`` of the guest, from its init status line."""
     for line in console:
         m = re.match(r"^@qp status phase=init kernel=(\S+)", line)
         if m:

@@ -58,7 +58,9 @@ def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
         argv += ["-dtb", str(cfg.dtb)]
     for i, (tag, path) in enumerate(cfg.shares):
         # slots from SHARE_SLOT on: clear of the GPU's fixed slot
-        argv += ["-fsdev", f"local,id={tag},path={path},security_model=none,readonly=on",
+        # QEMU's option syntax: a comma in a value is written twice
+        argv += ["-fsdev", f"local,id={tag},path={str(path).replace(',', ',,')},"
+                           "security_model=none,readonly=on",
                  "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag},"
                             f"addr={SHARE_SLOT + i:#x}.0"]
     return argv

@@ -50,15 +50,14 @@ def report(result: BootResult, args: argparse.Namespace, suite: GuestSuite | Non
     print(f"qemu-panthor: set-up {result.setup_s:.1f} s, boot to power-off {result.boot_s:.1f} s"
           + (f", run dir kept at {result.run_dir}" if result.kept and result.fault is None
              else ""), file=err)
-    kernel_code = _kernel_reports(result, summary, code)
-    if suite is not None and result.run_dir is not None and result.signal is None:
+    kernel_failing = _kernel_reports(result, summary)
+    if suite is not None and result.run_dir is not None:
         # the suite judges its own results (expectations may excuse a failure the guest
-        # counted); what else went wrong (no result, the kernel's reports) still counts
+        # counted); the kernel's reports fail the run whatever the suite says
         code = suite.report(result, code)
-        if kernel_code != result.exit_code and code == 0:
-            code = kernel_code
-        return code
-    code = kernel_code
+        return 1 if kernel_failing and code == 0 else code
+    if kernel_failing and code == 0:
+        code = 1
     if summary is not None and result.outcome != "backend-died":
         for name in summary.failed:
             print(f"qemu-panthor: FAILED {name}", file=err)
@@ -70,9 +69,9 @@ def report(result: BootResult, args: argparse.Namespace, suite: GuestSuite | Non
     return code
 
 
-def _kernel_reports(result: BootResult, summary: KtapSummary | None, code: int) -> int:
+def _kernel_reports(result: BootResult, summary: KtapSummary | None) -> bool:
     """The kernel's own reports (KASAN, lockdep, WARN, ...) fail the test they appeared in,
-    or the run (docs/kernel-dev.md)."""
+    or the run (docs/kernel-dev.md): printed; True if any fails the run."""
     err = sys.stderr
     active = active_debug(result.console)
     if active:
@@ -80,12 +79,9 @@ def _kernel_reports(result: BootResult, summary: KtapSummary | None, code: int) 
     verdict = check_console(result.console)
     for line in verdict.lines():
         print(f"qemu-panthor: {line}", file=err)
-    if verdict.failing:
-        if summary is not None:
-            apply_reports(summary, verdict)
-        if code == 0:
-            code = 1
-    return code
+    if verdict.failing and summary is not None:
+        apply_reports(summary, verdict)
+    return bool(verdict.failing)
 
 
 def _progress(s: KtapSummary) -> str:

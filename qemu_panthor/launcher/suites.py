@@ -20,20 +20,30 @@ class GuestSuite(Protocol):
     def report(self, result: BootResult, code: int) -> int: ...  # prints; the exit code
 
 
+#: The userland (images/userlands.toml) each suite runs from.
+USERLAND = {"igt": "igt", "vulkaninfo": "vulkan"}
+#: Options that only mean something to one suite.
+SUITE_OPTIONS = {"igt": ("igt_tests", "igt_expectations", "igt_build")}
+
+
 def suite_arch(run: str) -> str | None:
     """The guest architecture a suite runs on unless --arch says otherwise."""
-    if run == "igt":
-        return igt.userland_arch()
-    if run == "vulkaninfo":
-        return vulkan.userland_arch()
-    return None
+    from ..setup.userland import userland_arch
+
+    return userland_arch(USERLAND[run]) if run in USERLAND else None
 
 
 def prepare(args: argparse.Namespace, arch: str | None) -> GuestSuite | None:
     """The suite ``--run`` names, its userland made (or found) in the cache; None for the
     selftests, a shell or nothing."""
+    from ..errors import UserError
     from ..setup.recipes import guest_arch
 
+    for run, options in SUITE_OPTIONS.items():
+        given = [o for o in options if getattr(args, o, None)]
+        if given and args.run != run:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise UserError(f"{flags}: only with --run {run}")
     name = guest_arch(arch).name
     if args.run == "igt":
         return igt.prepare(args, name)

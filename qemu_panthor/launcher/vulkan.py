@@ -87,18 +87,14 @@ class VulkanPlan:
         return code or 1
 
 
-def userland_arch() -> str:
-    from ..setup.userland import userland_recipe
-
-    return str(userland_recipe("vulkan")["arch"])
-
-
 def prepare(arch_name: str, gpu: str) -> VulkanPlan:
+    """The vulkaninfo run on a guest of ``arch_name``, expecting ``gpu``'s name."""
     from ..gpu.models import MODELS
-    from ..setup.userland import ensure_userland
+    from ..setup.userland import ensure_userland, userland_arch
 
-    if arch_name != userland_arch():
-        raise UserError(f"--run vulkaninfo runs in the {userland_arch()} guest (Mesa's panvk "
+    if arch_name != userland_arch("vulkan"):
+        raise UserError(f"--run vulkaninfo runs in the {userland_arch('vulkan')} guest "
+                        "(Mesa's panvk "
                         f"for the GPU's own platform), not {arch_name}")
     return VulkanPlan(ensure_userland("vulkan"), expect=MODELS[gpu].model_name)
 

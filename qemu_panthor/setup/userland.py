@@ -11,6 +11,7 @@ unpacked, never installed. The cache entry is keyed by the resolved versions and
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -29,8 +30,10 @@ from .pipeline import APT_OPTS, chroot, ensure_images
 from .toolroot import ToolRoot
 
 USERLANDS = "userlands"
-# Mount points the guest uses inside the (read-only) share.
-MOUNT_POINTS = ("dev", "proc", "sys", "tmp", "run", "host")
+#: Bumped when what a userland holds changes (trim rules, mount points): cached ones are remade.
+USERLAND_FORMAT = 2
+# Mount points the guest uses inside the (read-only) share (guest/userland.sh, guest/igt).
+MOUNT_POINTS = ("dev", "proc", "sys", "tmp", "host")
 # usr-merged Debian: the top-level directories are links into /usr.
 USR_LINKS = ("bin", "sbin", "lib", "lib64")
 _INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) [^\[]*\[([^\]]+)\]")
@@ -43,6 +46,11 @@ class Userland:
     arch: recipes.GuestArch
     programs: tuple[str, ...]  # paths inside the userland
     packages: dict[str, str]  # package:arch -> version
+
+
+def userland_arch(name: str) -> str:
+    """The guest architecture userland ``name`` is for."""
+    return str(userland_recipe(name)["arch"])
 
 
 def userland_recipe(name: str) -> dict[str, Any]:
@@ -91,7 +99,8 @@ def parse_simulation(out: str) -> dict[str, str]:
 
 
 def _key(recipe: dict[str, Any], packages: dict[str, str]) -> str:
-    h = hashlib.sha256(json.dumps([recipe, sorted(packages.items())], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([USERLAND_FORMAT, recipe, sorted(packages.items())],
+                                  sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
@@ -123,6 +132,11 @@ def _resolve_in(stage: Path, rel: str) -> Path | None:
     hops = 0
     while parts:
         part = parts.pop(0)
+        if part in (".", "/"):
+            continue
+        if part == "..":  # clamped at the root: a link never leads out of the stage
+            p = p.parent
+            continue
         cand = stage / (p / part).relative_to("/")
         if cand.is_symlink():
             hops += 1
@@ -138,6 +152,29 @@ def _resolve_in(stage: Path, rel: str) -> Path | None:
     return full if full.exists() else None
 
 
+def _hops(stage: Path, rel: str) -> list[Path]:
+    """The staged paths a lookup of ``rel`` passes through: the path itself and each link
+    target on the way to the file (links resolved inside the stage, ``..`` clamped at its
+    root)."""
+    out = []
+    cur = "/" + rel.lstrip("/")
+    for _ in range(40):
+        p = stage / cur.lstrip("/")
+        out.append(p)
+        parent = _resolve_in(stage, str(Path(cur).parent))
+        if parent is None:
+            break
+        real = parent / Path(cur).name
+        if real != p:
+            out.append(real)
+        if not real.is_symlink():
+            break
+        target = os.readlink(real)
+        base = Path("/") if target.startswith("/") else Path("/") / real.parent.relative_to(stage)
+        cur = os.path.normpath(str(base / target))  # "/.." is "/": clamped at the root
+    return out
+
+
 def _lib_dirs(arch: recipes.GuestArch) -> list[str]:
     triplet = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch.debian]
     return [f"usr/lib/{triplet}", "usr/lib", f"lib/{triplet}", "lib", "usr/lib64", "lib64"]
@@ -150,24 +187,43 @@ def trim(stage: Path, dest: Path, arch: recipes.GuestArch, programs: list[str],
     def globbed(patterns: list[str], what: str) -> list[Path]:
         out = []
         for pat in patterns:
-            hits = sorted(p for p in stage.glob(pat) if p.is_file() or p.is_symlink())
+            # glob.glob, not Path.glob: a link whose target is absolute (inside the stage,
+            # not on this host) dangles for the host but is a hit
+            hits = sorted(Path(h) for h in glob.glob(str(stage / pat))
+                          if Path(h).is_file() or Path(h).is_symlink())
             if not hits:
                 raise UserError(f"the userland's packages hold no {what} matching {pat}")
             out += hits
         return out
 
     progs = globbed(programs, "program")
-    wanted: dict[Path, None] = dict.fromkeys(progs + globbed(files, "file"))
-    todo = [p for p in wanted if is_elf(p)]
+    wanted: dict[Path, None] = {}
+    todo: list[Path] = []
+
+    def want(rel: str) -> Path | None:
+        """Keep ``rel`` (a path in the stage) and every link hop to its file; the file."""
+        real = _resolve_in(stage, rel)
+        if real is None:
+            return None
+        for hop in _hops(stage, rel):
+            wanted.setdefault(hop, None)
+        wanted.setdefault(real, None)
+        if real not in seen:
+            todo.append(real)
+        return real
+
     seen: set[Path] = set()
+    for p in progs + globbed(files, "file"):
+        if want(str(p.relative_to(stage))) is None:
+            raise UserError(f"{p.relative_to(stage)} is a link to nothing in the userland")
     libdirs = _lib_dirs(arch)
     while todo:
         f = todo.pop()
-        real = f.resolve()
-        if real in seen:
+        if f in seen or not is_elf(f):
+            seen.add(f)
             continue
-        seen.add(real)
-        deps = elf_deps(real.read_bytes())
+        seen.add(f)
+        deps = elf_deps(f.read_bytes())
         names = ([deps.interp] if deps.interp else []) + deps.needed
         for name in names:
             cands = [name] if "/" in name else [f"{d}/{name}" for d in libdirs]
@@ -175,11 +231,7 @@ def trim(stage: Path, dest: Path, arch: recipes.GuestArch, programs: list[str],
             if hit is None:
                 raise UserError(f"{f.relative_to(stage)} needs {name}, which no package of "
                                 "the userland holds")
-            for p in (stage / hit.lstrip("/"), _resolve_in(stage, hit)):
-                assert p is not None
-                if p not in wanted:
-                    wanted[p] = None
-                    todo.append(p)
+            want(hit)
     for src in wanted:
         _copy(stage, dest, src)
     return ["/" + str(p.relative_to(stage)) for p in progs]
@@ -271,8 +323,11 @@ def ensure_userland(name: str, *, cache: Cache | None = None) -> Userland:
             progress(f"userland {name}: {len(programs)} programs, {size / 2**20:.0f} MiB, "
                      f"made in {time.monotonic() - t0:.0f} s")
         lands = cache.manifest().get(USERLANDS, {})
+        old = lands.get(name, {}).get("dir")
         lands[name] = {"dir": dirname, "recipe": _key(recipe, {})}
         cache.update_manifest(USERLANDS, lands)
+        if old and old != dirname:
+            remove_tree(cache.path(USERLANDS, old))  # superseded
     data = json.loads((final / "userland.json").read_text())
     return Userland(name, final, arch, tuple(data["programs"]), data["packages"])
 

@@ -189,3 +189,65 @@ def test_a_build_needing_a_library_nobody_has_is_refused_before_booting(tmp_path
         check_build_libs(build, userland)
     (land / "usr/lib/x86_64-linux-gnu/libproc2.so.1").write_bytes(b"")
     check_build_libs(build, userland)  # now complete
+
+
+def test_regexes_must_mean_the_same_to_grep_e_in_the_guest() -> None:
+    from qemu_panthor.launcher.igt import check_ere
+
+    assert check_ere(r"panthor_vm@vm_(bind|unbind)$", "x") == r"panthor_vm@vm_(bind|unbind)$"
+    assert check_ere(r"^panthor/panthor_gem@.*", "x")
+    for bad in (r"(?i)vm", r"vm_bind(?!x)", r"bo_\d", r"vm.*?bind", r"\bvm"):
+        with pytest.raises(UserError, match="POSIX extended regexes"):
+            check_ere(bad, "--igt-tests")
+
+
+def _boot_result(tmp_path: Path, console: list[str], rc: int):
+    from qemu_panthor.launcher.boot import BootResult
+
+    return BootResult(rc=rc, console=console, run_dir=tmp_path, outcome="powered-off")
+
+
+WARN = ["[   30.000002] WARNING: CPU: 0 PID: 88 at drivers/gpu/drm/panthor/panthor_sched.c:1 "
+        "group_release+0x10/0x20 [panthor]",
+        "[   30.000003] Modules linked in: panthor",
+        "[   30.000004] ---[ end trace 0000000000000000 ]---"]
+
+
+def test_kernel_reports_fail_an_igt_run_that_expectations_excuse(tmp_path: Path) -> None:
+    """A failure the fails list expects passes the run, unless the kernel reported something
+    (a WARN fails the run whatever the suite says)."""
+    import argparse
+
+    from qemu_panthor.launcher.igt import IgtPlan
+    from qemu_panthor.launcher.report import report
+    from qemu_panthor.setup.recipes import guest_arch
+    from qemu_panthor.setup.userland import Userland
+
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "a-fails.txt").write_text("panthor/panthor_vm@vm_unbind,Fail\n")
+    plan = IgtPlan(Userland("igt", tmp_path, guest_arch("x86_64"), (), {}),
+                   expectations=load_expectations(str(d)))
+    failing = ["1..1", "# igt-test panthor/panthor_vm@vm_unbind", "# igt-exit rc=98 time=0.1",
+               "not ok 1 panthor/panthor_vm@vm_unbind", "@qp result rc=1"]
+    args = argparse.Namespace(run="igt")
+    assert report(_boot_result(tmp_path, failing, 1), args, suite=plan) == 0
+    assert report(_boot_result(tmp_path, failing[:-2] + WARN + failing[-2:], 1), args,
+                  suite=plan) == 1
+
+
+def test_an_igt_run_missing_planned_results_fails(tmp_path: Path) -> None:
+    """The guest planned 3 subtests, 1 reported (the console was cut, or the guest died):
+    the run fails even though what was reported passed."""
+    import argparse
+
+    from qemu_panthor.launcher.igt import IgtPlan
+    from qemu_panthor.launcher.report import report
+    from qemu_panthor.setup.recipes import guest_arch
+    from qemu_panthor.setup.userland import Userland
+
+    plan = IgtPlan(Userland("igt", tmp_path, guest_arch("x86_64"), (), {}))
+    console = ["1..3", "# igt-test panthor/panthor_query@query", "# igt-exit rc=0 time=0.1",
+               "ok 1 panthor/panthor_query@query", "@qp result rc=1"]
+    assert report(_boot_result(tmp_path, console, 1), argparse.Namespace(run="igt"),
+                  suite=plan) == 1

@@ -89,3 +89,26 @@ def test_trim_names_what_no_package_holds(tmp_path: Path) -> None:
         trim(stage, dest, guest_arch("x86_64"), ["usr/bin/prog"], [])
     with pytest.raises(UserError, match="no program matching usr/bin/nope"):
         trim(stage, dest, guest_arch("x86_64"), ["usr/bin/nope"], [])
+
+
+def test_trim_keeps_every_link_of_a_chain_and_stays_in_the_stage(tmp_path: Path) -> None:
+    """A program reached through a chain of links (relative, absolute, with ``..``) keeps
+    every hop; an absolute link means the stage's root, never the host's, and ``..`` never
+    leads out of the stage."""
+    stage = tmp_path / "stage"
+    (stage / "usr/bin").mkdir(parents=True)
+    (stage / "usr/share/x").mkdir(parents=True)
+    (stage / "usr/share/x/c.txt").write_text("data\n")
+    (stage / "usr/share/x/b").symlink_to("/usr/share/x/c.txt")  # absolute: the stage's
+    (stage / "usr/share/x/a").symlink_to("b")
+    (stage / "usr/share/x/up").symlink_to("../../../../../../usr/share/x/c.txt")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    trim(stage, dest, guest_arch("x86_64"), [], ["usr/share/x/a", "usr/share/x/up"])
+    for name in ("a", "b", "c.txt", "up"):
+        assert (dest / "usr/share/x" / name).is_symlink() or (dest / "usr/share/x" / name
+                                                               ).is_file(), name
+    assert (dest / "usr/share/x/c.txt").read_text() == "data\n"
+    (stage / "usr/share/x/dangling").symlink_to("/nowhere")
+    with pytest.raises(UserError, match="is a link to nothing"):
+        trim(stage, dest, guest_arch("x86_64"), [], ["usr/share/x/dangling"])
