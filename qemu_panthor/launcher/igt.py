@@ -123,7 +123,7 @@ def check_build_libs(build: Path, land: Userland) -> None:
     ``lib/`` or in the userland: said before booting, not as 127 exits in the guest."""
     from ..setup.elf import elf_deps, is_elf
 
-    have = {p.name for d in (build / "lib", land.path / "usr/lib/x86_64-linux-gnu",
+    have = {p.name for d in (build / "lib", land.path / "usr/lib" / land.arch.triplet,
                              land.path / "usr/lib") if d.is_dir() for p in d.iterdir()}
     files = [p for p in build.rglob("panthor_*") if p.is_file() and p.stat().st_mode & 0o111]
     if (build / "lib").is_dir():

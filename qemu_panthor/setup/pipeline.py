@@ -369,10 +369,11 @@ def ensure_glue(cache: Cache, root: ToolRoot, kver: str, modules_dir: Path) -> P
     for p in src.iterdir():
         if p.is_file() and (p.suffix in (".c", ".h") or p.name in ("Kbuild", "Makefile")):
             shutil.copy2(p, build / p.name)
-    # CC: the sid root's own cross gcc, whatever version the headers were built with.
+    # Debian's kernel lines are arm64. CC: the sid root's own cross gcc, whatever version the
+    # headers were built with.
+    arch = recipes.guest_arch("arm64")
     chroot(root.path, "make", "-s", "-C", f"/usr/lib/modules/{kver}/build", "M=/qp-glue",
-           "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "CC=aarch64-linux-gnu-gcc",
-           "modules", desc=f"build panthor_glue for {kver}")
+           *arch.make_vars, f"CC={arch.cc}", "modules", desc=f"build panthor_glue for {kver}")
     built = (build / "panthor_glue.ko").read_bytes()
     want = _kernel_vermagic(modules_dir)
     got = modinfo_field(built, "vermagic")
@@ -412,7 +413,7 @@ def ensure_selftests(cache: Cache, root: ToolRoot) -> Path | None:
     for p in sources:
         shutil.copy2(p, build / p.name)
     cfiles = [f"/qp-selftests/{p.name}" for p in sources if p.suffix == ".c"]
-    chroot(root.path, "aarch64-linux-gnu-gcc", *SELFTEST_CFLAGS, "-I/qp-selftests",
+    chroot(root.path, recipes.guest_arch("arm64").cc, *SELFTEST_CFLAGS, "-I/qp-selftests",
            "-o", "/qp-selftests/qp-selftests", *cfiles, desc="build guest selftests")
     tmp = cache.new_tmp("selftests")
     shutil.copy2(build / "qp-selftests", tmp / "qp-selftests")

@@ -80,6 +80,7 @@ class GuestArch:
 
     name: str
     debian: str
+    triplet: str
     kernel_arch: str
     cross_compile: str
     cc: str
@@ -99,10 +100,10 @@ class GuestArch:
 
 
 def guest_arches() -> dict[str, GuestArch]:
-    return {name: GuestArch(name, d["debian"], d["kernel_arch"], d["cross_compile"], d["cc"],
-                            d["kernel_target"], d["kernel_image"], d["kernel_config"], d["qemu"],
-                            d["machine"], d["cpu"], tuple(d["args"]), d["console"],
-                            bool(d["dtb"]))
+    return {name: GuestArch(name, d["debian"], d["triplet"], d["kernel_arch"],
+                            d["cross_compile"], d["cc"], d["kernel_target"], d["kernel_image"],
+                            d["kernel_config"], d["qemu"], d["machine"], d["cpu"],
+                            tuple(d["args"]), d["console"], bool(d["dtb"]))
             for name, d in _load("arches.toml")["arch"].items()}
 
 

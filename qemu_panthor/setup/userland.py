@@ -176,7 +176,7 @@ def _hops(stage: Path, rel: str) -> list[Path]:
 
 
 def _lib_dirs(arch: recipes.GuestArch) -> list[str]:
-    triplet = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch.debian]
+    triplet = arch.triplet
     return [f"usr/lib/{triplet}", "usr/lib", f"lib/{triplet}", "lib", "usr/lib64", "lib64"]
 
 
