@@ -323,11 +323,11 @@ def ensure_userland(name: str, *, cache: Cache | None = None) -> Userland:
             progress(f"userland {name}: {len(programs)} programs, {size / 2**20:.0f} MiB, "
                      f"made in {time.monotonic() - t0:.0f} s")
         lands = cache.manifest().get(USERLANDS, {})
-        old = lands.get(name, {}).get("dir")
         lands[name] = {"dir": dirname, "recipe": _key(recipe, {})}
         cache.update_manifest(USERLANDS, lands)
-        if old and old != dirname:
-            remove_tree(cache.path(USERLANDS, old))  # superseded
+        for old in cache.path(USERLANDS).glob(f"{name}-{arch.debian}-*"):
+            if old.name != dirname:
+                remove_tree(old)  # superseded (older versions, recipe or format)
     data = json.loads((final / "userland.json").read_text())
     return Userland(name, final, arch, tuple(data["programs"]), data["packages"])
 
