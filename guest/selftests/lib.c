@@ -582,6 +582,29 @@ int qp_ctx_run(struct qp_ctx *c, uint32_t off, uint32_t size, unsigned timeout_m
 	return r;
 }
 
+int qp_ctx_regroup_store(struct qp_ctx *c, uint32_t off, uint32_t value, unsigned timeout_ms)
+{
+	uint32_t g;
+	int r = qp_group_create(c->fd, c->vm, &g);
+	if (r) {
+		qp_diag("GROUP_CREATE on the VM: %s", strerror(-r));
+		return r;
+	}
+	c->group = g;
+	struct qp_cs cs = { c->cmd.map, 0 };
+	cs_store32(&cs, c->data.va + off, value);
+	cs_flush(&cs);
+	r = qp_ctx_run(c, 0, cs_bytes(&cs), timeout_ms);
+	if (r)
+		return r;
+	uint32_t got = ((volatile uint32_t *)c->data.map)[off / 4];
+	if (got != value) {
+		qp_diag("the new group's store at +%u: 0x%x, want 0x%x", off, got, value);
+		return -EIO;
+	}
+	return 0;
+}
+
 int qp_ctx_fini(struct qp_ctx *c)
 {
 	int r = qp_group_destroy(c->fd, c->group);

@@ -200,6 +200,9 @@ int qp_ctx_init(struct qp_ctx *c, int fd, uint64_t cmd_size, uint64_t data_size)
 int qp_ctx_run(struct qp_ctx *c, uint32_t off, uint32_t size, unsigned timeout_ms);
 /* destroy the group, syncobj, BOs (unbound) and VM of a context */
 int qp_ctx_fini(struct qp_ctx *c);
+/* a new group on the context's VM (replacing c->group, which the caller has given up on)
+ * stores value at data offset off, from cmd offset 0: the VM still runs work. 0 or -errno */
+int qp_ctx_regroup_store(struct qp_ctx *c, uint32_t off, uint32_t value, unsigned timeout_ms);
 /* t_probe.c: n runtime suspend/resume cycles, each resume checked */
 int qp_runtime_pm_cycles(int n);
 

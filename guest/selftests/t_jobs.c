@@ -635,14 +635,7 @@ int test_group_destroy_in_flight(void)
 	uint32_t state;
 	CHECK_ERR(qp_group_state(fd, c.group, &state, NULL), EINVAL);
 	/* the VM still runs a new group's jobs */
-	uint32_t g;
-	CHECK_OK(qp_group_create(fd, c.vm, &g));
-	c.group = g;
-	cs.n = 0;
-	cs_store32(&cs, c.data.va + 4, 0xabcd);
-	cs_flush(&cs);
-	CHECK_OK(qp_ctx_run(&c, 0, cs_bytes(&cs), JOB_TIMEOUT_MS));
-	CHECK(d[1] == 0xabcd, "new group wrote 0x%x", d[1]);
+	CHECK_OK(qp_ctx_regroup_store(&c, 4, 0xabcd, JOB_TIMEOUT_MS));
 	close(fd);
 	return QP_PASS;
 }
@@ -731,14 +724,7 @@ int test_job_timeout_recovery(void)
 	CHECK(od[0] == 4, "other VM's counter %u after the timeout", od[0]);
 	if (group_healthy(fd, other.group, "other group") != QP_PASS)
 		return QP_FAIL;
-	uint32_t g;
-	CHECK_OK(qp_group_create(fd, t.vm, &g));
-	t.group = g;
-	cs.n = 0;
-	cs_store32(&cs, t.data.va + 12, 0x600d);
-	cs_flush(&cs);
-	CHECK_OK(qp_ctx_run(&t, 0, cs_bytes(&cs), JOB_TIMEOUT_MS));
-	CHECK(d[3] == 0x600d, "new group on the timed-out group's VM wrote 0x%x", d[3]);
+	CHECK_OK(qp_ctx_regroup_store(&t, 12, 0x600d, JOB_TIMEOUT_MS));
 	uint32_t vs = ~0u;
 	CHECK_OK(qp_vm_state(fd, t.vm, &vs));
 	CHECK(vs == DRM_PANTHOR_VM_STATE_USABLE, "VM state %u after the timeout", vs);

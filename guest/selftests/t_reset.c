@@ -399,14 +399,7 @@ int test_progress_timeout(void)
 	CHECK(progress == 1, "%d 'progress timeout' lines, want 1", progress);
 	CHECK(jobtimeouts == 0, "the job timeout fired (%d)", jobtimeouts);
 	/* the VM and the GPU keep working: a new group on the same VM */
-	uint32_t g;
-	CHECK_OK(qp_group_create(fd, t.vm, &g));
-	t.group = g;
-	cs.n = 0;
-	cs_store32(&cs, t.data.va + 8, 0x600d);
-	cs_flush(&cs);
-	CHECK_OK(qp_ctx_run(&t, 0, cs_bytes(&cs), TIMEOUT_MS));
-	CHECK(d[2] == 0x600d, "new group's store: 0x%x", d[2]);
+	CHECK_OK(qp_ctx_regroup_store(&t, 8, 0x600d, TIMEOUT_MS));
 	qp_ctx_fini(&t);
 	close(fd);
 	return QP_PASS;

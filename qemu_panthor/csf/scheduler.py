@@ -48,6 +48,15 @@ class CsfScheduler:
         self._ran: set[int] = set()  # streams that had their slice in this round
         self.slices = 0
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the firmware runs on; None in synchronous use (tests pump)."""
+        if self._loop is not None:
+            return self._loop
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
     # -- wake-up sources ---------------------------------------------------------------------
     def kick(self) -> None:
         """Work may be runnable: make sure the execution task is scheduled (if a loop runs)."""
@@ -55,12 +64,9 @@ class CsfScheduler:
             self._wake.set()
         if self._task is not None and not self._task.done():
             return
-        loop = self._loop
+        loop = self._event_loop()
         if loop is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # synchronous use: the caller pumps
+            return  # synchronous use: the caller pumps
         if loop.is_closed():
             return
         self._task = loop.create_task(self._run(), name="csf-scheduler")
@@ -105,12 +111,9 @@ class CsfScheduler:
         cs.sb_wait = (until, mask)
         if until == float("inf"):
             return
-        loop = self._loop
+        loop = self._event_loop()
         if loop is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # synchronous use: the caller calls wake_due()
+            return  # synchronous use: the caller calls wake_due()
         cs.sb_timer = loop.call_later(max(0.0, until - self.clock()), self.wake_due)
 
     def wake_due(self) -> int:
