@@ -37,6 +37,7 @@ const struct qp_test qp_tests[] = {
 	T(kmsg_faults_only_expected),
 	/* injected faults (test port): GPU resets, an unusable VM; after the kmsg check */
 	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60), T(progress_timeout, 60),
+	T(ping_timeout_reset, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */

@@ -260,6 +260,7 @@ int test_bo_sync(void);
 int test_gpu_reset_recovery(void);
 int test_vm_bind_async_failure_unusable(void);
 int test_progress_timeout(void);
+int test_ping_timeout_reset(void);
 /* t_soak.c (MANUAL) */
 int test_soak_jobs(void);
 int test_soak_vms(void);

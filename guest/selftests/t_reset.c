@@ -27,6 +27,7 @@
 #define TP_MAGIC_VALUE 0x50545051u
 #define TP_OP_DISARM 0u
 #define TP_OP_AS_STUCK 1u
+#define TP_OP_PING_DROP 2u
 #define TP_OP_WORK_HANG 4u
 #define TP_ANY_AS 0xFFu
 #define TP_CODE(op, as, n) ((op) | (as) << 8 | (uint32_t)(n) << 16)
@@ -335,6 +336,56 @@ int test_vm_bind_async_failure_unusable(void)
 	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "Unhandled Page fault"),
 	      "unexpected kernel lines (shown above)");
 	qp_vm_destroy(fd, a.vm);
+	close(fd);
+	return QP_PASS;
+}
+
+/*
+ * The firmware stops answering: the test port's PING_DROP leaves the next GLB PING
+ * unacknowledged. panthor pings every 12 s (PING_INTERVAL_MS) and waits 100 ms for the ack:
+ * "FW ping timeout, scheduling a reset"; the reset (slow firmware reload) brings the
+ * firmware back and the groups that were alive are innocent: they run on with their data.
+ */
+int test_ping_timeout_reset(void)
+{
+	int r = tp_open();
+	if (r)
+		return r;
+	CHECK_OK(pm_keep_on()); /* pings run while the device is awake */
+	int fd = qp_open();
+	struct qp_ctx a;
+	CHECK_OK(qp_ctx_init(&a, fd, 4096, 4096));
+	CHECK_OK(run_inc(&a, 1));
+	int kfd = qp_kmsg_open(true);
+	uint32_t resets0 = tp_rd(TP_GPU_RESETS), fired0 = tp_rd(TP_FIRED);
+	tp_wr(TP_INJECT, TP_CODE(TP_OP_PING_DROP, TP_ANY_AS, 1));
+	CHECK(tp_rd(TP_RESULT) == 0, "PING_DROP refused (result %u)", tp_rd(TP_RESULT));
+	double t0 = qp_now();
+	bool reset = wait_reset(resets0, 30000); /* the next ping is at most 12 s away */
+	double dt = qp_now() - t0;
+	int rj = run_inc(&a, 1);
+	static char log[65536];
+	qp_kmsg_drain(kfd, log, sizeof(log));
+	close(kfd);
+	kmsg_show(log);
+	qp_diag("ping dropped: GPU reset after %.2f s, test port fired %u", dt,
+		tp_rd(TP_FIRED) - fired0);
+	CHECK(reset, "no GPU reset within 30 s of dropping a PING");
+	CHECK(tp_rd(TP_FIRED) - fired0 == 1, "the PING drop fired %u times",
+	      tp_rd(TP_FIRED) - fired0);
+	CHECK(tp_rd(TP_GPU_RESETS) == resets0 + 1, "%u GPU resets, want 1",
+	      tp_rd(TP_GPU_RESETS) - resets0);
+	CHECK(kmsg_count(log, "FW ping timeout") == 1, "%d 'FW ping timeout' lines, want 1",
+	      kmsg_count(log, "FW ping timeout"));
+	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "CS_FATAL"),
+	      "unexpected kernel lines after the reset (shown above)");
+	CHECK_OK(rj);
+	volatile uint32_t *da = a.data.map;
+	CHECK(da[0] == 2, "counter %u after the reset, want 2", da[0]);
+	uint32_t sa = ~0u, fa = ~0u;
+	CHECK_OK(qp_group_state(fd, a.group, &sa, &fa));
+	CHECK(sa == 0 && fa == 0, "group state 0x%x/0x%x after the reset, want innocent", sa, fa);
+	qp_ctx_fini(&a);
 	close(fd);
 	return QP_PASS;
 }
