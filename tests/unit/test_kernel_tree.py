@@ -267,3 +267,15 @@ def test_kernel_make_passes_its_arguments_untouched(tmp_path) -> None:
     assert args == ["-C", str(tmp_path / "linux"), "-j2", f"O={tmp_path / 'out'}", "Image"]
     assert dirs == [tmp_path, tmp_path / "linux", tmp_path / "out"]
     assert (tmp_path / "out").is_dir()  # made, so it can be bind-mounted
+
+
+def test_an_x86_64_guest_boots_no_debian_line() -> None:
+    """Debian's kernel lines are arm64 packages: on x86_64 the kernel is built here (or a
+    tree of yours); asking for a line there is one clear error, before any set-up."""
+    from qemu_panthor.setup.tree import boot_images
+
+    with pytest.raises(UserError, match=r"kernel line 6\.12 is Debian's arm64 kernel; an "
+                                        r"x86_64 guest boots a kernel built here"):
+        boot_images("6.12", "x86_64")
+    with pytest.raises(UserError, match="unknown guest architecture 'riscv64'"):
+        boot_images(None, "riscv64")
