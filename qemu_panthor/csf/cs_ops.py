@@ -97,10 +97,8 @@ def _blocked_on(mask: int, until: float) -> RunResult:
     return RunResult("blocked_sb", until=until, sb_mask=mask)
 
 
-def _deferred(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
-    """A deferred operation takes effect once the scoreboard entries of its wait mask
-    ([31:16]) are drained (csf/workload.py)."""
-    mask = (w >> 16) & 0xFFFF
+def _wait_for(it: CsInterpreter, st: CsExecState, mask: int) -> RunResult | None:
+    """Blocked until the scoreboard entries of ``mask`` are drained (csf/workload.py)."""
     if mask and it.scale:
         until = pending(st, mask, it.clock())
         if until:
@@ -108,13 +106,18 @@ def _deferred(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
     return None
 
 
+def _deferred(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
+    """A deferred operation takes effect once the entries of its wait mask ([31:16]) are
+    drained."""
+    return _wait_for(it, st, (w >> 16) & 0xFFFF)
+
+
 def _op_wait(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
     mask = (w >> 16) & 0xFF
     st.wait_mask = mask
-    if mask and it.scale:
-        until = pending(st, mask, it.clock())
-        if until:
-            return _blocked_on(mask, until)
+    blocked = _wait_for(it, st, mask)
+    if blocked is not None:
+        return blocked
     if (w >> 32) & 1:
         st.progress = (st.progress + 1) & M64
     return None

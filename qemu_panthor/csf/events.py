@@ -27,6 +27,14 @@ IDLE_HYSTERESIS_S = 0.005
 CsFatalHook = Callable[[int, int, int, int, int], None]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop the firmware runs on; None in synchronous use (tests pump)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class CsfEvents:
     """Raises the events and writes the status words the host reads."""
 
@@ -134,12 +142,8 @@ class CsfEvents:
         csg.cancel_idle_event()
         if not idle:
             return
-        loop = None
-        if self.idle_hysteresis > 0:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # synchronous use (tests pump): report at once
-                loop = None
+        # synchronous use (tests pump): report at once
+        loop = _running_loop() if self.idle_hysteresis > 0 else None
         if loop is None:
             self._raise_csg_idle(csg)
         else:
@@ -175,9 +179,8 @@ class CsfEvents:
             return  # an earlier check is armed
         csg.cancel_progress_check()
         csg.progress_deadline = deadline
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             return  # synchronous use: the test calls check_progress()
         csg.progress_check = loop.call_later(timeout, lambda: self._guard(self.check_progress))
 
