@@ -125,8 +125,10 @@ def _download_and_unpack(root: ToolRoot, arch: recipes.GuestArch, packages: dict
         remove_tree(dl)
 
 
-def _resolve_in(stage: Path, rel: str) -> Path | None:
-    """``rel`` (a path inside the staged root) with symlinks resolved inside the root."""
+def _resolve_in(stage: Path, rel: str, links: list[Path] | None = None) -> Path | None:
+    """``rel`` (a path inside the staged root) with symlinks resolved inside the root (an
+    absolute target means the stage's root, ``..`` is clamped at it); each link met on the
+    way is appended to ``links``."""
     p = Path("/")
     parts = list(Path(rel.lstrip("/")).parts)
     hops = 0
@@ -142,6 +144,8 @@ def _resolve_in(stage: Path, rel: str) -> Path | None:
             hops += 1
             if hops > 40:
                 return None
+            if links is not None:
+                links.append(cand)
             target = os.readlink(cand)
             base = Path("/") if target.startswith("/") else p
             parts = list((base / target).relative_to("/").parts) + parts
@@ -150,29 +154,6 @@ def _resolve_in(stage: Path, rel: str) -> Path | None:
         p = p / part
     full = stage / p.relative_to("/")
     return full if full.exists() else None
-
-
-def _hops(stage: Path, rel: str) -> list[Path]:
-    """The staged paths a lookup of ``rel`` passes through: the path itself and each link
-    target on the way to the file (links resolved inside the stage, ``..`` clamped at its
-    root)."""
-    out = []
-    cur = "/" + rel.lstrip("/")
-    for _ in range(40):
-        p = stage / cur.lstrip("/")
-        out.append(p)
-        parent = _resolve_in(stage, str(Path(cur).parent))
-        if parent is None:
-            break
-        real = parent / Path(cur).name
-        if real != p:
-            out.append(real)
-        if not real.is_symlink():
-            break
-        target = os.readlink(real)
-        base = Path("/") if target.startswith("/") else Path("/") / real.parent.relative_to(stage)
-        cur = os.path.normpath(str(base / target))  # "/.." is "/": clamped at the root
-    return out
 
 
 def _lib_dirs(arch: recipes.GuestArch) -> list[str]:
@@ -201,12 +182,14 @@ def trim(stage: Path, dest: Path, arch: recipes.GuestArch, programs: list[str],
     todo: list[Path] = []
 
     def want(rel: str) -> Path | None:
-        """Keep ``rel`` (a path in the stage) and every link hop to its file; the file."""
-        real = _resolve_in(stage, rel)
+        """Keep ``rel`` (a path in the stage): every link on the way and the file it leads
+        to; the file."""
+        links: list[Path] = []
+        real = _resolve_in(stage, rel, links)
         if real is None:
             return None
-        for hop in _hops(stage, rel):
-            wanted.setdefault(hop, None)
+        for link in links:
+            wanted.setdefault(link, None)
         wanted.setdefault(real, None)
         if real not in seen:
             todo.append(real)
