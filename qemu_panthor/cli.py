@@ -29,7 +29,7 @@ def _scale(value: str) -> float:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 <= v <= 1e6 or v != v:
+    if not 0 <= v <= 1e6:  # NaN fails the comparison too
         raise argparse.ArgumentTypeError(f"{value}: a scale from 0 to 1e6")
     return v
 

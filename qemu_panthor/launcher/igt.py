@@ -125,7 +125,7 @@ def check_build_libs(build: Path, land: Userland) -> None:
 
     have = {p.name for d in (build / "lib", land.path / "usr/lib" / land.arch.triplet,
                              land.path / "usr/lib") if d.is_dir() for p in d.iterdir()}
-    files = [p for p in build.rglob("panthor_*") if p.is_file() and p.stat().st_mode & 0o111]
+    files = build_programs(build)
     if (build / "lib").is_dir():
         files += [p for p in (build / "lib").iterdir() if ".so" in p.name and p.is_file()]
     missing: dict[str, str] = {}
@@ -149,14 +149,19 @@ def check_build_libs(build: Path, land: Userland) -> None:
                         "in images/userlands.toml")
 
 
+def build_programs(build: Path) -> list[Path]:
+    """The panthor_* programs of an IGT build the guest runs: executable files, not links
+    (guest/igt's ``find -type f`` does not follow them)."""
+    return [p for p in build.rglob("panthor_*")
+            if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o111]
+
+
 def check_build_dir(path: str) -> Path:
     """``--igt-build DIR``: an IGT build (or install) tree holding panthor_* programs."""
     d = Path(path).expanduser().resolve()
     if not d.is_dir():
         raise UserError(f"--igt-build {path}: no such directory")
-    progs = [p for p in d.rglob("panthor_*")
-             if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o111]
-    if not progs:
+    if not build_programs(d):
         raise UserError(f"--igt-build {path}: no panthor_* test programs in it (an IGT "
                         "build directory holds tests/panthor/panthor_query, ...)")
     return d
