@@ -19,6 +19,7 @@ from ..exceptions import ExceptionType
 from ..mmu import Access
 from .cs_state import CALL_STACK_DEPTH, M32, M64, WORK_KINDS, CsExecState, RunResult, SyncWait
 from .opcodes import Op
+from .tiler_heap import allocate, give_back, heap_operation
 from .workload import pending, progress_reached, start_item
 
 if TYPE_CHECKING:
@@ -56,6 +57,12 @@ def fatal(code: int, info: int, data: int = 0) -> RunResult:
 
 def _enc(w: int) -> RunResult:
     return fatal(_E_ENC, w)
+
+
+def fault(code: int, info: int, data: int = 0) -> RunResult:
+    """A recoverable CS_FAULT: the instruction completes (its work is dropped), the stream's
+    error state is set and it waits for the host to acknowledge the fault."""
+    return RunResult("fault", exception_type=int(code), exception_data=data, info=info & M64)
 
 
 HandlerResult: TypeAlias = "int | Transfer | Resync | RunResult | None"
@@ -268,6 +275,7 @@ def _op_set_exception_handler(it: CsInterpreter, st: CsExecState, w: int) -> Han
     if not _pair_ok(st, a) or n >= st.reg_count:
         return _enc(w)
     st.exc_handlers[w & 0xFF] = (st.reg64(a), st.regs[n])
+    it.handler_set = True
     return None
 
 
@@ -403,8 +411,9 @@ def _sync_wait(it: CsInterpreter, st: CsExecState, w: int, is64: bool) -> Handle
         return data
     cur = int.from_bytes(data[:size], "little")
     if reject and int.from_bytes(data[size:], "little"):
-        st.error = 1  # error reject: a failed sync object ends the wait in error
-        return None
+        # error reject: a failed sync object ends the wait; the stream inherits the fault
+        st.error = 1
+        return fault(ExceptionType.CS_INHERIT_FAULT, addr)
     if (cur > ref) if cond else (cur <= ref):
         return None
     return RunResult("blocked_sync", wait=SyncWait(addr, ref, "gt" if cond else "le", is64))
@@ -475,6 +484,9 @@ def _op_heap_operation(it: CsInterpreter, st: CsExecState, w: int) -> HandlerRes
     blocked = _deferred(it, st, w)
     if blocked is not None:
         return blocked
+    r = heap_operation(it, st, op)
+    if r is not None:
+        return r
     st.heap_ops[op] += 1
     return None
 
@@ -483,16 +495,61 @@ def _op_trace_point(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult
     return _enc(w) if (w >> 48) & 0xF >= st.scoreboards else _deferred(it, st, w)
 
 
+#: Shader Program descriptor type (genxml v10 "Descriptor Type": Shader)
+_SPD_TYPE_SHADER = 8
+_SR_SPD = 16  # compute staging registers: SPD pointer pair r16 + 2 * spd_select
+
+
+def _check_spd(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
+    """RUN_COMPUTE(_INDIRECT) reads its Shader Program descriptor: a descriptor of another
+    type is a recoverable DATA_INVALID_FAULT (CS_FAULT_INFO = its address); a null pointer
+    runs no shader (*inferred*, docs/command-streams.md)."""
+    r = _SR_SPD + 2 * ((w >> 42) & 3)
+    if r + 1 >= st.reg_count:
+        return None
+    spd = st.reg64(r)
+    if not spd:
+        return None
+    data = it.read(st, spd, 4, ACCESS_READ)
+    if isinstance(data, RunResult):
+        return data
+    if data[0] & 0xF != _SPD_TYPE_SHADER:
+        st.error = 1
+        return fault(ExceptionType.DATA_INVALID_FAULT, spd)
+    return None
+
+
+def _finish_fragment_heap(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
+    return give_back(it, st, st.reg64((w >> 40) & 0xFF), st.reg64((w >> 32) & 0xFF),
+                     bool(w & 1))
+
+
+#: What a work item does to memory before it is issued (None: it proceeds).
+_EFFECTS: dict[str, Callable[[CsInterpreter, CsExecState, int], RunResult | None]] = {
+    "compute": _check_spd,
+    "compute_indirect": _check_spd,
+    "tiling": allocate,
+    "idvs": allocate,
+    "finish_fragment": _finish_fragment_heap,
+}
+
+
 def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None) -> Handler:
     """Handler for a RUN_*/FINISH_* instruction: hands a work item to its endpoint, tracked
     by the current scoreboard entry until it completes (csf/workload.py); at scale 0 it
-    completes at once."""
+    completes at once. Tiling takes tiler heap memory and FINISH_FRAGMENT returns it
+    (csf/tiler_heap.py); compute checks its shader descriptor."""
     k = WORK_KINDS.index(kind)
     progress = kind != "finish_fragment"  # its bits [39:32] are a register field
+    effect = _EFFECTS.get(kind)
 
     def handler(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
         if check is not None and not check(st, w):
             return _enc(w)
+        if effect is not None:
+            r = effect(it, st, w)
+            if r is not None:
+                return r
         st.work[k] += 1
         inc = progress and bool((w >> 32) & 1)
         hang = it.hang_hook is not None and it.hang_hook()

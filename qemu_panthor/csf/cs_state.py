@@ -42,7 +42,12 @@ WORK_KINDS = (
 )
 
 RESULT_KINDS = ("idle", "budget", "blocked_sync", "blocked_sb", "mmu_fault", "lock_stall",
-                "fatal")
+                "fatal", "fault", "tiler_oom", "heap_wait")
+#: A call-stack frame that returns to the ring without completing a ring instruction: an
+#: exception handler entered while the stream stood on a ring instruction (re-executed).
+RING_FRAME = (M64, M64)
+#: SET_EXCEPTION_HANDLER type of the tiler out-of-memory handler (genxml "CS Exception type")
+EXC_TILER_OOM = 2
 #: Endpoints a stream's work items occupy (compute, tiler, fragment; csf/workload.py).
 ENDPOINT_COUNT = 3
 
@@ -82,12 +87,16 @@ class RunResult:
     jobs: int = 0  # system-scope SYNC_ADDs run from the ring itself (kernel job completions)
     cmd_ptr: int = 0  # VA of the current instruction (status_cmd_ptr)
     fault: MmuFault | None = None  # mmu_fault: the fault
-    exception_type: int = 0  # fatal: CS_FATAL.EXCEPTION_TYPE
-    exception_data: int = 0  # fatal: CS_FATAL.EXCEPTION_DATA (24 bits)
-    info: int = 0  # fatal: CS_FATAL_INFO (instruction word or faulting VA)
+    exception_type: int = 0  # fatal/fault: CS_FATAL/CS_FAULT.EXCEPTION_TYPE
+    exception_data: int = 0  # fatal/fault: EXCEPTION_DATA (24 bits)
+    info: int = 0  # fatal/fault: CS_FATAL_INFO/CS_FAULT_INFO; heap_wait: 1 = fragments pending
     wait: SyncWait | None = None  # blocked_sync: the wait condition
     until: float = 0.0  # blocked_sb: when the awaited work completes (monotonic s; inf: never)
     sb_mask: int = 0  # blocked_sb: the scoreboard entries awaited (0: the progress counter)
+    #: tiler_oom/heap_wait: the heap context's (VT started, VT completed, fragment completed)
+    counters: tuple[int, int, int] = (0, 0, 0)
+    heap_returned: bool = False  # FINISH_FRAGMENT gave chunks back to a heap
+    handler_set: bool = False  # SET_EXCEPTION_HANDLER ran
 
 
 class CsExecState:
@@ -103,8 +112,10 @@ class CsExecState:
         "flushes",
         "heap_ctx",
         "heap_ops",
+        "heap_reply",
         "in_buf",
         "insert",
+        "oom_null",
         "pc",
         "progress",
         "progress_due",
@@ -145,6 +156,10 @@ class CsExecState:
         self.wait_mask = 0  # last WAIT mask
         self.heap_ctx = 0  # HEAP_SET
         self.heap_ops = [0, 0, 0, 0]  # HEAP_OPERATION count per operation
+        # tiler OOM (csf/tiler_heap.py): the chunk range the host granted, not yet linked
+        # into the heap; oom_null: the host answered the last TILER_OOM with no chunk
+        self.heap_reply = (0, 0)
+        self.oom_null = False
         self.progress = 0  # progress counter (u64)
         self.req_resource = 0  # REQ_RESOURCE mask (status_req_resource)
         self.exc_handlers: dict[int, tuple[int, int]] = {}  # type -> (address, length)
@@ -170,6 +185,22 @@ class CsExecState:
     def call_depth(self) -> int:
         return len(self.stack) + (1 if self.in_buf else 0)
 
+    def handler(self, exc_type: int) -> tuple[int, int] | None:
+        """The registered exception handler of ``exc_type`` (address 0 or length 0: none)."""
+        h = self.exc_handlers.get(exc_type)
+        return h if h is not None and h[0] and h[1] else None
+
+    def enter_handler(self, addr: int, length: int) -> bool:
+        """Run the exception handler [addr, addr+length) like a CALL made where the stream
+        stands: the instruction it stood on runs again when the handler returns (*inferred*).
+        False if the call stack has no room (the exception stays pending)."""
+        if addr & 7 or length & 7 or self.call_depth + 1 >= CALL_STACK_DEPTH:
+            return False
+        self.stack.append((self.pc, self.end) if self.in_buf else RING_FRAME)
+        self.in_buf = True
+        self.pc, self.end = addr, addr + length
+        return True
+
     @property
     def cmd_ptr(self) -> int:
         """VA of the next instruction to execute (status_cmd_ptr)."""
@@ -180,8 +211,8 @@ class CsExecState:
 
     # -- suspend buffer image ----------------------------------------------------------
     _MAGIC = b"CSIS"
-    _VERSION = 2
-    _HDR = struct.Struct("<4sHHBBBHQIQQIQQBBHQQII8Q4I")
+    _VERSION = 3
+    _HDR = struct.Struct("<4sHHBBBHQIQQIQQBBHQQII8Q4IQQ")
     _FRAME = struct.Struct("<QQ")
     _EXC = struct.Struct("<BQI")
 
@@ -195,7 +226,7 @@ class CsExecState:
             self._VERSION,
             self.reg_count,
             self.scoreboards,
-            (1 if self.in_buf else 0) | ((self.error & 1) << 1),
+            (1 if self.in_buf else 0) | ((self.error & 1) << 1) | (4 if self.oom_null else 0),
             len(self.stack),
             len(self.exc_handlers),
             self.ring_base & M64,
@@ -214,6 +245,8 @@ class CsExecState:
             self.flushes & M32,
             *(v & M64 for v in self.work),
             *(v & M32 for v in self.heap_ops),
+            self.heap_reply[0] & M64,
+            self.heap_reply[1] & M64,
         )
         parts = [h]
         parts += [self._FRAME.pack(p & M64, e & M64) for p, e in self.stack]
@@ -252,7 +285,7 @@ class CsExecState:
         magic, version, reg_count, sbs, flags, nstack, nexc = f[:7]
         if magic != cls._MAGIC or version != cls._VERSION:
             raise ValueError("not a CS state image (bad magic/version)")
-        if flags & ~3 or nstack >= CALL_STACK_DEPTH:
+        if flags & ~7 or nstack >= CALL_STACK_DEPTH:
             raise ValueError("CS state image has invalid flags or call depth")
         expect = (cls._HDR.size + nstack * cls._FRAME.size + nexc * cls._EXC.size
                   + 4 * reg_count + 4 * (sbs + ENDPOINT_COUNT) + 2)
@@ -280,9 +313,11 @@ class CsExecState:
             st.flushes,
         ) = f[7:21]
         st.work = list(f[21 : 21 + len(WORK_KINDS)])
-        st.heap_ops = list(f[21 + len(WORK_KINDS) :])
+        st.heap_ops = list(f[21 + len(WORK_KINDS) : 25 + len(WORK_KINDS)])
+        st.heap_reply = (f[25 + len(WORK_KINDS)], f[26 + len(WORK_KINDS)])
         st.in_buf = bool(flags & 1)
         st.error = (flags >> 1) & 1
+        st.oom_null = bool(flags & 4)
         if nstack and not st.in_buf:
             raise ValueError("CS state image has a call stack but no active buffer")
         off = cls._HDR.size

@@ -84,6 +84,38 @@ class CsfEvents:
         cs.wait = None
         self.cs_event(cs, I.CS_FATAL)
 
+    def report_cs_fault(self, cs: CsRuntime, exc_type: int, exc_data: int, info: int) -> None:
+        """Recoverable CS FAULT event (§7.4): fault/fault_info, toggle CS ack bit 31; the
+        stream waits until the host acknowledges it and rings the CSG doorbell."""
+        log.info("CSG%d CS%d FAULT: exception %#x data %#x info %#x", cs.csg, cs.index,
+                 exc_type, exc_data, info)
+        self.rt.stats["cs_fault"] += 1
+        o = I.CS_OUTPUT
+        out_va = self.section.cs_out(cs.csg, cs.index)
+        self.bus.write32(out_va + o.off["fault"], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))
+        self.bus.write64(out_va + o.off["fault_info"], info)
+        cs.fault_pending = True
+        cs.runnable = False
+        self.cs_event(cs, I.CS_FAULT)
+
+    def report_tiler_oom(self, cs: CsRuntime, heap: int, vt_start: int, vt_end: int,
+                         frag_end: int) -> None:
+        """CS TILER_OOM event: the heap context and its counters in the CS output block
+        (panthor takes the heap from heap_address and requires frag_end <= vt_end <
+        vt_start); the stream waits for the host's answer in heap_start/heap_end."""
+        log.info("CSG%d CS%d TILER_OOM: heap %#x vt %d/%d frag %d", cs.csg, cs.index, heap,
+                 vt_start, vt_end, frag_end)
+        self.rt.stats["tiler_oom"] += 1
+        o = I.CS_OUTPUT
+        out_va = self.section.cs_out(cs.csg, cs.index)
+        self.bus.write32(out_va + o.off["heap_vt_start"], vt_start)
+        self.bus.write32(out_va + o.off["heap_vt_end"], vt_end)
+        self.bus.write32(out_va + o.off["heap_frag_end"], frag_end)
+        self.bus.write64(out_va + o.off["heap_address"], heap)
+        cs.oom_pending = True
+        cs.runnable = False
+        self.cs_event(cs, I.CS_TILER_OOM)
+
     # -- CS status ----------------------------------------------------------------------------
     def write_cs_status(self, cs: CsRuntime) -> None:
         """CS output status_* fields + ringbuf_output.extract, as STATUS_UPDATE requires."""
@@ -191,7 +223,7 @@ class CsfEvents:
             if not (csg.active and csg.progress_deadline and csg.progress_deadline <= now):
                 continue
             csg.cancel_progress_check()
-            stuck = any(cs.sb_wait is not None and cs.sb_wait[0] > now for cs in csg.streams)
+            stuck = any(cs.stuck(now) for cs in csg.streams)
             if stuck and not csg.progress_reported:
                 csg.progress_reported = True
                 log.warning("CSG%d: no progress for %.2f s: PROGRESS_TIMER_EVENT", csg.index,

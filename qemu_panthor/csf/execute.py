@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ..exceptions import ExceptionType
 from ..mmu import Mmu
 from .bus import McuFault
-from .cs_state import RunResult
+from .cs_state import EXC_TILER_OOM, RunResult
 from .events import CsfEvents
 from .interp import CsInterpreter
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
@@ -76,6 +76,59 @@ class CsExecutor:
                                         "the fault")
         return False
 
+    def _heap_wait(self, csg: CsgRuntime, cs: CsRuntime, *, fragments_pending: bool) -> None:
+        """A draw still finds no heap memory after the host answered TILER_OOM with no chunk.
+
+        As kbase documents for a null answer, the firmware waits for fragment work to return
+        chunks (FINISH_FRAGMENT) if some is pending; otherwise it runs the TILER_OOM exception
+        handler a stream of the group registered (this stream's first; panvk registers it
+        on its fragment queue around the wait for tiling) to render incrementally and free
+        chunks. Without one the exception stays pending until a handler is registered or
+        chunks come back, and the group makes no progress (the progress timer reports it)."""
+        st = cs.st
+        if st is None:
+            return
+        cs.runnable = False
+        cs.heap_wait = st.heap_ctx
+        self.events.watch_progress(csg, float("inf"))
+        if fragments_pending:
+            return
+        for other in [cs] + [o for o in csg.streams if o is not cs]:
+            ost = other.st
+            if (ost is None or not other.started or other.fatal or other.fault_pending
+                    or other.oom_pending or other.stalled_as is not None
+                    or (other is not cs and other.heap_wait is not None)):
+                continue
+            h = ost.handler(EXC_TILER_OOM)
+            if h is None or not ost.enter_handler(*h):
+                continue
+            log.info("CSG%d CS%d: tiler OOM exception handler %#x+%#x runs on CS%d",
+                     csg.index, cs.index, h[0], h[1], other.index)
+            st.oom_null = False  # a draw that still fails after the handler asks the host
+            other.wait = None  # an interrupted SYNC_WAIT/WAIT runs again after the handler
+            other.cancel_sb_wait()
+            other.heap_wait = None
+            other.runnable = True
+            self.sched.kick()
+            return
+        log.info("CSG%d CS%d: tiler heap exhausted, no exception handler: pending",
+                 csg.index, cs.index)
+
+    def _wake_heap_waiters(self, match: Callable[[CsgRuntime, int], bool]) -> None:
+        """Streams waiting for heap memory retry their draw (chunks came back, or a handler
+        was registered)."""
+        woke = False
+        for g in self.rt.csgs:
+            if not g.active:
+                continue
+            for other in g.streams:
+                if other.heap_wait is not None and match(g, other.heap_wait):
+                    other.heap_wait = None
+                    other.runnable = True
+                    woke = True
+        if woke:
+            self.sched.kick()
+
     def _apply(self, csg: CsgRuntime, cs: CsRuntime, res: RunResult) -> None:
         self.events.publish_extract(cs)
         kind = res.kind
@@ -115,9 +168,24 @@ class CsExecutor:
             cs.stalled_binding = self.mmu.binding(csg.as_nr)
         elif kind == "fatal":
             self.events.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)
+        elif kind == "fault":
+            # completed with a recoverable fault (its work dropped): waits for the host's ack
+            self.events.report_cs_fault(cs, res.exception_type, res.exception_data, res.info)
+        elif kind == "tiler_oom":
+            st = cs.st
+            vs, ve, fe = res.counters
+            self.events.report_tiler_oom(cs, st.heap_ctx if st is not None else 0, vs, ve, fe)
+            self.events.watch_progress(csg, float("inf"))
+        elif kind == "heap_wait":
+            self._heap_wait(csg, cs, fragments_pending=bool(res.info))
         else:
             self.events.report_cs_fatal(cs, ExceptionType.CSF_FW_INTERNAL_ERROR, 0, 0,
                                         why=f"unknown run result {kind!r}")
+        if res.heap_returned:
+            self._wake_heap_waiters(lambda g, w: g.as_nr == csg.as_nr
+                                    and cs.st is not None and w == cs.st.heap_ctx)
+        if res.handler_set:
+            self._wake_heap_waiters(lambda g, w: g is csg)
         if res.sync_update:
             csg.sync_pending = True  # system scope: tell the host (CSG SYNC_UPDATE)
             self.sched.reevaluate_waits()

@@ -30,6 +30,7 @@ from .cs_state import (
     CALL_STACK_DEPTH,
     M64,
     RESULT_KINDS,
+    RING_FRAME,
     WORK_KINDS,
     CsExecState,
     RunResult,
@@ -106,6 +107,9 @@ class CsInterpreter:
         self.sync = False
         self.csg_sync = False
         self.jobs = 0
+        #: FINISH_FRAGMENT returned chunks to a heap / SET_EXCEPTION_HANDLER ran (this run)
+        self.heap_returned = False
+        self.handler_set = False
         self._n = 0
 
     # -- memory access helpers (used by handlers) ---------------------------------------
@@ -145,6 +149,7 @@ class CsInterpreter:
     def run(self, st: CsExecState, budget: int) -> RunResult:
         """Execute up to ``budget`` instructions of ``st``; never raises."""
         self.sync = self.csg_sync = False
+        self.heap_returned = self.handler_set = False
         self.jobs = 0
         self._pages = {}
         self._n = 0
@@ -160,6 +165,8 @@ class CsInterpreter:
         res.sync_update = self.sync
         res.csg_sync_update = self.csg_sync
         res.jobs = self.jobs
+        res.heap_returned = self.heap_returned
+        res.handler_set = self.handler_set
         if res.kind == "fatal" and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "CS fatal %#x at %#x (info %#x: %s)",
@@ -187,7 +194,11 @@ class CsInterpreter:
                 seg_end = st.end
                 if pc >= seg_end:  # buffer exhausted: return
                     if st.stack:
-                        st.pc, st.end = st.stack.pop()
+                        frame = st.stack.pop()
+                        if frame == RING_FRAME:  # an exception handler entered from the ring
+                            st.in_buf = False
+                        else:
+                            st.pc, st.end = frame
                     else:  # back in the ring: the CALL/JUMP there completes
                         st.in_buf = False
                         st.extract = (st.extract + 8) & M64
@@ -270,8 +281,15 @@ class CsInterpreter:
                 st.pc = pc
             if ctl is None:
                 continue
-            if isinstance(ctl, RunResult):  # instruction did not complete
-                return self._stop(ctl, st, n)
+            if isinstance(ctl, RunResult):
+                if ctl.kind == "fault":  # completed with a recoverable fault: go past it
+                    n += 1
+                    self._n = n
+                    if ring:
+                        st.extract = (st.extract + 8) & M64
+                    else:
+                        st.pc = pc + 8
+                return self._stop(ctl, st, n)  # otherwise it did not complete
             n += 1  # completed control instruction
             self._n = n
             if not isinstance(ctl, Transfer):  # RESYNC: re-fetch after the instruction

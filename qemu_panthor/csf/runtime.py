@@ -42,6 +42,11 @@ class CsRuntime:
     #: with work running): (when it completes, awaited scoreboard mask; 0 = progress)
     sb_wait: tuple[float, int] | None = None
     sb_timer: asyncio.TimerHandle | None = None  # wakes the stream when that work completes
+    #: tiler heap (csf/tiler_heap.py): TILER_OOM raised, the host has not answered yet
+    oom_pending: bool = False
+    #: waiting for heap chunks after the host had none to give (fragment work returning
+    #: chunks, or an exception handler that frees some): the heap context's address
+    heap_wait: int | None = None
 
     def reset(self) -> None:
         self.started = False
@@ -54,6 +59,8 @@ class CsRuntime:
         self.fault_pending = False
         self.fatal = False
         self.written_extract = -1
+        self.oom_pending = False
+        self.heap_wait = None
         self.cancel_sb_wait()
 
     def cancel_sb_wait(self) -> None:
@@ -68,9 +75,16 @@ class CsRuntime:
         if not self.started or self.fatal:
             return True
         if (self.runnable or self.stalled_as is not None or self.fault_pending
-                or self.sb_wait is not None):
-            return False  # work items in flight keep a stream busy
+                or self.sb_wait is not None or self.oom_pending or self.heap_wait is not None):
+            return False  # work items in flight (or a draw waiting for heap) keep it busy
         return True  # ring empty or blocked on a sync wait
+
+    def stuck(self, now: float) -> bool:
+        """Waiting on endpoint work that has not completed by ``now``: work in flight, or a
+        draw the tiler cannot place for want of heap memory (the progress timer's view)."""
+        w = self.sb_wait
+        return ((w is not None and w[0] > now) or self.oom_pending
+                or self.heap_wait is not None)
 
 
 @dataclass

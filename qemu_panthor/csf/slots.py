@@ -222,7 +222,20 @@ class CsgSlots:
         if cs.fault_pending and not (req ^ ack) & I.CS_FAULT:
             cs.fault_pending = False  # host acknowledged the FAULT and rang us: resume
             cs.runnable = True
+        if cs.oom_pending and not (req ^ ack) & I.CS_TILER_OOM:
+            # the host answered TILER_OOM: heap_start..heap_end is a chunk range to link
+            # into the heap (0: it has none); the draw is retried (csf/tiler_heap.py)
+            cs.oom_pending = False
+            if cs.st is not None:
+                start, end = s_in.get(inp, "heap_start"), s_in.get(inp, "heap_end")
+                cs.st.heap_reply = (start, end or start) if start else (0, 0)
+                cs.st.oom_null = not start
+            cs.runnable = True
         new_ack = (ack & ~I.CS_REQ_MASK) | (req & I.CS_REQ_MASK)
+        if fresh:
+            # a (re)started stream: events signalled before a suspend count as acknowledged
+            # (kbase); a TILER_OOM still unanswered is raised again when the draw retries
+            new_ack = (new_ack & ~I.CS_TILER_OOM) | (req & I.CS_TILER_OOM)
         if new_ack != ack:
             self.bus.write32(out_va, new_ack)
         if cs.started and cs.st is not None:
@@ -266,7 +279,8 @@ class CsgSlots:
         if st is None:
             return
         st.insert = self.bus.read64(cs.input_va)
-        if not cs.fatal and not cs.fault_pending and cs.stalled_as is None and cs.wait is None:
+        if (not cs.fatal and not cs.fault_pending and cs.stalled_as is None and cs.wait is None
+                and not cs.oom_pending and cs.heap_wait is None):
             cs.runnable = cs.runnable or st.insert != st.extract
         # A CS blocked on a sync wait stays blocked: waits are re-evaluated separately.
 

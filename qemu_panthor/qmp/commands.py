@@ -184,6 +184,10 @@ class MaliIntrospection:
             return {"reason": "fault-ack"}
         if cs.stalled_as is not None:
             return {"reason": "mmu-fault", "as": cs.stalled_as}
+        if cs.oom_pending:
+            return {"reason": "tiler-oom"}
+        if cs.heap_wait is not None:
+            return {"reason": "tiler-heap", "address": cs.heap_wait}
         w = cs.wait
         if w is not None:
             return {"reason": "sync-wait", "address": w.ptr, "value": w.value,

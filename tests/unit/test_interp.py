@@ -472,7 +472,13 @@ def test_error_reject_propagates_until_error_barrier(rig: Rig):
             A.store_state(8, A.ERROR_STATUS, offset=8),
         ]
     )
-    res = rig.run(budget=6)
+    # the failed sync object ends the wait with a recoverable CS_INHERIT_FAULT (0x4B) naming
+    # it; the wait completed, the stream stands on the next instruction with its error set
+    res = rig.run()
+    assert res.kind == "fault" and res.exception_type == 0x4B and res.info == failed
+    assert res.instructions == 3 and rig.st.error == 1
+    assert res.cmd_ptr == RING + 3 * 8
+    res = rig.run(budget=3)
     assert res.kind == "budget" and rig.st.error == 1
     assert rig.mmu.r64(SYNCOBJ) == 1 and rig.mmu.r32(SYNCOBJ + 8) == 1
     res = rig.run()
@@ -522,6 +528,7 @@ def test_flush_cache2_skips_when_a_flush_happened_since_the_id():
 
 
 def test_work_items_progress_and_records(rig: Rig):
+    rig.mmu.map(0xAB000, 0x1000)  # the heap context HEAP_OPERATION counts in
     rig.push(
         [
             A.run_compute(progress=True),
@@ -565,6 +572,9 @@ def test_work_items_progress_and_records(rig: Rig):
     assert st.reg64(12) == 0x1_2345_6789 + 0  # loaded after the store
     assert st.progress == 0x1_2345_6789
     assert st.heap_ctx == 0xAB000 and st.heap_ops == [1, 0, 0, 1]
+    # docs/firmware.md "Tiler heap": VT started at +0x08, fragment completed at +0x10
+    assert rig.mmu.r32(0xAB000 + 0x08) == 1 and rig.mmu.r32(0xAB000 + 0x10) == 1
+    assert rig.mmu.r32(0xAB000 + 0x0C) == 0
     assert st.exc_handlers == {2: (0xAB000, 0x80)}
     assert st.req_resource == 0b1011 and (st.sb_endpoint, st.sb_other) == (3, 5)
 
@@ -660,7 +670,7 @@ def test_serialise_round_trip_mid_call_and_blocked(rig: Rig):
         lambda b: b[:6] + b"\x00\x00" + b[8:],  # reg_count 0
         lambda b: b[:6] + b"\x00\x02" + b[8:],  # reg_count 512
         lambda b: b[:8] + b"\x00" + b[9:],  # 0 scoreboards
-        lambda b: b[:9] + b"\x04" + b[10:],  # unknown flag
+        lambda b: b[:9] + b"\x08" + b[10:],  # unknown flag
         lambda b: b[:10] + b"\x09" + b[11:],  # call stack deeper than the limit
         lambda b: b"",
     ],
