@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/utsname.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -625,4 +626,27 @@ int qp_ctx_fini(struct qp_ctx *c)
 	if (r)
 		qp_diag("qp_ctx_fini: %s", strerror(-r));
 	return r;
+}
+
+int qp_kmsg_count(const char *buf, const char *needle)
+{
+	int n = 0;
+	for (const char *p = buf; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+void qp_kmsg_show(const char *buf)
+{
+	char *copy = strdup(buf);
+	for (char *l = strtok(copy, "\n"); l; l = strtok(NULL, "\n"))
+		if (strstr(l, "panthor") || strstr(l, "WARN") || strstr(l, "BUG"))
+			qp_diag("kmsg: %.200s", l);
+	free(copy);
+}
+
+int qp_kernel_major(void)
+{
+	struct utsname u;
+	return uname(&u) ? 0 : atoi(u.release);
 }

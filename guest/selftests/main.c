@@ -38,6 +38,8 @@ const struct qp_test qp_tests[] = {
 	/* injected faults (test port): GPU resets, an unusable VM; after the kmsg check */
 	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60), T(progress_timeout, 60),
 	T(ping_timeout_reset, 60),
+	/* heap pressure and recoverable faults (after the kmsg check: they log CS_FAULTs) */
+	T(tiler_oom_grow, 60), T(tiler_oom_fail, 60), T(cs_fault_recoverable, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */

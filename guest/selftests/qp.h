@@ -73,6 +73,7 @@ void qp_sleep_ms(unsigned ms);     /* used only inside bounded polls */
 int qp_read_file(const char *path, char *buf, size_t len); /* 0 or -errno; NUL-terminated */
 int qp_write_file(const char *path, const char *s);        /* 0 or -errno */
 bool qp_module_loaded(const char *name);
+int qp_kernel_major(void); /* the running kernel's major version (uname); 0 if unknown */
 /* the panthor platform device directory in sysfs, e.g. /sys/bus/platform/devices/qemu-panthor.16 */
 int qp_panthor_sysfs(char *buf, size_t len);
 /* the panthor device's runtime-PM control (power/control: "on" keeps it out of runtime
@@ -86,6 +87,9 @@ uint64_t qp_virt_to_phys(const void *p); /* via /proc/self/pagemap; 0 if unknown
  * start; read all records available now into buf (one message per line, text only). */
 int qp_kmsg_open(bool from_end);
 size_t qp_kmsg_drain(int fd, char *buf, size_t len);
+/* occurrences of needle in drained records; show the panthor/WARN/BUG lines as diagnostics */
+int qp_kmsg_count(const char *buf, const char *needle);
+void qp_kmsg_show(const char *buf);
 
 /* -- DRM / panthor ------------------------------------------------------------------ */
 int qp_open(void);                          /* /dev/dri/renderD128, aborts the test on failure */
@@ -170,6 +174,24 @@ const struct drm_panthor_csif_info *qp_csif(int fd);
 	(CS_OP(39) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32) | ((uint64_t)(cond) << 28))
 #define CS_COND_GREATER 1u
 #define CS_WAIT_ALL 0xffu
+#define CS_ADD_IMM64(dst, src, imm) \
+	(CS_OP(17) | ((uint64_t)(dst) << 48) | ((uint64_t)(src) << 40) | ((uint64_t)(uint32_t)(imm)))
+/* SYNC_ADD64 with error propagate: the u32 status word after the value := error state */
+#define CS_SYNC_ADD64_ERR(addr, data) (CS_SYNC_ADD64(addr, data) | 1ull)
+/* SYNC_WAIT64 with error reject: a sync object whose status word is non-zero ends the wait */
+#define CS_SYNC_WAIT64_REJECT(addr, data, cond) \
+	(CS_OP(53) | ((uint64_t)(addr) << 40) | ((uint64_t)(data) << 32) | \
+	 ((uint64_t)(cond) << 28) | 1ull)
+#define CS_ERROR_BARRIER() CS_OP(47)
+/* tiler heap: HEAP_SET pair(addr); HEAP_OPERATION op (0 VT started, 1 VT completed,
+ * 3 fragment completed); RUN_IDVS (staging registers: r40:r41 Tiler Context, r33 vertex
+ * count, r34 instance count, r16.. shaders: Mesa's CSF draw); FINISH_FRAGMENT returns the
+ * chunk run pair(first)..pair(last) to the heap, bit 0 counts a fragment pass */
+#define CS_HEAP_SET(addr) (CS_OP(48) | ((uint64_t)(addr) << 40))
+#define CS_HEAP_OPERATION(op) (CS_OP(49) | ((uint64_t)(op) << 32))
+#define CS_RUN_IDVS() CS_OP(6)
+#define CS_FINISH_FRAGMENT(first, last, inc) \
+	(CS_OP(11) | ((uint64_t)(first) << 40) | ((uint64_t)(last) << 32) | (uint64_t)!!(inc))
 
 struct qp_cs {
 	uint64_t *buf;
@@ -261,6 +283,10 @@ int test_gpu_reset_recovery(void);
 int test_vm_bind_async_failure_unusable(void);
 int test_progress_timeout(void);
 int test_ping_timeout_reset(void);
+/* t_csf.c */
+int test_tiler_oom_grow(void);
+int test_tiler_oom_fail(void);
+int test_cs_fault_recoverable(void);
 /* t_soak.c (MANUAL) */
 int test_soak_jobs(void);
 int test_soak_vms(void);

@@ -79,12 +79,6 @@ static int pm_keep_on(void)
 }
 
 /* kernel major version (6 for the 6.12 line, 7 for 7.x) */
-static int kernel_major(void)
-{
-	struct utsname u;
-	return uname(&u) ? 0 : atoi(u.release);
-}
-
 /* wait (bounded) until the GPU reset counter passes `from` */
 static bool wait_reset(uint32_t from, unsigned ms)
 {
@@ -95,24 +89,6 @@ static bool wait_reset(uint32_t from, unsigned ms)
 		qp_sleep_ms(2);
 	}
 	return false;
-}
-
-/* count panthor kernel lines containing `needle` (drained so far into buf) */
-static int kmsg_count(const char *buf, const char *needle)
-{
-	int n = 0;
-	for (const char *p = buf; (p = strstr(p, needle)); p++)
-		n++;
-	return n;
-}
-
-static void kmsg_show(const char *buf)
-{
-	char *copy = strdup(buf);
-	for (char *l = strtok(copy, "\n"); l; l = strtok(NULL, "\n"))
-		if (strstr(l, "panthor") || strstr(l, "WARN") || strstr(l, "BUG"))
-			qp_diag("kmsg: %.200s", l);
-	free(copy);
 }
 
 static int run_inc(struct qp_ctx *c, unsigned n)
@@ -179,12 +155,12 @@ int test_gpu_reset_recovery(void)
 	static char log[65536];
 	qp_kmsg_drain(kfd, log, sizeof(log));
 	close(kfd);
-	kmsg_show(log);
+	qp_kmsg_show(log);
 	CHECK(fired == 1, "injected faults fired: %u", fired);
 	/* 7.x locks the region before touching the tables and fails the bind; 6.12 maps first,
 	 * then flushes (LOCK, then FLUSH_PT, which unlocks) and ignores a failed flush: the bind
 	 * succeeds (docs/reference/mmu.md, 6.12 differences) */
-	if (kernel_major() >= 7)
+	if (qp_kernel_major() >= 7)
 		CHECK(r == -ETIMEDOUT, "sync VM_BIND with a hung LOCK returned %d, want -ETIMEDOUT",
 		      r);
 	else
@@ -192,8 +168,8 @@ int test_gpu_reset_recovery(void)
 	CHECK(reset, "no GPU reset within 5 s");
 	CHECK(tp_rd(TP_GPU_RESETS) == resets0 + 1, "%u GPU resets, want 1",
 	      tp_rd(TP_GPU_RESETS) - resets0);
-	CHECK(kmsg_count(log, "AS_ACTIVE bit stuck") == 1, "%d 'AS_ACTIVE bit stuck' lines, want 1",
-	      kmsg_count(log, "AS_ACTIVE bit stuck"));
+	CHECK(qp_kmsg_count(log, "AS_ACTIVE bit stuck") == 1, "%d 'AS_ACTIVE bit stuck' lines, want 1",
+	      qp_kmsg_count(log, "AS_ACTIVE bit stuck"));
 	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "timedout") &&
 	      !strstr(log, "Unhandled Page fault") && !strstr(log, "CS_FATAL"),
 	      "unexpected kernel lines after the reset (shown above)");
@@ -279,7 +255,7 @@ int test_vm_bind_async_failure_unusable(void)
 			st < 0 ? strerror(-st) : "ok", t_bind, vs, fired);
 		reset = wait_reset(resets0, 5000);
 		qp_diag("GPU reset %s after %.3f s", reset ? "done" : "NOT done", qp_now() - t0);
-		if (!(st == 1 && vs == DRM_PANTHOR_VM_STATE_USABLE && kernel_major() >= 7))
+		if (!(st == 1 && vs == DRM_PANTHOR_VM_STATE_USABLE && qp_kernel_major() >= 7))
 			break;
 		qp_diag("attempt %d: the hang took another AS command; again", attempt + 1);
 		CHECK_OK(qp_syncobj_destroy(fd, done));
@@ -287,7 +263,7 @@ int test_vm_bind_async_failure_unusable(void)
 		sig.handle = done;
 	}
 	CHECK(fired == 1, "injected faults fired: %u", fired);
-	if (st == 1 && vs == DRM_PANTHOR_VM_STATE_USABLE && kernel_major() < 7 && reset)
+	if (st == 1 && vs == DRM_PANTHOR_VM_STATE_USABLE && qp_kernel_major() < 7 && reset)
 		return qp_skip("6.12 panthor maps before its flush and ignores a failed flush LOCK "
 			       "(bind fence ok, VM usable): an async bind cannot fail this way");
 	CHECK(st == -ETIMEDOUT, "failed async bind: fence status %d, want -ETIMEDOUT", st);
@@ -329,9 +305,9 @@ int test_vm_bind_async_failure_unusable(void)
 	static char log[65536];
 	qp_kmsg_drain(kfd, log, sizeof(log));
 	close(kfd);
-	kmsg_show(log);
-	CHECK(kmsg_count(log, "AS_ACTIVE bit stuck") == 1, "%d 'AS_ACTIVE bit stuck' lines, want 1",
-	      kmsg_count(log, "AS_ACTIVE bit stuck"));
+	qp_kmsg_show(log);
+	CHECK(qp_kmsg_count(log, "AS_ACTIVE bit stuck") == 1, "%d 'AS_ACTIVE bit stuck' lines, want 1",
+	      qp_kmsg_count(log, "AS_ACTIVE bit stuck"));
 	CHECK(reset, "no GPU reset within 5 s of the stuck LOCK");
 	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "Unhandled Page fault"),
 	      "unexpected kernel lines (shown above)");
@@ -367,7 +343,7 @@ int test_ping_timeout_reset(void)
 	static char log[65536];
 	qp_kmsg_drain(kfd, log, sizeof(log));
 	close(kfd);
-	kmsg_show(log);
+	qp_kmsg_show(log);
 	qp_diag("ping dropped: GPU reset after %.2f s, test port fired %u", dt,
 		tp_rd(TP_FIRED) - fired0);
 	CHECK(reset, "no GPU reset within 30 s of dropping a PING");
@@ -375,8 +351,8 @@ int test_ping_timeout_reset(void)
 	      tp_rd(TP_FIRED) - fired0);
 	CHECK(tp_rd(TP_GPU_RESETS) == resets0 + 1, "%u GPU resets, want 1",
 	      tp_rd(TP_GPU_RESETS) - resets0);
-	CHECK(kmsg_count(log, "FW ping timeout") == 1, "%d 'FW ping timeout' lines, want 1",
-	      kmsg_count(log, "FW ping timeout"));
+	CHECK(qp_kmsg_count(log, "FW ping timeout") == 1, "%d 'FW ping timeout' lines, want 1",
+	      qp_kmsg_count(log, "FW ping timeout"));
 	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "CS_FATAL"),
 	      "unexpected kernel lines after the reset (shown above)");
 	CHECK_OK(rj);
@@ -439,11 +415,11 @@ int test_progress_timeout(void)
 	static char log[65536];
 	qp_kmsg_drain(kfd, log, sizeof(log));
 	close(kfd);
-	kmsg_show(log);
-	CHECK(kmsg_count(log, "progress timeout") == 1, "%d 'progress timeout' lines, want 1",
-	      kmsg_count(log, "progress timeout"));
-	CHECK(kmsg_count(log, "] job timeout") == 0, "the job timeout fired (%d)",
-	      kmsg_count(log, "] job timeout"));
+	qp_kmsg_show(log);
+	CHECK(qp_kmsg_count(log, "progress timeout") == 1, "%d 'progress timeout' lines, want 1",
+	      qp_kmsg_count(log, "progress timeout"));
+	CHECK(qp_kmsg_count(log, "] job timeout") == 0, "the job timeout fired (%d)",
+	      qp_kmsg_count(log, "] job timeout"));
 	/* the VM and the GPU keep working: a new group on the same VM */
 	CHECK_OK(qp_ctx_regroup_store(&t, 8, 0x600d, TIMEOUT_MS));
 	qp_ctx_fini(&t);

@@ -9,6 +9,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from ..gpu.regs import JOB_INT_GLOBAL_IF
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .section import SharedSection, ev, evlog
@@ -54,6 +55,10 @@ class CsfEvents:
         #: seconds a group may wait on its endpoint work without any of it completing
         #: (GLB progress_timer x 1024 GPU cycles; 0: the timer is off)
         self.progress_timeout = 0.0
+        #: GLB_REQ IDLE_EN (level): the host wants GLB IDLE events
+        self.glb_idle_enabled = False
+        self.gpu_idle_reported = False  # GLB IDLE raised for the current idle period
+        self._glb_idle_event: asyncio.TimerHandle | None = None
 
     # -- CS events ----------------------------------------------------------------------------
     def cs_event(self, cs: CsRuntime, bit: int) -> None:
@@ -166,12 +171,14 @@ class CsfEvents:
         a tick run for any other reason still sees (and may evict) the idle group."""
         idle = all(cs.idle for cs in csg.streams)
         if idle == csg.idle_reported:
+            self.update_glb_idle()
             return
         out_va = self.section.csg_out(csg.index)
         self.bus.write32(out_va + I.CSG_OUTPUT.off["status_state"],
                          I.CSG_STATUS_STATE_IS_IDLE if idle else 0)
         csg.idle_reported = idle
         csg.cancel_idle_event()
+        self.update_glb_idle()
         if not idle:
             return
         # synchronous use (tests pump): report at once
@@ -180,6 +187,51 @@ class CsfEvents:
             self._raise_csg_idle(csg)
         else:
             csg.idle_event = loop.call_later(self.idle_hysteresis, self._idle_expired, csg)
+
+    # -- GLB IDLE ---------------------------------------------------------------------------
+    def update_glb_idle(self) -> None:
+        """GLB IDLE (GLB ack bit 26): with IDLE_EN set, once per idle period of the whole GPU
+        (every resident group idle, or none resident) after the idle hysteresis; work arriving
+        first cancels it. panthor acknowledges it (req := ack) and runs a scheduler tick
+        (sched_process_idle_event_locked), which drops its PM reference when all is idle."""
+        idle = all(not g.active or g.idle_reported for g in self.rt.csgs)
+        if not idle:
+            self.gpu_idle_reported = False
+            self._cancel_glb_idle()
+            return
+        if self.gpu_idle_reported or self._glb_idle_event is not None:
+            return
+        loop = _running_loop() if self.idle_hysteresis > 0 else None
+        if loop is None:
+            self._raise_glb_idle()  # synchronous use (tests pump): at once
+        else:
+            self._glb_idle_event = loop.call_later(
+                self.idle_hysteresis, lambda: self._guard(self._glb_idle_expired))
+
+    def _cancel_glb_idle(self) -> None:
+        if self._glb_idle_event is not None:
+            self._glb_idle_event.cancel()
+            self._glb_idle_event = None
+
+    def reset_glb_idle(self) -> None:
+        """The MCU stopped (halt, disable, reset): the next boot starts a new idle period."""
+        self._cancel_glb_idle()
+        self.gpu_idle_reported = False
+
+    def _glb_idle_expired(self) -> None:
+        self._glb_idle_event = None
+        if all(not g.active or g.idle_reported for g in self.rt.csgs):
+            self._raise_glb_idle()
+
+    def _raise_glb_idle(self) -> None:
+        if not (self.rt.running and self.glb_idle_enabled) or self.gpu_idle_reported:
+            return
+        self.gpu_idle_reported = True
+        if evlog.isEnabledFor(logging.DEBUG):
+            ev("GLB IDLE event")
+        s = self.section
+        s.raise_event(s.glb_out(), s.glb_in() + I.GLB_INPUT.off["req"], I.GLB_IDLE)
+        s.irq(JOB_INT_GLOBAL_IF)
 
     def _idle_expired(self, csg: CsgRuntime) -> None:
         csg.idle_event = None

@@ -181,6 +181,8 @@ class CsfFirmware:
     def _drop_state(self) -> None:
         self.sched.stop()
         self.rt.drop_slots()
+        self.events.reset_glb_idle()
+        self.events.glb_idle_enabled = False  # GLB_REQ is read again at the next boot
 
     def _disable(self) -> None:
         """MCU disabled: nothing but guest memory survives (control blocks, inputs, outputs)."""
@@ -273,6 +275,11 @@ class CsfFirmware:
             ack = (ack & ~mask) | (req & mask)
             self.bus.write32(out_va, ack)
             s.irq(JOB_INT_GLOBAL_IF)
+        enabled = bool(req & I.GLB_IDLE_EN)
+        if enabled != self.events.glb_idle_enabled:
+            self.events.glb_idle_enabled = enabled
+            if enabled:
+                self.events.update_glb_idle()
         state = (req & I.GLB_STATE_MASK) >> I.GLB_STATE_SHIFT
         if req & I.GLB_HALT or state != I.GLB_STATE_ACTIVE:
             self._halt()
