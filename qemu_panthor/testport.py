@@ -93,6 +93,8 @@ REGISTERS: tuple[PortReg, ...] = (
     PortReg("TP_PING_ARMED", 0x1C, doc="PING requests still to drop"),
     PortReg("TP_GPU_RESETS", 0x20, doc="GPU_CMD SOFT/HARD_RESET commands since power-on"),
     PortReg("TP_WORK_ARMED", 0x24, doc="work items still to hang"),
+    PortReg("TP_LOCK_STALLS", 0x28,
+            doc="CS accesses that found their region locked (AS_COMMAND LOCK) and stalled"),
 )
 REG_BY_OFFSET = {r.offset: r for r in REGISTERS}
 REG = {r.name: r.offset for r in REGISTERS}
@@ -231,6 +233,8 @@ class FaultInjector:
             "TP_PING_ARMED": self.ping_armed,
             "TP_GPU_RESETS": self.gpu.stats["gpu_resets"],
             "TP_WORK_ARMED": self.work_armed,
+            "TP_LOCK_STALLS": (self.firmware.stats["lock_stalls"]
+                               if self.firmware is not None else 0),
         }
         return values.get(name, 0) & 0xFFFF_FFFF
 

@@ -37,7 +37,7 @@ const struct qp_test qp_tests[] = {
 	T(kmsg_faults_only_expected),
 	/* injected faults (test port): GPU resets, an unusable VM; after the kmsg check */
 	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60), T(progress_timeout, 60),
-	T(ping_timeout_reset, 60),
+	T(ping_timeout_reset, 60), T(reset_in_flight, 90), T(lock_region_stall, 60),
 	/* heap pressure and recoverable faults (after the kmsg check: they log CS_FAULTs) */
 	T(tiler_oom_grow, 60), T(tiler_oom_fail, 60), T(cs_fault_recoverable, 60),
 	/* last: reloads the driver and the glue */

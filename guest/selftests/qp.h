@@ -283,6 +283,8 @@ int test_gpu_reset_recovery(void);
 int test_vm_bind_async_failure_unusable(void);
 int test_progress_timeout(void);
 int test_ping_timeout_reset(void);
+int test_reset_in_flight(void);
+int test_lock_region_stall(void);
 /* t_csf.c */
 int test_tiler_oom_grow(void);
 int test_tiler_oom_fail(void);

@@ -24,6 +24,7 @@
 #define TP_AS_ARMED 0x14
 #define TP_AS_ACTIVE 0x18
 #define TP_GPU_RESETS 0x20
+#define TP_LOCK_STALLS 0x28
 #define TP_MAGIC_VALUE 0x50545051u
 #define TP_OP_DISARM 0u
 #define TP_OP_AS_STUCK 1u
@@ -78,7 +79,6 @@ static int pm_keep_on(void)
 	return qp_pm_control_set("on");
 }
 
-/* kernel major version (6 for the 6.12 line, 7 for 7.x) */
 /* wait (bounded) until the GPU reset counter passes `from` */
 static bool wait_reset(uint32_t from, unsigned ms)
 {
@@ -426,3 +426,227 @@ int test_progress_timeout(void)
 	close(fd);
 	return QP_PASS;
 }
+
+/*
+ * A GPU reset while jobs run (docs/firmware.md): a dropped PING makes panthor reset the GPU
+ * ("FW ping timeout") while two groups each have long-running jobs in flight. panthor's
+ * pre-reset suspends the resident groups (the firmware saves every stream into its suspend
+ * buffer), the MCU reboots, and post-reset resumes them: the streams are innocent, so each
+ * job continues exactly where it stopped. Every job's prologue runs once, registers set before
+ * its loop hold after it, every fence completes without error and the groups stay healthy.
+ */
+int test_reset_in_flight(void)
+{
+	enum { NG = 2, MAXJ = 64, CAL_LOOPS = 20000 };
+	int r = tp_open();
+	if (r)
+		return r;
+	CHECK_OK(pm_keep_on()); /* pings run while the device is awake */
+	int fd = qp_open();
+	struct qp_ctx c;
+	CHECK_OK(qp_ctx_init(&c, fd, 16384, 8192));
+	volatile uint32_t *d = c.data.map;
+	uint32_t groups[NG], sync[MAXJ];
+	for (int g = 0; g < NG; g++)
+		CHECK_OK(qp_group_create(fd, c.vm, &groups[g]));
+	for (int j = 0; j < MAXJ; j++)
+		CHECK_OK(qp_syncobj_create(fd, &sync[j], false));
+	/* job j: slot[0] += 1 (its prologue), r30..r31 := tags, spin r20 loops, slot[1..2] :=
+	 * r30..r31, slot[3] := 0xd0e. One 64-byte data slot per job; the loop count in the
+	 * data BO's last word, so one program serves every job (r40:r41 = its slot). */
+	struct qp_cs cs = { c.cmd.map, 0 };
+	uint64_t loops_va = c.data.va + 8192 - 4;
+	cs_emit(&cs, CS_MOV48(0, loops_va));
+	cs_emit(&cs, CS_LOAD_MULTIPLE(20, 0, 0x1, 0));
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_emit(&cs, CS_ADD_IMM32(20, 20, -1));
+	cs_emit(&cs, CS_BRANCH(-2, CS_COND_NEQUAL, 20));
+	cs_emit(&cs, CS_STORE_MULTIPLE(30, 40, 0x3, 4));
+	cs_emit(&cs, CS_MOV32(34, 0xd0e));
+	cs_emit(&cs, CS_STORE_MULTIPLE(34, 40, 0x1, 12));
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_flush(&cs);
+	uint32_t body_len = cs_bytes(&cs);
+	uint32_t head_off[MAXJ], head_len[MAXJ];
+	for (int j = 0; j < MAXJ; j++) {
+		while (cs.n % 8)
+			cs_emit(&cs, CS_NOP());
+		head_off[j] = cs_bytes(&cs);
+		uint64_t slot = c.data.va + 64 * j;
+		cs_inc32(&cs, slot);
+		cs_emit(&cs, CS_MOV48(40, slot));
+		cs_emit(&cs, CS_MOV32(30, 0xc0de0000u | j));
+		cs_emit(&cs, CS_MOV32(31, 0xfeed0000u | j));
+		cs_emit(&cs, CS_MOV48(42, c.cmd.va));
+		cs_emit(&cs, CS_MOV32(44, body_len));
+		cs_emit(&cs, CS_JUMP(42, 44));
+		head_len[j] = cs_bytes(&cs) - head_off[j];
+	}
+	CHECK(cs_bytes(&cs) <= 16384, "program too large");
+	/* calibrate: jobs of about 1.5 s on this machine (the job timeout is 5 s) */
+	d[2047] = CAL_LOOPS;
+	double t0 = qp_now();
+	CHECK_OK(qp_submit(fd, groups[0], c.cmd.va + head_off[0], head_len[0], sync[0], 0));
+	CHECK_OK(qp_syncobj_wait(fd, &sync[0], 1, TIMEOUT_MS, true));
+	double cal = qp_now() - t0;
+	uint32_t loops = (uint32_t)(CAL_LOOPS * 1.5 / (cal > 0.01 ? cal : 0.01));
+	if (loops < CAL_LOOPS)
+		loops = CAL_LOOPS;
+	d[2047] = loops;
+	memset((void *)d, 0, 64 * MAXJ);
+	qp_diag("calibration: %d loops in %.3f s; jobs of %u loops", CAL_LOOPS, cal, loops);
+	int kfd = qp_kmsg_open(true);
+	uint32_t resets0 = tp_rd(TP_GPU_RESETS), fired0 = tp_rd(TP_FIRED);
+	tp_wr(TP_INJECT, TP_CODE(TP_OP_PING_DROP, TP_ANY_AS, 1));
+	CHECK(tp_rd(TP_RESULT) == 0, "PING_DROP refused (result %u)", tp_rd(TP_RESULT));
+	/* keep both groups busy (one job each in flight) until the reset, then two more jobs */
+	int submitted = 0, across = -1, after = 0;
+	int inflight[NG] = { -1, -1 };
+	double end = qp_now() + 40;
+	while (qp_now() < end && submitted < MAXJ && after < 2 * NG) {
+		for (int g = 0; g < NG; g++) {
+			int j = inflight[g];
+			if (j >= 0 && qp_syncobj_wait(fd, &sync[j], 1, 0, true) == -ETIME)
+				continue;
+			if (j >= 0 && across >= 0)
+				after++;
+			if (submitted < MAXJ) {
+				CHECK_OK(qp_syncobj_destroy(fd, sync[submitted]));
+				CHECK_OK(qp_syncobj_create(fd, &sync[submitted], false));
+				CHECK_OK(qp_submit(fd, groups[g], c.cmd.va + head_off[submitted],
+						   head_len[submitted], sync[submitted], 0));
+				inflight[g] = submitted++;
+			}
+		}
+		if (across < 0 && tp_rd(TP_GPU_RESETS) != resets0) {
+			/* the jobs in flight now were in flight at the reset */
+			for (int g = 0; g < NG; g++)
+				if (qp_syncobj_wait(fd, &sync[inflight[g]], 1, 0, true) == -ETIME)
+					across = inflight[g];
+			qp_diag("GPU reset seen after %d jobs; job %d in flight across it", submitted,
+				across);
+			if (across < 0)
+				across = MAXJ; /* none: reported below */
+		}
+		qp_sleep_ms(5);
+	}
+	r = qp_syncobj_wait(fd, sync, submitted, 20000, true);
+	static char log[65536];
+	qp_kmsg_drain(kfd, log, sizeof(log));
+	close(kfd);
+	qp_kmsg_show(log);
+	CHECK_OK(r);
+	CHECK(tp_rd(TP_GPU_RESETS) == resets0 + 1, "%u GPU resets, want 1",
+	      tp_rd(TP_GPU_RESETS) - resets0);
+	CHECK(tp_rd(TP_FIRED) - fired0 == 1, "the PING drop fired %u times", tp_rd(TP_FIRED) - fired0);
+	CHECK(across >= 0 && across < MAXJ, "no job was in flight across the reset");
+	CHECK(qp_kmsg_count(log, "FW ping timeout") == 1, "%d 'FW ping timeout' lines, want 1",
+	      qp_kmsg_count(log, "FW ping timeout"));
+	CHECK(!strstr(log, "WARN") && !strstr(log, "BUG") && !strstr(log, "CS_FATAL") &&
+	      !strstr(log, "job timeout"), "unexpected kernel lines (shown above)");
+	for (int j = 0; j < submitted; j++) {
+		volatile uint32_t *slot = d + 16 * j;
+		int st = 0;
+		CHECK_OK(qp_syncobj_status(fd, sync[j], &st));
+		CHECK(st == 1, "job %d: fence %d", j, st);
+		CHECK(slot[0] == 1, "job %d: prologue ran %u times", j, slot[0]);
+		CHECK(slot[1] == (0xc0de0000u | j) && slot[2] == (0xfeed0000u | j),
+		      "job %d: registers 0x%08x 0x%08x after the loop", j, slot[1], slot[2]);
+		CHECK(slot[3] == 0xd0e, "job %d: done marker 0x%x", j, slot[3]);
+	}
+	for (int g = 0; g < NG; g++) {
+		uint32_t sa = ~0u, fa = ~0u;
+		CHECK_OK(qp_group_state(fd, groups[g], &sa, &fa));
+		CHECK(sa == 0 && fa == 0, "group %d state 0x%x/0x%x after the reset", g, sa, fa);
+	}
+	qp_diag("%d jobs, all complete and intact; job %d ran across the reset", submitted, across);
+	close(fd);
+	return QP_PASS;
+}
+
+/*
+ * Page-table updates are atomic for the GPU (docs/mmu.md "Lock regions"): panthor locks the
+ * region (AS_COMMAND LOCK) around a VM_BIND that changes live mappings, and GPU accesses into
+ * it stall until the UNLOCK/FLUSH ends the lock. A job loads from a page the CPU remaps back
+ * and forth between two BOs as fast as it can: every load sees one BO or the other and never
+ * faults; the test port's TP_LOCK_STALLS shows loads met locked regions and waited.
+ */
+int test_lock_region_stall(void)
+{
+	enum { LOOPS = 30000 };
+	int r = tp_open();
+	if (r)
+		return r;
+	int fd = qp_open();
+	struct qp_ctx c;
+	CHECK_OK(qp_ctx_init(&c, fd, 4096, 4096));
+	const uint64_t X = 0x3000000;
+	struct qp_bo b[2];
+	for (int i = 0; i < 2; i++) {
+		CHECK_OK(qp_bo_create(fd, 4096, 0, 0, &b[i]));
+		CHECK_OK(qp_bo_mmap(fd, &b[i]));
+		*(volatile uint32_t *)b[i].map = 0x1111u * (i + 1);
+	}
+	CHECK_OK(qp_vm_map(fd, c.vm, &b[0], X, DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC));
+	/* r10 := *X, LOOPS times; r12 counts loads that saw neither BO's value */
+	struct qp_cs cs = { c.cmd.map, 0 };
+	cs_emit(&cs, CS_MOV48(0, X));
+	cs_emit(&cs, CS_MOV32(20, LOOPS));
+	cs_emit(&cs, CS_MOV32(12, 0));
+	cs_emit(&cs, CS_LOAD_MULTIPLE(10, 0, 0x1, 0));
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_emit(&cs, CS_ADD_IMM32(11, 10, -0x1111));
+	cs_emit(&cs, CS_BRANCH(3, CS_COND_EQUAL, 11)); /* 0x1111: fine */
+	cs_emit(&cs, CS_ADD_IMM32(11, 10, -0x2222));
+	cs_emit(&cs, CS_BRANCH(1, CS_COND_EQUAL, 11)); /* 0x2222: fine */
+	cs_emit(&cs, CS_ADD_IMM32(12, 12, 1));
+	cs_emit(&cs, CS_ADD_IMM32(20, 20, -1));
+	cs_emit(&cs, CS_BRANCH(-9, CS_COND_NEQUAL, 20));
+	cs_emit(&cs, CS_MOV48(2, c.data.va));
+	cs_emit(&cs, CS_STORE_MULTIPLE(10, 2, 0x7, 0)); /* r10, r11, r12 */
+	cs_emit(&cs, CS_WAIT(CS_WAIT_ALL));
+	cs_flush(&cs);
+	uint32_t stalls0 = tp_rd(TP_LOCK_STALLS);
+	int kfd = qp_kmsg_open(true);
+	double t0 = qp_now();
+	CHECK_OK(qp_submit(fd, c.group, c.cmd.va, cs_bytes(&cs), c.syncobj, 0));
+	int remaps = 0;
+	while (qp_syncobj_wait(fd, &c.syncobj, 1, 0, true) == -ETIME && qp_now() - t0 < 20) {
+		CHECK_OK(qp_vm_map(fd, c.vm, &b[(remaps + 1) & 1], X,
+				   DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC));
+		remaps++;
+	}
+	CHECK_OK(qp_syncobj_wait(fd, &c.syncobj, 1, TIMEOUT_MS, true));
+	double dt = qp_now() - t0;
+	uint32_t stalls = tp_rd(TP_LOCK_STALLS) - stalls0;
+	static char log[65536];
+	qp_kmsg_drain(kfd, log, sizeof(log));
+	close(kfd);
+	qp_kmsg_show(log);
+	volatile uint32_t *d = c.data.map;
+	int st = 0;
+	uint32_t vst = ~0u;
+	CHECK_OK(qp_syncobj_status(fd, c.syncobj, &st));
+	CHECK_OK(qp_vm_state(fd, c.vm, &vst));
+	qp_diag("%d loads over %.2f s while the page was remapped %d times: %u stalled on a "
+		"locked region, %u saw neither BO, last value 0x%x; fence %d, VM state %u", LOOPS,
+		dt, remaps, stalls, d[2], d[0], st, vst);
+	if (st != 1 && qp_kernel_major() < 7 && qp_kmsg_count(log, "Unhandled Page fault") == 1)
+		return qp_skip("6.12 panthor remaps as an unmap and a map, each flushed on its own: "
+			       "the load between them faulted (translation fault at the remapped "
+			       "VA), as on hardware; atomic remaps under one lock came later");
+	CHECK(st == 1 && vst == 0, "fence %d VM state %u: a GPU access faulted", st, vst);
+	CHECK(qp_kmsg_count(log, "Unhandled Page fault") == 0 && !strstr(log, "CS_FATAL"),
+	      "a page fault during the remaps (shown above)");
+	CHECK(d[2] == 0, "%u loads saw neither BO's value", d[2]);
+	CHECK(d[0] == 0x1111 || d[0] == 0x2222, "last load 0x%x", d[0]);
+	CHECK(remaps >= 10, "only %d remaps while the job ran", remaps);
+	CHECK(stalls > 0, "no load met a locked region in %d remaps", remaps);
+	qp_vm_unmap(fd, c.vm, X, 4096);
+	for (int i = 0; i < 2; i++)
+		qp_bo_close(fd, b[i].handle);
+	qp_ctx_fini(&c);
+	close(fd);
+	return QP_PASS;
+}
+

@@ -166,6 +166,7 @@ class CsExecutor:
             cs.runnable = False
             cs.stalled_as = csg.as_nr
             cs.stalled_binding = self.mmu.binding(csg.as_nr)
+            self.rt.stats["lock_stalls"] += 1
         elif kind == "fatal":
             self.events.report_cs_fatal(cs, res.exception_type, res.exception_data, res.info)
         elif kind == "fault":

@@ -21,8 +21,12 @@ KEY_TESTS = {
     "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
     "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault", "job_fault_among_many_vms",
     "job_timeout_recovery", "kmsg_faults_only_expected",
-    # [csf]: resident groups run side by side; timeslicing resumes streams where they stopped
-    "csg_concurrent", "timeslice_resume",
+    # [csf]: resident groups run side by side; timeslicing resumes streams where they stopped;
+    # heap pressure, recoverable faults, the progress timer, resets with work in flight, lock
+    # regions (docs/firmware.md)
+    "csg_concurrent", "timeslice_resume", "tiler_oom_grow", "tiler_oom_fail",
+    "cs_fault_recoverable", "progress_timeout", "ping_timeout_reset", "reset_in_flight",
+    "lock_region_stall",
     # driver error paths reached through the qemu-panthor test port (docs/test-port.md)
     "gpu_reset_recovery", "vm_bind_async_failure_unusable",
     # uAPI coverage
@@ -80,6 +84,8 @@ SKIPPABLE_612 = {
     "bo_set_label": "BO_SET_LABEL", "bo_query_info": "BO_QUERY_INFO", "bo_sync": "BO_SYNC",
     # 6.12 maps before it flushes and ignores a failed flush LOCK: an async bind cannot fail
     "vm_bind_async_failure_unusable": "ignores a failed flush LOCK",
+    # 6.12 remaps as an unmap and a map flushed separately: a GPU load between them faults
+    "lock_region_stall": "each flushed on its own",
 }
 
 
