@@ -284,3 +284,80 @@ def test_a_shader_descriptor_of_type_shader_runs() -> None:
     h.fw.sched.pump()
     assert not _event(h, pf.CS_FAULT)
     assert h.ram.read_u64(heap_pa + 0x400) == 1 and h.ram.read_u32(heap_pa + 0x408) == 0
+
+
+def _handler_program(h: Host, heap_pa: int) -> list[int]:
+    """An incremental render (what panvk's handler does, reduced): FINISH_FRAGMENT of T1's
+    run, the Tiler Context reset, a counter at DONE+8 bumped."""
+    handler = [A.move48(60, T1), A.load_multiple(62, 60, 0xF, 0x28),
+               A.finish_fragment(last=64, first=62) | 1,
+               A.move48(66, 0), A.store_multiple(66, 60, 0x3, 0x28),
+               A.store_multiple(66, 60, 0x3, 0x30), A.store_multiple(66, 60, 0x1, 0x60),
+               A.move48(68, DONE + 8), A.move32(70, 1), A.sync_add32(68, 70)]
+    for k, wd in enumerate(handler):
+        h.ram.write_u64(heap_pa + 0x800 + 8 * k, wd)
+    return handler
+
+
+def _fragment_queue(handler_len: int, register: bool = True) -> list[int]:
+    """panvk's fragment subqueue: the heap context pre-set (as on its vertex-tiler queue),
+    the TILER_OOM handler registered around the render pass, a SYNC_WAIT for the tiler
+    queue's flag (DONE > 0), then DONE+12 := 1."""
+    words = [*_prologue(), A.move48(76, HANDLER), A.move32(78, handler_len)]
+    if register:
+        words.append(A.set_exception_handler(2, 76, 78))
+    return [*words, A.move48(72, DONE), A.move32(74, 0), A.sync_wait32(72, 74, A.GREATER),
+            A.move48(72, DONE + 12), A.move32(74, 1), A.sync_set32(72, 74)]
+
+
+def test_the_handler_of_another_stream_runs_where_it_waits_and_the_wait_resumes() -> None:
+    h, heap_pa, _ = _host()
+    frag = h.add_ring()
+    _second_stream(h, frag)
+    handler = _handler_program(h, heap_pa)
+    h.start_group(0)
+    h.push(_fragment_queue(8 * len(handler)), doorbell=5, ring=frag)
+    h.fw.sched.pump()  # the fragment queue blocks in its SYNC_WAIT
+    h.push([*_prologue(), A.heap_operation(0), *_draw(T1), *_draw(T1), *_done()])
+    h.fw.sched.pump()
+    assert _event(h, pf.CS_TILER_OOM)
+    _answer(h, 0)
+    h.fw.sched.pump()
+    assert h.ram.read_u32(heap_pa + 0x408) == 1, "the fragment queue's handler ran once"
+    assert h.ram.read_u32(heap_pa + 0x400) == 1, "the tiler queue's draw finished"
+    assert h.ram.read_u32(heap_pa + 0x40C) == 1, "the interrupted SYNC_WAIT ran again and passed"
+    assert h.extract(frag) == frag.insert
+
+
+def test_a_handler_registered_after_the_null_answer_runs_then() -> None:
+    """panvk: "any exception will be left pending until a new handler is registered"."""
+    h, heap_pa, _ = _host()
+    frag = h.add_ring()
+    _second_stream(h, frag)
+    handler = _handler_program(h, heap_pa)
+    h.start_group(0)
+    h.push([*_prologue(), A.heap_operation(0), *_draw(T1), *_draw(T1), *_done()])
+    h.fw.sched.pump()
+    _answer(h, 0)
+    h.fw.sched.pump()
+    assert h.ram.read_u32(heap_pa + 0x400) == 0 and h.ram.read_u32(heap_pa + 0x408) == 0
+    h.push(_fragment_queue(8 * len(handler)), doorbell=5, ring=frag)
+    h.fw.sched.pump()
+    assert h.ram.read_u32(heap_pa + 0x408) == 1
+    assert h.ram.read_u32(heap_pa + 0x400) == 1
+    assert h.ram.read_u32(heap_pa + 0x40C) == 1
+
+
+def test_the_suspend_image_keeps_the_heap_answer_and_a_handler_frame() -> None:
+    from qemu_panthor.csf.cs_state import RING_FRAME, CsExecState
+
+    st = CsExecState()
+    st.heap_reply = (C1, C1)
+    st.oom_null = True
+    st.extract = 0x40
+    assert st.enter_handler(HANDLER, 0x80)
+    st2 = CsExecState.deserialise(st.serialise(1.0), 2.0)
+    assert st2.heap_reply == (C1, C1) and st2.oom_null
+    assert st2.stack == [RING_FRAME] and st2.in_buf and (st2.pc, st2.end) == (HANDLER,
+                                                                            HANDLER + 0x80)
+    assert not CsExecState().enter_handler(HANDLER + 4, 0x80), "misaligned handler"
