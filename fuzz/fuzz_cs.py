@@ -15,6 +15,7 @@ hostile stream.
 from __future__ import annotations
 
 import statistics
+import struct
 import time
 
 from support import cs_asm as A
@@ -67,6 +68,10 @@ def _valid_looking(c: Campaign, n: int) -> list[int]:
     words = [A.move48(r, _addr(c) & ((1 << 48) - 1)) for r in range(0, 16, 2)]
     words += [A.move32(r, rng.choice((0, 8, 64, 4096, rng.getrandbits(32))))
               for r in range(16, 24)]
+    # a draw's staging registers: Tiler Context pointer, vertex and instance counts
+    words += [A.move48(40, _addr(c) & ((1 << 48) - 1)),
+              A.move32(33, rng.choice((1, 384, 1 << 16, rng.getrandbits(32)))),
+              A.move32(34, rng.choice((0, 1, rng.getrandbits(32))))]
     makers = (
         lambda: A.load_multiple(rng.randrange(0, 96), rng.randrange(0, 16, 2), rng.getrandbits(16),
                                 rng.randrange(-64, 64)),
@@ -87,11 +92,37 @@ def _valid_looking(c: Campaign, n: int) -> list[int]:
         lambda: A.run_compute(progress=rng.random() < 0.5),
         lambda: A.error_barrier(),
         lambda: A.heap_set(rng.randrange(0, 16, 2)),
+        lambda: A.heap_operation(rng.choice((0, 1, 3))),
+        lambda: A.run_idvs(),
+        lambda: A.run_tiling(),
+        lambda: (A.finish_fragment(rng.randrange(0, 16, 2), rng.randrange(0, 16, 2))
+                 | rng.randrange(2)),
+        lambda: A.set_exception_handler(2, rng.randrange(0, 16, 2), rng.randrange(16, 24)),
         lambda: A.wait(rng.getrandbits(8)),
     )
     while len(words) < n:
         words.append(rng.choice(makers)())
     return words
+
+
+def _heap_scene(c: Campaign, ram: TableRam) -> list[int]:
+    """A heap context, Tiler Context and Tiler Heap descriptor in the data window (docs/
+    firmware.md "Tiler heap") with chunk links that are sometimes sound and sometimes hostile
+    (cycles, wild pointers, size 0): instructions to point a stream at them."""
+    rng = c.rng
+    data = RAM_BASE + CODE_SIZE
+    ram.mem.write(data, bytes(0x300))
+    chunk = rng.choice((0x1000, 0x2000, 0x4000))
+    ram.mem.write(data + 0x204, struct.pack("<IQ", rng.choice((chunk, 0, 64)),
+                                            DATA_VA + 0x1000))
+    ram.mem.write(data + 0x118, struct.pack("<Q", DATA_VA + 0x200))
+    for k in range(1, 0x10000 // chunk):
+        nxt = DATA_VA + (k + 1) * chunk if (k + 1) * chunk < 0x10000 else 0
+        link = rng.choice((nxt | chunk >> 12, 0, DATA_VA + chunk | chunk >> 12,
+                           rng.getrandbits(64), nxt | chunk >> 12))
+        ram.mem.write(data + k * chunk, struct.pack("<Q", link))
+    return [A.move48(80, DATA_VA), A.heap_set(80), A.move48(40, DATA_VA + 0x100),
+            A.move48(86, DATA_VA + 0x100), A.load_multiple(0, 86, 0xF, 0x28)]
 
 
 def _random_words(c: Campaign, n: int) -> list[int]:
@@ -117,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         rng = c.rng
         n = rng.choice((8, 64, 512))
         words = _random_words(c, n) if rng.random() < 0.3 else _valid_looking(c, n)
+        if rng.random() < 0.3:  # after the register set-up of a valid-looking stream
+            words[19:19] = [*_heap_scene(c, ram), A.run_idvs(), A.run_idvs()]
         ring_size = 1 << rng.randrange(12, 17)  # 4..64 KiB
         base = CODE_VA + rng.randrange(0, CODE_SIZE - ring_size + 1, ring_size)
         ram.mem.write(RAM_BASE + (base - CODE_VA), A.assemble(words[: ring_size // 8]))
+        if rng.random() < 0.2:  # hostile heap contexts, descriptors and chunk links
+            ram.mem.write(RAM_BASE + CODE_SIZE + rng.randrange(0, 0x10000 - 256, 8),
+                          rng.randbytes(256))
         st = CsExecState(96, 8)
         st.as_nr, st.ring_base, st.ring_size = AS_NR, base, ring_size
         st.insert = min(len(words), ring_size // 8) * 8

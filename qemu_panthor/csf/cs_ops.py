@@ -546,10 +546,13 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
     def handler(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
         if check is not None and not check(st, w):
             return _enc(w)
+        after: RunResult | None = None
         if effect is not None:
             r = effect(it, st, w)
             if r is not None:
-                return r
+                if r.kind != "yield":
+                    return r
+                after = r  # completes, then the slice ends
         st.work[k] += 1
         inc = progress and bool((w >> 32) & 1)
         hang = it.hang_hook is not None and it.hang_hook()
@@ -557,7 +560,7 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
             start_item(st, kind, it.clock(), it.scale, inc, hang)
         elif inc:
             st.progress = (st.progress + 1) & M64
-        return None
+        return after
 
     handler.__name__ = f"_op_run_{kind}"
     return handler

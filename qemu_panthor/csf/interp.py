@@ -282,13 +282,15 @@ class CsInterpreter:
             if ctl is None:
                 continue
             if isinstance(ctl, RunResult):
-                if ctl.kind == "fault":  # completed with a recoverable fault: go past it
+                if ctl.kind in ("fault", "yield"):  # completed: go past it
                     n += 1
                     self._n = n
                     if ring:
                         st.extract = (st.extract + 8) & M64
                     else:
                         st.pc = pc + 8
+                    if ctl.kind == "yield":  # completed, and the slice ends here
+                        ctl = RunResult("budget")
                 return self._stop(ctl, st, n)  # otherwise it did not complete
             n += 1  # completed control instruction
             self._n = n

@@ -65,8 +65,9 @@ CHUNK_HEADER = 64
 PAGE = 0x1000
 BYTES_PER_VERTEX = 16
 MAX_DRAW_BYTES = 16 << 20
-#: Most chunks one draw may take (a longer walk means a broken or cyclic list)
-MAX_DRAW_CHUNKS = 512
+#: Most chunks one draw may take (32 MiB of panthor's smallest chunks, twice the largest
+#: draw): a longer walk means a broken list (bounds the work of one instruction)
+MAX_DRAW_CHUNKS = 256
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -161,7 +162,8 @@ def _take_reply(it: CsInterpreter, st: CsExecState) -> RunResult | None:
 
 
 def allocate(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
-    """Take the heap memory one RUN_IDVS/RUN_TILING needs (None: done or not applicable)."""
+    """Take the heap memory one RUN_IDVS/RUN_TILING needs (None: done or not applicable;
+    ``yield``: done, chunks taken, end the slice after the instruction)."""
     tctx = st.reg64(SR_TILER_CTX) if st.reg_count > SR_TILER_CTX + 1 else 0
     if not st.heap_ctx or not tctx:
         return None  # no heap context or no tiler context: the tiler allocates nothing
@@ -200,14 +202,18 @@ def allocate(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
     # walk the free list (reads only) until it covers the draw
     left = need - room
     taken: list[int] = []
+    seen: set[int] = set()
     nxt = free
     while left > 0:
         if not nxt:
             return _out_of_memory(it, st)
         size = chunk_size(nxt)
-        if size <= CHUNK_HEADER or len(taken) >= MAX_DRAW_CHUNKS:
+        if (size <= CHUNK_HEADER or len(taken) >= MAX_DRAW_CHUNKS
+                or chunk_va(nxt) in seen or chunk_va(nxt) == chunk_va(top)):
+            # a chunk met twice is a cyclic list; too small or too many, a broken one
             return RunResult("fatal", exception_type=int(ExceptionType.DATA_INVALID_FAULT),
                              info=nxt)
+        seen.add(chunk_va(nxt))
         link = _r64(it, st, chunk_va(nxt))
         if isinstance(link, RunResult):
             return link
@@ -226,9 +232,13 @@ def allocate(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
          or _w64(it, st, tctx + TILER_CTX_COMPLETED_TOP, taken[-1])
          or (None if bottom else _w64(it, st, tctx + TILER_CTX_COMPLETED_BOTTOM, taken[0]))
          or _w32(it, st, tctx + TILER_CTX_USED, last_used))
-    if r is None:
-        st.oom_null = False
-    return r
+    if r is not None:
+        return r
+    st.oom_null = False
+    # taking chunks walked guest memory: the firmware yields after this draw (its slice
+    # ends), so a run of such draws cannot hold the MCU (the CS interpreter's budget counts
+    # instructions, not memory accesses)
+    return RunResult("yield")
 
 
 def _out_of_memory(it: CsInterpreter, st: CsExecState) -> RunResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from support import cs_asm as A
 from support import panthor_fw as pf
-from support.csf_host import Host, Ring
+from support.csf_host import Host, Ring, doorbell_off
 from support.panthor_fw import CsgInput, CsgOutput, CsInput
 
 HEAP = 0x0300_0000  # heap context (32 bytes, zeroed as panthor_heap_create leaves it)
@@ -361,3 +361,20 @@ def test_the_suspend_image_keeps_the_heap_answer_and_a_handler_frame() -> None:
     assert st2.stack == [RING_FRAME] and st2.in_buf and (st2.pc, st2.end) == (HANDLER,
                                                                             HANDLER + 0x80)
     assert not CsExecState().enter_handler(HANDLER + 4, 0x80), "misaligned handler"
+
+
+def test_a_draw_that_takes_chunks_ends_the_slice_after_it() -> None:
+    """Taking chunks walks guest memory: the firmware yields after such a draw, so a stream
+    of them cannot hold the MCU for a whole instruction budget."""
+    h, heap_pa, _ = _host()
+    h.start_group(0)
+    prog = [*_prologue(), *_draw(T1), *_done()]
+    h.push(prog, doorbell=None)
+    h.w(doorbell_off(1), 1)
+    assert h.fw.sched.run_slice()
+    st = h.fw.rt.csgs[0].streams[0].st
+    assert st is not None
+    assert st.extract == 8 * (len(_prologue()) + len(_draw(T1))), "stopped right after the draw"
+    assert h.ram.read_u32(heap_pa + 0x400) == 0
+    h.fw.sched.pump()
+    assert h.ram.read_u32(heap_pa + 0x400) == 1
