@@ -63,6 +63,18 @@ async def _serve_device(args: argparse.Namespace) -> int:
 
     device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop,
                              work_scale=args.work_scale)
+    timeline = None
+    if getattr(args, "timeline", None):
+        from .timeline import Timeline
+
+        try:
+            with open(args.timeline, "wb"):
+                pass
+        except OSError as e:
+            raise UserError(f"--timeline {args.timeline}: {e.strerror}") from None
+        timeline = Timeline(args.timeline)
+        timeline.start()
+        device.attach_timeline(timeline)
     server = VfioUserServer(device, trace=args.trace)
     once = bool(args.once)
     tasks: set[asyncio.Task[object]] = set()
@@ -103,6 +115,10 @@ async def _serve_device(args: argparse.Namespace) -> int:
         for t in tasks:
             t.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        if timeline is not None:
+            device.attach_timeline(None)
+            await timeline.aclose()
+            log.info("timeline: %d events in %s", timeline.events, timeline.path)
         device.close()
     for r in results:
         if isinstance(r, Exception):

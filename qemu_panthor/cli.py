@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
     s.add_argument("--qmp", metavar="PATH", help="also serve QMP on this UNIX socket")
     s.add_argument("--trace", action="store_true", help="log every register access and IRQ")
+    s.add_argument("--timeline", metavar="FILE",
+                   help="write a Perfetto trace of the device's events to FILE (docs/perf.md)")
     s.add_argument("--work-scale", type=_scale, default=1.0, metavar="X",
                    help="scale of the work-item cost model (RUN_* durations; 0: complete at "
                         "once; docs/command-streams.md)")
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--qmp", metavar="PATH", help="serve the backend's QMP on this socket")
     b.add_argument("--keep", action="store_true", help="keep the run directory (logs, sockets)")
     b.add_argument("--trace", action="store_true", help="backend register/IRQ trace in the log")
+    b.add_argument("--timeline", metavar="FILE",
+                   help="write a Perfetto trace of the device's events to FILE (open it in "
+                        "the Perfetto UI; the selftests mark their submits; docs/perf.md)")
     b.add_argument("--timeout", type=float, default=None, metavar="S",
                    help=f"give up on the guest after S seconds (default {BOOT_TIMEOUT_S:.0f}; "
                         f"{RUN_TIMEOUT_S} for --run igt)")

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from .csf.mcu import CsfFirmware
 from .gpu.device import MaliGpu
 from .gpu.models import GpuModel
 from .testport import PORT_BASE, PORT_SIZE, FaultInjector
 from .vfio_user.pci import BarSpec, MsixCapability, PciFunction
+
+if TYPE_CHECKING:
+    from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,12 @@ class MaliPciFunction(PciFunction):
         self.gpu.attach_user_page(self.bar_memory(BAR_GPU)[user : user + size])
         self.firmware = CsfFirmware.attach(self.gpu, loop=loop, work_scale=work_scale)
         self.testport = FaultInjector(self.gpu, self.firmware)
+
+    def attach_timeline(self, tl: Timeline | None) -> None:
+        """--timeline: the GPU's, the firmware's and the test port's events go to ``tl``."""
+        self.gpu.attach_timeline(tl)
+        self.firmware.attach_timeline(tl)
+        self.testport.tl = tl
 
     def _on_irq(self, line: str, level: bool) -> None:
         self.set_irq(VECTORS[line], level)

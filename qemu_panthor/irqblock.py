@@ -8,6 +8,10 @@ block's interrupt line is level: asserted while STAT != 0.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .timeline import Timeline
 
 IRQ_RAWSTAT = 0x0
 IRQ_CLEAR = 0x4
@@ -21,7 +25,7 @@ IRQ_REGS = {"RAWSTAT": IRQ_RAWSTAT, "CLEAR": IRQ_CLEAR, "MASK": IRQ_MASK, "STAT"
 class IrqBlock:
     """One interrupt block feeding one level-triggered line (``on_level(bool)``)."""
 
-    __slots__ = ("_level", "mask", "name", "on_level", "raised_count", "rawstat")
+    __slots__ = ("_level", "mask", "name", "on_level", "raised_count", "rawstat", "tl")
 
     def __init__(self, name: str, on_level: Callable[[bool], None] | None = None) -> None:
         self.name = name
@@ -30,6 +34,8 @@ class IrqBlock:
         self._level = False
         self.raised_count = 0
         self.on_level = on_level
+        #: --timeline: RAWSTAT bits raised and cleared (None: off)
+        self.tl: Timeline | None = None
 
     @property
     def stat(self) -> int:
@@ -50,6 +56,8 @@ class IrqBlock:
 
     def raise_bits(self, bits: int) -> None:
         """Hardware side: set RAWSTAT bits."""
+        if self.tl is not None:
+            self.tl.instant(f"IRQ {self.name}", "raise", bits=bits & 0xFFFFFFFF)
         self.rawstat |= bits & 0xFFFFFFFF
         self._update()
 
@@ -75,6 +83,8 @@ class IrqBlock:
     def write(self, off: int, value: int) -> None:
         value &= 0xFFFFFFFF
         if off == IRQ_CLEAR:
+            if self.tl is not None and value:
+                self.tl.instant(f"IRQ {self.name}", "clear", bits=value)
             self.rawstat &= ~value & 0xFFFFFFFF
         elif off == IRQ_MASK:
             self.mask = value

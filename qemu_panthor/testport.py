@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .csf.mcu import CsfFirmware
     from .gpu.device import MaliGpu
+    from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ REGISTERS: tuple[PortReg, ...] = (
     PortReg("TP_WORK_ARMED", 0x24, doc="work items still to hang"),
     PortReg("TP_LOCK_STALLS", 0x28,
             doc="CS accesses that found their region locked (AS_COMMAND LOCK) and stalled"),
+    PortReg("TP_MARK", 0x2C, writable=True,
+            doc="a guest timestamp mark: the value written appears on --timeline's Guest track"),
 )
 REG_BY_OFFSET = {r.offset: r for r in REGISTERS}
 REG = {r.name: r.offset for r in REGISTERS}
@@ -122,6 +125,9 @@ class FaultInjector:
         self.ping_holding = False
         self.work_armed = 0
         self.fired_log: deque[str] = deque(maxlen=64)
+        #: --timeline: guest marks (TP_MARK) go here (None: off; the writes are ignored)
+        self.tl: Timeline | None = None
+        self.marks = 0
         prev = gpu.on_reset
 
         def on_reset(kind: str) -> None:
@@ -241,6 +247,10 @@ class FaultInjector:
     def write32(self, off: int, value: int) -> None:
         if off == REG["TP_INJECT"]:
             self.inject(value)
+        elif off == REG["TP_MARK"]:
+            self.marks += 1
+            if self.tl is not None:
+                self.tl.instant("Guest", f"mark {value:#x}", value=value)
 
     def state(self) -> dict[str, int | list[str]]:
         """Introspection (``x-mali-inject`` returns it)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +31,11 @@ def boot_guest(images: Images):
 
     async def _boot(run: str = "none", *, gpu: str = "g610", with_gpu: bool = True,
                     timeout: float = 300, append: str = "", trace: bool = False,
-                    qmp: str | None = None, coherent: bool = False) -> BootResult:
+                    qmp: str | None = None, coherent: bool = False,
+                    timeline: Path | None = None) -> BootResult:
         b = Boot(images, gpu=gpu, run=run, qmp=qmp, trace=trace, timeout=timeout,
-                 append=append, with_gpu=with_gpu, echo=False, keep=False, coherent=coherent)
+                 append=append, with_gpu=with_gpu, echo=False, keep=False, coherent=coherent,
+                 timeline=timeline)
         return await b.run()
 
     return _boot

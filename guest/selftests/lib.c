@@ -428,7 +428,12 @@ int qp_submit(int fd, uint32_t group, uint64_t stream_va, uint32_t stream_size,
 		.group_handle = group,
 		.queue_submits = { .stride = sizeof(qs), .count = 1, .array = (uint64_t)(uintptr_t)&qs },
 	};
-	return qp_ioctl(fd, DRM_IOCTL_PANTHOR_GROUP_SUBMIT, &a);
+	static uint32_t n;
+	uint32_t seq = ++n & 0x0fffffffu;
+	qp_mark(QP_MARK_SUBMIT | seq);
+	int r = qp_ioctl(fd, DRM_IOCTL_PANTHOR_GROUP_SUBMIT, &a);
+	qp_mark(QP_MARK_SUBMITTED | seq);
+	return r;
 }
 
 int qp_syncobj_create(int fd, uint32_t *handle, bool signaled)
@@ -462,6 +467,9 @@ int qp_syncobj_wait(int fd, const uint32_t *handles, uint32_t n, unsigned timeou
 	do {
 		r = ioctl(fd, DRM_IOCTL_SYNCOBJ_WAIT, &a);
 	} while (r == -1 && errno == EINTR);
+	static uint32_t waits;
+	if (r == 0)
+		qp_mark(QP_MARK_WAITED | (++waits & 0x0fffffffu));
 	return r == -1 ? -errno : 0;
 }
 
@@ -626,6 +634,67 @@ int qp_ctx_fini(struct qp_ctx *c)
 	if (r)
 		qp_diag("qp_ctx_fini: %s", strerror(-r));
 	return r;
+}
+
+volatile uint32_t *qp_tp_map(char *why, size_t len)
+{
+	static volatile uint32_t *port;
+	if (port)
+		return port;
+	DIR *d = opendir("/sys/bus/pci/devices");
+	if (!d) {
+		snprintf(why, len, "no /sys/bus/pci/devices");
+		return NULL;
+	}
+	char path[512] = "";
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char p[400], v[32];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", e->d_name);
+		if (qp_read_file(p, v, sizeof(v)) == 0 && strtoul(v, NULL, 16) == 0x13b5) {
+			snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2", e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+	if (!path[0]) {
+		snprintf(why, len, "no 0x13b5 PCI function");
+		return NULL;
+	}
+	int fd = open(path, O_RDWR | O_SYNC);
+	if (fd < 0) {
+		snprintf(why, len, "open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED) {
+		snprintf(why, len, "mmap %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	volatile uint32_t *t = m;
+	if (t[(QP_TP_BASE + QP_TP_MAGIC) / 4] != QP_TP_MAGIC_VALUE) {
+		snprintf(why, len, "no qemu-panthor test port in BAR2 (magic 0x%x)",
+			 t[(QP_TP_BASE + QP_TP_MAGIC) / 4]);
+		munmap(m, 4096);
+		return NULL;
+	}
+	port = t;
+	return port;
+}
+
+void qp_mark(uint32_t value)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *m = getenv("QP_MARK");
+		char why[256];
+		on = m && !strcmp(m, "1") && qp_tp_map(why, sizeof(why));
+	}
+	if (on)
+		qp_tp_map(NULL, 0)[(QP_TP_BASE + QP_TP_MARK) / 4] = value;
 }
 
 int qp_kmsg_count(const char *buf, const char *needle)

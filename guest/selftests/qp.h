@@ -91,6 +91,19 @@ size_t qp_kmsg_drain(int fd, char *buf, size_t len);
 int qp_kmsg_count(const char *buf, const char *needle);
 void qp_kmsg_show(const char *buf);
 
+/* -- the qemu-panthor test port (BAR2 0xF00, docs/test-port.md) ------------------------ */
+#define QP_TP_BASE 0xF00
+#define QP_TP_MAGIC 0x00
+#define QP_TP_MAGIC_VALUE 0x50545051u /* "QPTP" */
+#define QP_TP_MARK 0x2C
+/* the port's registers (mapped once per process), or NULL with the reason in why */
+volatile uint32_t *qp_tp_map(char *why, size_t len);
+/* a timestamp mark on --timeline's Guest track (only when the init passed QP_MARK=1) */
+void qp_mark(uint32_t value);
+#define QP_MARK_SUBMIT 0x10000000u    /* | n: GROUP_SUBMIT n is entered */
+#define QP_MARK_SUBMITTED 0x20000000u /* | n: ... and returned */
+#define QP_MARK_WAITED 0x30000000u    /* | n: a SYNCOBJ_WAIT returned */
+
 /* -- DRM / panthor ------------------------------------------------------------------ */
 int qp_open(void);                          /* /dev/dri/renderD128, aborts the test on failure */
 int qp_ioctl(int fd, unsigned long req, void *arg); /* 0 or -errno (EINTR/EAGAIN retried) */

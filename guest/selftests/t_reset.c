@@ -16,8 +16,7 @@
 
 #define TIMEOUT_MS 10000
 /* test-port registers (offsets in BAR2) and INJECT codes: qemu_panthor/testport.py */
-#define TP_BASE 0xF00
-#define TP_MAGIC 0x00
+
 #define TP_INJECT 0x08
 #define TP_RESULT 0x0C
 #define TP_FIRED 0x10
@@ -25,7 +24,6 @@
 #define TP_AS_ACTIVE 0x18
 #define TP_GPU_RESETS 0x20
 #define TP_LOCK_STALLS 0x28
-#define TP_MAGIC_VALUE 0x50545051u
 #define TP_OP_DISARM 0u
 #define TP_OP_AS_STUCK 1u
 #define TP_OP_PING_DROP 2u
@@ -35,41 +33,15 @@
 
 static volatile uint32_t *tp;
 
-static uint32_t tp_rd(unsigned off) { return tp[(TP_BASE + off) / 4]; }
-static void tp_wr(unsigned off, uint32_t v) { tp[(TP_BASE + off) / 4] = v; }
+static uint32_t tp_rd(unsigned off) { return tp[(QP_TP_BASE + off) / 4]; }
+static void tp_wr(unsigned off, uint32_t v) { tp[(QP_TP_BASE + off) / 4] = v; }
 
-/* map the port through the PCI function's resource2; 0, or a skip/fail result */
+/* map the port (lib.c); 0, or a skip result */
 static int tp_open(void)
 {
-	DIR *d = opendir("/sys/bus/pci/devices");
-	if (!d)
-		return qp_skip("no /sys/bus/pci/devices");
-	char path[512] = "";
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		char p[400], v[32];
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", e->d_name);
-		if (qp_read_file(p, v, sizeof(v)) == 0 && strtoul(v, NULL, 16) == 0x13b5) {
-			snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource2", e->d_name);
-			break;
-		}
-	}
-	closedir(d);
-	if (!path[0])
-		return qp_skip("no 0x13b5 PCI function");
-	int fd = open(path, O_RDWR | O_SYNC);
-	if (fd < 0)
-		return qp_skip("open %s: %s", path, strerror(errno));
-	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (m == MAP_FAILED)
-		return qp_skip("mmap %s: %s", path, strerror(errno));
-	tp = m;
-	if (tp_rd(TP_MAGIC) != TP_MAGIC_VALUE)
-		return qp_skip("no qemu-panthor test port in BAR2 (magic 0x%x)", tp_rd(TP_MAGIC));
-	return 0;
+	char why[256];
+	tp = qp_tp_map(why, sizeof(why));
+	return tp ? 0 : qp_skip("%s", why);
 }
 
 /* keep the device out of runtime suspend: panthor runs its reset work only while the device

@@ -20,7 +20,7 @@ from ..mmu import Access
 from .cs_state import CALL_STACK_DEPTH, M32, M64, WORK_KINDS, CsExecState, RunResult, SyncWait
 from .opcodes import Op
 from .tiler_heap import allocate, give_back, heap_operation
-from .workload import pending, progress_reached, start_item
+from .workload import ENDPOINT, pending, progress_reached, start_item
 
 if TYPE_CHECKING:
     from .interp import CsInterpreter
@@ -557,7 +557,9 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
         inc = progress and bool((w >> 32) & 1)
         hang = it.hang_hook is not None and it.hang_hook()
         if it.scale or hang:
-            start_item(st, kind, it.clock(), it.scale, inc, hang)
+            t0 = start_item(st, kind, it.clock(), it.scale, inc, hang)
+            if it.tl is not None:
+                it.work_span(kind, t0, st.ep_until[ENDPOINT[kind]])
         elif inc:
             st.progress = (st.progress + 1) & M64
         return after

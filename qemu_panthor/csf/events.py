@@ -8,12 +8,16 @@ import logging
 import struct
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..gpu.regs import JOB_INT_GLOBAL_IF
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .section import SharedSection, ev, evlog
 from .workload import busy_mask
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger("qemu_panthor.csf")
 _U32 = struct.Struct("<I")
@@ -26,6 +30,11 @@ IDLE_HYSTERESIS_S = 0.005
 
 #: Called as (csg, cs, exception_type, exception_data, info) on every CS FATAL event.
 CsFatalHook = Callable[[int, int, int, int, int], None]
+
+
+#: --timeline names of the CS events
+_CS_EVENT_NAMES = {I.CS_FATAL: "FATAL event", I.CS_FAULT: "FAULT event",
+                   I.CS_TILER_OOM: "TILER_OOM event"}
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -55,6 +64,8 @@ class CsfEvents:
         #: seconds a group may wait on its endpoint work without any of it completing
         #: (GLB progress_timer x 1024 GPU cycles; 0: the timer is off)
         self.progress_timeout = 0.0
+        #: --timeline: the events raised to the host (None: off)
+        self.tl: Timeline | None = None
         #: GLB_REQ IDLE_EN (level): the host wants GLB IDLE events
         self.glb_idle_enabled = False
         self.gpu_idle_reported = False  # GLB IDLE raised for the current idle period
@@ -64,6 +75,8 @@ class CsfEvents:
     def cs_event(self, cs: CsRuntime, bit: int) -> None:
         """Raise CS event ``bit`` and the CSG's cs_irq_req bit for this stream."""
         s, i, j = self.section, cs.csg, cs.index
+        if self.tl is not None:
+            self.tl.instant(f"CS{i}.{j}", _CS_EVENT_NAMES.get(bit, f"event {bit:#x}"))
         s.raise_event(s.cs_out(i, j), s.cs_in(i, j) + I.CS_INPUT.off["req"], bit)
         s.raise_event(s.csg_out(i) + I.CSG_OUTPUT.off["cs_irq_req"],
                       s.csg_in(i) + I.CSG_INPUT.off["cs_irq_ack"], 1 << j)
@@ -229,6 +242,8 @@ class CsfEvents:
         self.gpu_idle_reported = True
         if evlog.isEnabledFor(logging.DEBUG):
             ev("GLB IDLE event")
+        if self.tl is not None:
+            self.tl.instant("GLB", "IDLE event")
         s = self.section
         s.raise_event(s.glb_out(), s.glb_in() + I.GLB_INPUT.off["req"], I.GLB_IDLE)
         s.irq(JOB_INT_GLOBAL_IF)
@@ -241,6 +256,8 @@ class CsfEvents:
     def _raise_csg_idle(self, csg: CsgRuntime) -> None:
         if evlog.isEnabledFor(logging.DEBUG):
             ev("CSG%d IDLE event", csg.index)
+        if self.tl is not None:
+            self.tl.instant(f"CSG{csg.index}", "IDLE event")
         s = self.section
         s.raise_event(s.csg_out(csg.index), s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
                       I.CSG_IDLE)
@@ -280,6 +297,8 @@ class CsfEvents:
                 csg.progress_reported = True
                 log.warning("CSG%d: no progress for %.2f s: PROGRESS_TIMER_EVENT", csg.index,
                             self.progress_timeout)
+                if self.tl is not None:
+                    self.tl.instant(f"CSG{csg.index}", "PROGRESS_TIMER_EVENT")
                 s = self.section
                 s.raise_event(s.csg_out(csg.index),
                               s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
@@ -292,6 +311,8 @@ class CsfEvents:
             return
         if csg.sync_pending:
             csg.sync_pending = False
+            if self.tl is not None:
+                self.tl.instant(f"CSG{csg.index}", "SYNC_UPDATE event")
             s = self.section
             s.raise_event(s.csg_out(csg.index), s.csg_in(csg.index) + I.CSG_INPUT.off["req"],
                           I.CSG_SYNC_UPDATE)

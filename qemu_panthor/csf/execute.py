@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..exceptions import ExceptionType
 from ..mmu import Mmu
@@ -21,6 +22,9 @@ from .interp import CsInterpreter
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .scheduler import CsfScheduler
 from .section import ev, evlog
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger("qemu_panthor.csf")
 
@@ -36,6 +40,8 @@ class CsExecutor:
         self.events = events
         self.sched = sched
         self._mcu_fatal = on_mcu_fault
+        #: --timeline: execution slices, jobs and work items per stream (None: off)
+        self.tl: Timeline | None = None
 
     def run_slice(self, cs: CsRuntime, budget: int) -> None:
         """Run one slice of ``cs`` and publish its effects (extract, status, events)."""
@@ -47,7 +53,16 @@ class CsExecutor:
             if cs.stalled_fault is not None and not self._retry_allowed(cs):
                 self.events.flush(csg)
                 return
+            tl = self.tl
+            if tl is not None:
+                track = f"CS{cs.csg}.{cs.index}"
+                self.interp.tl_track = track
+                tl.begin(track, "slice", cmd_ptr=st.cmd_ptr)
             res = self.interp.run(st, budget)  # never raises
+            if tl is not None:
+                tl.end(track, result=res.kind, instructions=res.instructions)
+                if res.jobs:
+                    tl.jobs_done(f"{track} jobs", st.extract, res.jobs)
             if evlog.isEnabledFor(logging.DEBUG):
                 ev("CSG%d CS%d slice: %s after %d instructions", cs.csg, cs.index, res.kind,
                    res.instructions)

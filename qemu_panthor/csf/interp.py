@@ -21,7 +21,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..exceptions import ExceptionType
 from ..mmu import Access, MmuFault
@@ -37,7 +37,10 @@ from .cs_state import (
     SyncWait,
 )
 from .opcodes import disasm
-from .workload import drained
+from .workload import ENDPOINT, drained
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +110,25 @@ class CsInterpreter:
         self.sync = False
         self.csg_sync = False
         self.jobs = 0
+        #: --timeline: work items become spans on ``tl_track`` + endpoint (None: off)
+        self.tl: Timeline | None = None
+        self.tl_track = ""
         #: FINISH_FRAGMENT returned chunks to a heap / SET_EXCEPTION_HANDLER ran (this run)
         self.heap_returned = False
         self.handler_set = False
         self._n = 0
+
+    def work_span(self, kind: str, start: float, end: float) -> None:
+        """--timeline: a work item on its endpoint from ``start`` to ``end`` (model clock,
+        seconds; inf: a hung item)."""
+        tl = self.tl
+        if tl is None:
+            return
+        track = f"{self.tl_track} {('compute', 'tiler', 'fragment')[ENDPOINT[kind]]}"
+        if end == float("inf"):
+            tl.instant(track, f"{kind} (never completes)", ts=int(start * 1e9))
+        else:
+            tl.span(track, kind, int(start * 1e9), int(end * 1e9))
 
     # -- memory access helpers (used by handlers) ---------------------------------------
     def _fault(self, f: MmuFault, va: int) -> RunResult:

@@ -33,6 +33,7 @@ from .slots import CsgSlots
 
 if TYPE_CHECKING:
     from ..gpu.device import MaliGpu
+    from ..timeline import Timeline
 
 log = logging.getLogger("qemu_panthor.csf")
 
@@ -64,8 +65,19 @@ class CsfFirmware:
         self.fast_boots = 0
         #: Test port (qemu_panthor.testport): True = leave a pending GLB PING unacknowledged.
         self.ping_hook: Callable[[], bool] | None = None
+        #: --timeline (qemu_panthor/timeline.py): None while off
+        self.tl: Timeline | None = None
         self._control_image = self.section.control_image()
         gpu.mmu.on_as_update = self.sched.on_as_update
+
+    def attach_timeline(self, tl: Timeline | None) -> None:
+        """Send the firmware's events (GLB/CSG/CS requests and events, execution slices, work
+        items, jobs) to ``tl`` (None: stop)."""
+        self.tl = tl
+        self.events.tl = tl
+        self.slots.tl = tl
+        self.executor.tl = tl
+        self.executor.interp.tl = tl
 
     @classmethod
     def attach(cls, gpu: MaliGpu, *, config: FwConfig | None = None,
@@ -253,6 +265,8 @@ class CsfFirmware:
         if evlog.isEnabledFor(logging.DEBUG):
             ev("GLB req pending=%#x doorbell_req^ack=%#x", pend,
                 g_in.get(inp, "doorbell_req") ^ g_out.get(out, "doorbell_ack"))
+        if self.tl is not None and pend:
+            self.tl.instant("GLB", "req", pending=pend)
         if pend & I.GLB_CFG_PROGRESS_TIMER:
             self.glb["progress_timer"] = g_in.get(inp, "progress_timer")
             # units of 1024 GPU cycles (kbase GLB_PROGRESS_TIMER_TIMEOUT_SCALE)

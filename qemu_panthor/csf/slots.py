@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..exceptions import ExceptionType
 from . import iface as I
@@ -19,6 +20,9 @@ from .cs_state import CsExecState
 from .events import CsfEvents
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .section import SharedSection, ev, evlog
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger("qemu_panthor.csf")
 
@@ -34,6 +38,23 @@ _U32 = struct.Struct("<I")
 
 #: A saved stream: (flags, serialised CsExecState).
 Record = tuple[int, bytes]
+
+
+_CSG_STATES = ("TERMINATE", "START", "SUSPEND", "RESUME")
+
+
+def _csg_req_name(req: int, ack: int) -> str:
+    """--timeline: what a CSG request asks ("START", "STATUS_UPDATE", ...)."""
+    pend = req ^ ack
+    names = []
+    if pend & I.CSG_STATE_MASK:
+        st = req & I.CSG_STATE_MASK
+        names.append(_CSG_STATES[st] if st < len(_CSG_STATES) else f"STATE {st}")
+    if pend & I.CSG_ENDPOINT_CONFIG:
+        names.append("ENDPOINT_CONFIG")
+    if pend & I.CSG_STATUS_UPDATE:
+        names.append("STATUS_UPDATE")
+    return " ".join(names) or "req"
 
 
 def _bits(mask: int) -> list[int]:
@@ -56,6 +77,8 @@ class CsgSlots:
         self.rt = rt
         self.events = events
         self._kick = kick
+        #: --timeline: CSG/CS requests and jobs entering rings (None: off)
+        self.tl: Timeline | None = None
 
     def new_state(self) -> CsExecState:
         return CsExecState(self.config.reg_count, self.config.scoreboards)
@@ -75,6 +98,8 @@ class CsgSlots:
         c_in, c_out = I.CSG_INPUT, I.CSG_OUTPUT
         req, ack = c_in.get(inp, "req"), c_out.get(out, "ack")
         new_ack = ack
+        if self.tl is not None and (req ^ ack) & I.CSG_REQ_MASK:
+            self.tl.instant(f"CSG{i}", _csg_req_name(req, ack), req=req, ack=ack)
         if evlog.isEnabledFor(logging.DEBUG):
             ev("CSG%d req=%#x ack=%#x pending=%#x doorbell_req=%#x", i, req, ack, req ^ ack,
                c_in.get(inp, "doorbell_req") ^ c_out.get(out, "doorbell_ack"))
@@ -232,6 +257,8 @@ class CsgSlots:
                 cs.st.oom_null = not start
             cs.runnable = True
         new_ack = (ack & ~I.CS_REQ_MASK) | (req & I.CS_REQ_MASK)
+        if self.tl is not None and (req ^ ack) & (I.CS_REQ_MASK | I.CS_EVT_MASK):
+            self.tl.instant(f"CS{i}.{j}", "req", req=req, ack=ack)
         if fresh:
             # a (re)started stream: events signalled before a suspend count as acknowledged
             # (kbase); a TILER_OOM still unanswered is raised again when the draw retries
@@ -278,7 +305,10 @@ class CsgSlots:
         st = cs.st
         if st is None:
             return
-        st.insert = self.bus.read64(cs.input_va)
+        insert = self.bus.read64(cs.input_va)
+        if self.tl is not None and insert != st.insert:
+            self.tl.job_submitted(f"CS{cs.csg}.{cs.index} jobs", insert)
+        st.insert = insert
         if (not cs.fatal and not cs.fault_pending and cs.stalled_as is None and cs.wait is None
                 and not cs.oom_pending and cs.heap_wait is None):
             cs.runnable = cs.runnable or st.insert != st.extract

@@ -15,7 +15,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import ParamSpec, Protocol
+from typing import TYPE_CHECKING, ParamSpec, Protocol
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..memory import PhysMem
@@ -35,6 +35,9 @@ from .regs import (
     GpuIrq,
     register_name,
 )
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger(__name__ + ".trace")  # every access when ``trace=True``
@@ -77,6 +80,8 @@ class MaliGpu:
         self.on_irq = on_irq
         self.trace = trace
         self.stats: Counter[str] = Counter()
+        #: --timeline (qemu_panthor/timeline.py): None while off
+        self.tl: Timeline | None = None
         self.mcu: McuHooks | None = None
         #: Called after a reset with its kind: "soft"/"hard" (GPU_CMD) or "device" (PCI/power-on).
         self.on_reset: Callable[[str], None] | None = None
@@ -126,6 +131,14 @@ class MaliGpu:
     def latest_flush_id(self, value: int) -> None:
         self._flush_id = value & _FLUSH_ID_MASK or 1
         self._store_flush_id()
+
+    def attach_timeline(self, tl: Timeline | None) -> None:
+        """Send this GPU's events (MMIO traffic, doorbells, interrupts, AS commands, faults,
+        resets) to ``tl`` (None: stop)."""
+        self.tl = tl
+        for irq in (self.gpu_irq, self.job_irq, self.mmu_irq):
+            irq.tl = tl
+        self.mmu.tl = tl
 
     def _store_flush_id(self) -> None:
         _U32.pack_into(self.user_page, 0, self._flush_id)
@@ -177,6 +190,8 @@ class MaliGpu:
     def gpu_reset_command(self, hard: bool) -> None:
         """GPU_CMD SOFT/HARD_RESET: all GPU state to reset values, then RESET_COMPLETED."""
         self.stats["gpu_resets"] += 1
+        if self.tl is not None:
+            self.tl.instant("GPU", "hard reset" if hard else "soft reset")
         self._reset_blocks()
         # GPU_INT_MASK survives (the driver waits on the IRQ); RAWSTAT becomes exactly
         # RESET_COMPLETED in one step so the line does not glitch.
@@ -186,6 +201,8 @@ class MaliGpu:
 
     def reset(self) -> None:
         """Device-level reset (PCI DEVICE_RESET / power-on): everything, GPU_INT_MASK too."""
+        if self.tl is not None:
+            self.tl.instant("GPU", "device reset")
         self._reset_blocks()
         self.gpu_irq.reset()
         self._reset_done("device")
@@ -222,6 +239,8 @@ class MaliGpu:
     def _irq_level(self, name: str, level: bool) -> None:
         if level:
             self.stats[f"irq_{name}"] += 1
+        if self.tl is not None:
+            self.tl.counter(f"IRQ {name} line", int(level), unit="level")
         if self.trace:
             trace_log.info("IRQ %s -> %d", name, level)
         try:
@@ -235,6 +254,8 @@ class MaliGpu:
         """Read ``size`` (1/2/4/8) bytes at ``offset``; never raises (errors read 0)."""
         try:
             self.stats["mmio_reads"] += 1
+            if self.tl is not None:
+                self.tl.mmio(False)
             if size == 4 and not offset & 3 and 0 <= offset < WINDOW_SIZE:
                 value = self._read32(offset, True)
             elif size in _SIZES and 0 <= offset and offset + size <= WINDOW_SIZE:
@@ -255,6 +276,8 @@ class MaliGpu:
         """Write ``size`` (1/2/4/8) bytes at ``offset``; never raises (errors are logged)."""
         try:
             self.stats["mmio_writes"] += 1
+            if self.tl is not None:
+                self.tl.mmio(True)
             if self.trace:
                 trace_log.info("W%d %s = %#x", size * 8, register_name(offset), value)
             if size == 4 and not offset & 3 and 0 <= offset < WINDOW_SIZE:
@@ -345,6 +368,8 @@ class MaliGpu:
         if off >= CSF_DOORBELL_BASE and not off & 0xFFFF:
             index = (off - CSF_DOORBELL_BASE) >> 16
             self.stats["doorbells"] += 1
+            if self.tl is not None:
+                self.tl.instant("Doorbells", f"doorbell {index}", index=index)
             mcu = self.mcu
             if mcu is None:
                 self.stats["doorbells_dropped"] += 1

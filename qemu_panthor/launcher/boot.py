@@ -149,8 +149,10 @@ class Boot:
                  backend_socket: Path | None = None, coherent: bool = False,
                  shares: list[tuple[str, Path]] | None = None,
                  extra_files: dict[str, tuple[bytes, int]] | None = None,
-                 keep_logs: bool = False) -> None:
+                 keep_logs: bool = False, timeline: Path | None = None) -> None:
         self.images = images
+        #: --timeline: the backend writes a Perfetto trace here; the guest marks its submits
+        self.timeline = timeline
         #: host directories shared read-only into the guest (virtio-9p mount tag, path)
         self.shares = shares or []
         #: more files for the initramfs (path -> data, mode)
@@ -255,7 +257,8 @@ class Boot:
         # A kernel tree of your own shows warnings (WARN, lockdep) on the console too.
         quiet = "quiet loglevel=5" if self.images.tree else "quiet"
         append = (f"console={self.images.arch.console} {quiet} panic=-1 qp.run={self.run_mode}"
-                  f" qp.gpu={self.gpu} qp.coherent={int(self.coherent)}")
+                  f" qp.gpu={self.gpu} qp.coherent={int(self.coherent)}"
+                  f"{' qp.mark=1' if self.timeline else ''}")
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
@@ -495,6 +498,8 @@ class Boot:
             argv += ["--qmp", self.qmp_path]
         if self.trace:
             argv += ["--trace"]
+        if self.timeline:
+            argv += ["--timeline", str(self.timeline)]
         logf = open(self.backend_log, "wb")
         try:
             self._backend = await asyncio.create_subprocess_exec(
@@ -647,7 +652,8 @@ def boot_main(args: argparse.Namespace) -> int:
                     coherent=args.coherent,
                     shares=plan.shares() if plan else None,
                     extra_files=plan.guest_files() if plan else None,
-                    keep_logs=plan is not None)
+                    keep_logs=plan is not None,
+                    timeline=Path(args.timeline).resolve() if args.timeline else None)
         try:
             result = asyncio.run(_run_with_signals(boot))
         except OSError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import exceptions as exc
 from ..irqblock import IRQ_BLOCK_SIZE, IRQ_CLEAR, IrqBlock
@@ -25,6 +26,9 @@ from ..memory import BusError, PhysMem, SparseRam
 from . import regs
 from .tlb import DEFAULT_CAPACITY, Tlb, TlbEntry
 from .types import BUS_CODES, RESTART_COMMANDS, Access, AsBinding, MmuFault, Translation
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 from .walker import (
     NEED,
     NO_VIEW,
@@ -129,6 +133,8 @@ class Mmu:
         self.as_hold = [0] * regs.MAX_AS
         #: AS slots with a region locked by AS_COMMAND LOCK (bit n: AS n), see lock_stalls().
         self.locked_ases = 0
+        #: --timeline (qemu_panthor/timeline.py): AS commands, lock regions, faults (None: off)
+        self.tl: Timeline | None = None
         self.stats = {"unknown_reads": 0, "unknown_writes": 0, "absent_as": 0, "stale_hits": 0}
         self._read_u64 = mem.read_u64
         self._slots: list[AsSlot | None] = [
@@ -294,6 +300,15 @@ class Mmu:
                 self.as_hold[st.nr] = hold
                 return
         st.commands[cmd] += 1
+        tl = self.tl
+        if tl is not None:
+            track = f"AS{st.nr}"
+            if cmd == regs.AsCommand.LOCK:
+                base, size = regs.decode_lock_region(st.lockaddr)
+                tl.begin(track, "locked", base=base, size=size)
+            elif cmd != regs.AsCommand.NOP and cmd != regs.AsCommand.UPDATE and st.locked:
+                tl.end(track)
+            tl.instant(track, regs.AsCommand(cmd).name)
         if cmd == regs.AsCommand.UPDATE:
             st.cfg = self._cfg(st.transtab, st.transcfg, st.memattr)
             st.tlb.flush()
@@ -347,6 +362,9 @@ class Mmu:
         if report:
             bit = 1 << st.nr
             latched = not self.irq.rawstat & bit
+            if self.tl is not None:
+                self.tl.instant("MMU faults", f"AS{st.nr} {exc.exception_name(code)}", va=f.va,
+                                access=f.access.name, latched=latched)
             if not latched:
                 st.faults_dropped += 1  # first fault wins until the driver clears it
             else:
