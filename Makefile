@@ -31,11 +31,13 @@ setup: venv
 # (Debian builds IGT for amd64 only; its kernel is built here once). Both summaries are
 # printed; the exit status is the worse of the two. RUN=selftests or RUN=igt runs one.
 RUN ?= selftests igt
+# SUITE: the selftests' default suite, long (the timer-bound tests) or all
+SUITE ?= default
 run: setup
 	@rc=0; \
 	for what in $(RUN); do \
 	    case "$$what" in \
-	    selftests) set -- --kernel '$(KERNEL)';; \
+	    selftests) set -- --kernel '$(KERNEL)' --suite '$(SUITE)';; \
 	    igt) set -- --run igt;; \
 	    *) echo "RUN=$$what: choose selftests and/or igt"; exit 2;; \
 	    esac; \

@@ -1,7 +1,8 @@
-"""Boot-to-power-off time of the default guest (no GPU) per -cpu pointer-authentication mode.
+"""Boot-to-power-off time of the default guest (no GPU) per -cpu model and pointer-auth mode.
 
 Printed, not asserted. Ratios are against `max,pauth=off` measured in the same run, since
-these machines are noisy. It justifies the arm64 guest's default `cpu` in images/arches.toml.
+these machines are noisy. It backs the arm64 guest's default `cpu` in images/arches.toml, with the job latency
+figures of docs/perf.md (bench_job_latency.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 from qemu_panthor.launcher.boot import Boot
 from qemu_panthor.setup.pipeline import ensure_images
 
-MODES = ["max,pauth=off", "max,pauth-impdef=on", "max", "max,pauth-qarma3=on"]
+MODES = ["max,pauth=off", "neoverse-n1,cntfrq=1000000000", "max,pauth-impdef=on", "max",
+         "max,pauth-qarma3=on", "cortex-a76"]
 
 
 def main() -> int:

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the guest does after loading the driver: the selftests "
                         "(default), IGT's panthor tests or vulkaninfo through panvk "
                         "(docs/igt.md), a shell, nothing")
+    b.add_argument("--suite", default="default", choices=["default", "long", "all"],
+                   help="--run selftests: the default suite, the long one (tests that wait "
+                        "on driver or firmware timers: resets, job and progress timeouts; "
+                        "~40 s) or all (docs/selftests.md)")
     b.add_argument("--igt-tests", default="", metavar="REGEX",
                    help="--run igt: only subtests whose name (panthor/panthor_vm@vm_bind) "
                         "matches this extended regex")

@@ -1,6 +1,8 @@
 /* qemu-panthor in-guest selftests: the runner (KTAP version 1).
  *
- * Usage: qp-selftests [--only name1,name2,...] [--list]
+ * Usage: qp-selftests [--suite default|long|all] [--only name1,name2,...] [--list]
+ * The default suite leaves out the tests that wait on driver or firmware timers (SLOW: the
+ * "long" suite); --only runs the named tests whatever their suite.
  * Each test runs in its own forked child with a time limit; its skip reason comes back
  * through a shared page. One top-level KTAP result per test; diagnostics are "# ..." lines.
  */
@@ -14,6 +16,9 @@
 
 #define T(t_, ...) { .name = #t_, .fn = test_##t_, .timeout_s = 0 __VA_OPT__(+) __VA_ARGS__ }
 #define MANUAL(t_, s_) { .name = #t_, .fn = test_##t_, .timeout_s = s_, .manual = true }
+/* waits on a driver or firmware timer (the 12 s PING watchdog, the 5 s job timeout, the
+ * 3.3 s progress timer): the "long" suite, which `make test` runs beside the default one */
+#define SLOW(t_, s_) { .name = #t_, .fn = test_##t_, .timeout_s = s_, .slow = true }
 const struct qp_test qp_tests[] = {
 	/* probe / first light */
 	T(modules_drm), T(modules_drm_exec), T(modules_gpu_sched), T(modules_drm_gpuvm),
@@ -32,14 +37,14 @@ const struct qp_test qp_tests[] = {
 	T(group_submit_invalid), T(tiler_heap), T(bo_set_label), T(bo_query_info), T(bo_sync),
 	/* scheduling and faults */
 	T(job_many_vms, 60), T(job_mmu_fault, 60), T(job_fault_among_many_vms, 60),
-	T(group_destroy_in_flight, 60), T(job_timeout_recovery, 60),
+	T(group_destroy_in_flight, 60), SLOW(job_timeout_recovery, 60),
 	/* after every fault test: the kernel log holds only the faults they caused */
 	T(kmsg_faults_only_expected),
 	/* injected faults (test port): GPU resets, an unusable VM; after the kmsg check */
-	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60), T(progress_timeout, 60),
-	T(ping_timeout_reset, 60), T(reset_in_flight, 90), T(lock_region_stall, 60),
+	T(gpu_reset_recovery, 60), T(vm_bind_async_failure_unusable, 60), SLOW(progress_timeout, 60),
+	SLOW(ping_timeout_reset, 60), SLOW(reset_in_flight, 90), T(lock_region_stall, 60),
 	/* heap pressure and recoverable faults (after the kmsg check: they log CS_FAULTs) */
-	T(tiler_oom_grow, 60), T(tiler_oom_fail, 60), T(cs_fault_recoverable, 60),
+	T(tiler_oom_grow, 60), SLOW(tiler_oom_fail, 60), T(cs_fault_recoverable, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */
@@ -86,11 +91,13 @@ int qp_skip(const char *fmt, ...)
 	return QP_SKIP;
 }
 
-static bool selected(const char *only, const struct qp_test *t)
+enum suite { SUITE_DEFAULT, SUITE_LONG, SUITE_ALL };
+
+static bool selected(const char *only, enum suite suite, const struct qp_test *t)
 {
 	const char *name = t->name;
 	if (!only || !*only)
-		return !t->manual;
+		return !t->manual && (suite == SUITE_ALL || t->slow == (suite == SUITE_LONG));
 	size_t n = strlen(name);
 	for (const char *p = only; *p;) {
 		const char *e = strchr(p, ',');
@@ -163,15 +170,30 @@ int main(int argc, char **argv)
 {
 	const char *only = NULL;
 	bool list = false;
+	enum suite suite = SUITE_DEFAULT;
 	for (int i = 1; i < argc; i++) {
+		const char *s = NULL;
 		if (!strcmp(argv[i], "--only") && i + 1 < argc)
 			only = argv[++i];
 		else if (!strncmp(argv[i], "--only=", 7))
 			only = argv[i] + 7;
 		else if (!strcmp(argv[i], "--list"))
 			list = true;
-		else {
-			fprintf(stderr, "usage: %s [--only a,b,...] [--list]\n", argv[0]);
+		else if (!strcmp(argv[i], "--suite") && i + 1 < argc)
+			s = argv[++i];
+		else if (!strncmp(argv[i], "--suite=", 8))
+			s = argv[i] + 8;
+		else
+			s = "?";
+		if (s && !strcmp(s, "default"))
+			suite = SUITE_DEFAULT;
+		else if (s && !strcmp(s, "long"))
+			suite = SUITE_LONG;
+		else if (s && !strcmp(s, "all"))
+			suite = SUITE_ALL;
+		else if (s) {
+			fprintf(stderr, "usage: %s [--suite default|long|all] [--only a,b,...] "
+				"[--list]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -187,14 +209,14 @@ int main(int argc, char **argv)
 	}
 	int n = 0;
 	for (size_t i = 0; i < qp_ntests; i++)
-		n += selected(only, &qp_tests[i]);
+		n += selected(only, suite, &qp_tests[i]);
 	printf("KTAP version 1\n1..%d\n", n);
 	if (only && n == 0)
 		qp_diag("--only %s selects no test", only);
 	int failed = 0, num = 0;
 	double t0 = qp_now();
 	for (size_t i = 0; i < qp_ntests; i++) {
-		if (!selected(only, &qp_tests[i]))
+		if (!selected(only, suite, &qp_tests[i]))
 			continue;
 		failed += run_one(&qp_tests[i], ++num) == QP_FAIL;
 	}

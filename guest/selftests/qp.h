@@ -25,6 +25,7 @@ struct qp_test {
 	int (*fn)(void);
 	int timeout_s; /* 0: default */
 	bool manual;   /* only run when named (--only): a known open bug */
+	bool slow;     /* waits on a driver or firmware timer: the "long" suite (--suite) */
 };
 
 extern const struct qp_test qp_tests[];

@@ -46,7 +46,8 @@ class GpuModel:
     l2_present: int
     gpu_revid: int = 0
     # Clocks: TIMESTAMP ticks at the guest's CNTFRQ (the driver reports CNTFRQ to userspace as
-    # the timestamp frequency); QEMU >= 9 virt with -cpu max runs the generic timer at 1 GHz.
+    # the timestamp frequency): 1 GHz, as QEMU >= 9 runs it for -cpu max and as the arm64 guest
+    # sets it for its Neoverse-N1 (cntfrq=1000000000, images/arches.toml).
     timestamp_hz: int = 1_000_000_000
     core_clock_hz: int = 800_000_000  # CYCLE_COUNT rate (the GPU core clock)
     # Firmware interface parameters published by the CSF model (§7.2-§7.4).

@@ -149,8 +149,11 @@ class Boot:
                  backend_socket: Path | None = None, coherent: bool = False,
                  shares: list[tuple[str, Path]] | None = None,
                  extra_files: dict[str, tuple[bytes, int]] | None = None,
-                 keep_logs: bool = False, timeline: Path | None = None) -> None:
+                 keep_logs: bool = False, timeline: Path | None = None,
+                 suite: str = "default") -> None:
         self.images = images
+        #: which selftests (--run selftests): default, long or all
+        self.suite = suite
         #: --timeline: the backend writes a Perfetto trace here; the guest marks its submits
         self.timeline = timeline
         #: host directories shared read-only into the guest (virtio-9p mount tag, path)
@@ -258,7 +261,7 @@ class Boot:
         quiet = "quiet loglevel=5" if self.images.tree else "quiet"
         append = (f"console={self.images.arch.console} {quiet} panic=-1 qp.run={self.run_mode}"
                   f" qp.gpu={self.gpu} qp.coherent={int(self.coherent)}"
-                  f"{' qp.mark=1' if self.timeline else ''}")
+                  f"{' qp.mark=1' if self.timeline else ''} qp.suite={self.suite}")
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
@@ -653,7 +656,8 @@ def boot_main(args: argparse.Namespace) -> int:
                     shares=plan.shares() if plan else None,
                     extra_files=plan.guest_files() if plan else None,
                     keep_logs=plan is not None,
-                    timeline=Path(args.timeline).resolve() if args.timeline else None)
+                    timeline=Path(args.timeline).resolve() if args.timeline else None,
+                    suite=args.suite)
         try:
             result = asyncio.run(_run_with_signals(boot))
         except OSError as e:

@@ -20,12 +20,11 @@ KEY_TESTS = {
     # jobs ([jobs])
     "job_store_deadbeef", "job_1000_sequential", "job_8_concurrent_groups",
     "job_bad_opcode_fatal", "job_many_vms", "job_mmu_fault", "job_fault_among_many_vms",
-    "job_timeout_recovery", "kmsg_faults_only_expected",
+    "kmsg_faults_only_expected",
     # [csf]: resident groups run side by side; timeslicing resumes streams where they stopped;
     # heap pressure, recoverable faults, the progress timer, resets with work in flight, lock
     # regions (docs/firmware.md)
-    "csg_concurrent", "timeslice_resume", "tiler_oom_grow", "tiler_oom_fail",
-    "cs_fault_recoverable", "progress_timeout", "ping_timeout_reset", "reset_in_flight",
+    "csg_concurrent", "timeslice_resume", "tiler_oom_grow", "cs_fault_recoverable",
     "lock_region_stall",
     # driver error paths reached through the qemu-panthor test port (docs/test-port.md)
     "gpu_reset_recovery", "vm_bind_async_failure_unusable",
@@ -36,6 +35,9 @@ KEY_TESTS = {
     # [glue]: rmmod panthor; rmmod panthor_glue; insmod both, re-probed, no warnings
     "glue_reload_cycles",
 }
+# The long suite (`boot --suite long`): tests that wait on driver or firmware timers
+LONG_TESTS = {"job_timeout_recovery", "progress_timeout", "ping_timeout_reset",
+              "reset_in_flight", "tiler_oom_fail"}
 QP_INFO = re.compile(r"# qp-info: job_bo_va=0x([0-9a-f]+) job_bo_pa=0x([0-9a-f]+)")
 
 
@@ -49,6 +51,7 @@ async def test_selftest_suite_passes(boot_guest) -> None:
     assert s.planned is not None and s.planned >= len(KEY_TESTS), _tail(r.console)
     assert not s.failed, f"failed: {s.failed}\n{_tail(r.console)}"
     assert s.total == s.planned
+    assert not LONG_TESTS & {*s.passed, *s.failed}, "a long-suite test ran in the default one"
     missing = KEY_TESTS - set(s.passed)
     assert not missing, f"not passed: {sorted(missing)} (skipped: {s.skipped})"
     for name, why in s.skipped:
@@ -62,6 +65,16 @@ async def test_selftest_suite_passes(boot_guest) -> None:
     m = next((QP_INFO.search(line) for line in r.console if QP_INFO.search(line)), None)
     assert m, "no qp-info line"
     assert int(m.group(1), 16) != 0 and int(m.group(2), 16) >= 0x4000_0000  # guest RAM base
+
+
+async def test_long_suite_passes(boot_guest) -> None:
+    """The timer-bound tests (job timeout, progress timer, PING watchdog resets, the heap
+    that cannot grow), left out of the default suite to keep `make run` short."""
+    r = await boot_guest(run="selftests", timeout=300, append="qp.suite=long")
+    s = parse_ktap(r.console)
+    assert not s.failed, f"failed: {s.failed}\n{_tail(r.console)}"
+    assert set(s.passed) == LONG_TESTS, (sorted(s.passed), _tail(r.console))
+    assert r.rc == 0
 
 
 async def test_only_and_hold_parameters(boot_guest) -> None:
@@ -90,14 +103,15 @@ SKIPPABLE_612 = {
 
 
 async def test_selftest_suite_on_612_line(boot_guest_612) -> None:
-    """The same suite on Debian's 6.12 kernel: 0 failed, skips only for what it lacks."""
-    r = await boot_guest_612(run="selftests", timeout=300)
+    """The same suites (default and long) on Debian's 6.12 kernel: 0 failed, skips only for
+    what it lacks."""
+    r = await boot_guest_612(run="selftests", timeout=400, append="qp.suite=all")
     s = parse_ktap(r.console)
     assert not s.failed, f"failed: {s.failed}\n{_tail(r.console)}"
     assert s.planned is not None and s.total == s.planned
     for name, why in s.skipped:
         assert name in SKIPPABLE_612, f"{name} skipped on 6.12: {why}"
         assert SKIPPABLE_612[name] in why, f"{name}: unexpected reason {why!r}"
-    must_pass = KEY_TESTS - set(SKIPPABLE_612)
+    must_pass = (KEY_TESTS | LONG_TESTS) - set(SKIPPABLE_612)
     assert not must_pass - set(s.passed), sorted(must_pass - set(s.passed))
     assert r.rc == 0

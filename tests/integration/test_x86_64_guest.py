@@ -20,7 +20,8 @@ MIN_PASSED = 47
 
 @pytest.mark.timeout(1500)
 def test_selftests_pass_in_the_x86_64_guest() -> None:
-    p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--arch", "x86_64"],
+    p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--arch", "x86_64",
+                        "--suite", "all"],
                        capture_output=True, text=True, timeout=1400, stdin=subprocess.DEVNULL)
     console = p.stdout.splitlines()
     tail = "\n".join(console[-40:]) + "\n" + p.stderr[-3000:]
