@@ -1,8 +1,8 @@
 """Boot-to-power-off time of the default guest (no GPU) per -cpu model and pointer-auth mode.
 
 Printed, not asserted. Ratios are against `max,pauth=off` measured in the same run, since
-these machines are noisy. It backs the arm64 guest's default `cpu` in images/arches.toml, with the job latency
-figures of docs/perf.md (bench_job_latency.py).
+these machines are noisy. It backs the arm64 guest's default `cpu` in images/arches.toml,
+with the job latency figures of docs/perf.md (bench_job_latency.py).
 """
 
 from __future__ import annotations
