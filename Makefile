@@ -33,11 +33,14 @@ setup: venv
 RUN ?= selftests igt
 # SUITE: the selftests' default suite, long (the timer-bound tests) or all
 SUITE ?= default
+# TIMELINE=FILE: the selftests' run also writes a Perfetto trace there (docs/perf.md)
+TIMELINE ?=
 run: setup
 	@rc=0; \
 	for what in $(RUN); do \
 	    case "$$what" in \
-	    selftests) set -- --kernel '$(KERNEL)' --suite '$(SUITE)';; \
+	    selftests) set -- --kernel '$(KERNEL)' --suite '$(SUITE)' \
+	               $(if $(TIMELINE),--timeline '$(TIMELINE)');; \
 	    igt) set -- --run igt;; \
 	    *) echo "RUN=$$what: choose selftests and/or igt"; exit 2;; \
 	    esac; \
