@@ -3,7 +3,8 @@
 Both servers run in a child process on a UNIX stream socket; the same blocking Python client
 sends 4-byte BAR0 REGION_READ requests and waits for each reply. The echo server reads the
 32-byte request and writes a 36-byte reply without decoding anything, so the ratio is the
-cost of the server's framing, dispatch and device callback. Goal: ratio <= 1.3 (issue [perf]). Not asserted.
+cost of the server's framing, dispatch and device callback. Goal: ratio <= 1.3 (issue
+[perf]). Not asserted.
 An asyncio echo server (the same echo behind loop.add_reader) shows the event loop's own share.
 
     python bench/bench_vfio_user.py [-n 20000] [--no-pin]
