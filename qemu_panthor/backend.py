@@ -64,7 +64,7 @@ async def _serve_device(args: argparse.Namespace) -> int:
     device = MaliPciFunction(MODELS[args.gpu], trace=args.trace, loop=loop,
                              work_scale=args.work_scale)
     timeline = None
-    if getattr(args, "timeline", None):
+    if args.timeline:
         from .timeline import Timeline
 
         try:

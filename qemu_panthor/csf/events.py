@@ -93,14 +93,20 @@ class CsfEvents:
                 self.on_cs_fatal(cs.csg, cs.index, exc_type, exc_data, info)
             except Exception:  # an observer's bug must not take the MCU down
                 log.exception("on_cs_fatal hook failed")
-        o = I.CS_OUTPUT
-        out_va = self.section.cs_out(cs.csg, cs.index)
-        self.bus.write32(out_va + o.off["fatal"], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))
-        self.bus.write64(out_va + o.off["fatal_info"], info)
+        self._write_exception(cs, "fatal", exc_type, exc_data, info)
         cs.fatal = True
         cs.runnable = False
         cs.wait = None
         self.cs_event(cs, I.CS_FATAL)
+
+    def _write_exception(self, cs: CsRuntime, field: str, exc_type: int, exc_data: int,
+                         info: int) -> None:
+        """CS output ``field`` (fatal/fault): EXCEPTION_TYPE [7:0], EXCEPTION_DATA [31:8];
+        ``field``_info: the 64-bit info word."""
+        out_va = self.section.cs_out(cs.csg, cs.index)
+        off = I.CS_OUTPUT.off
+        self.bus.write32(out_va + off[field], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))
+        self.bus.write64(out_va + off[f"{field}_info"], info)
 
     def report_cs_fault(self, cs: CsRuntime, exc_type: int, exc_data: int, info: int) -> None:
         """Recoverable CS FAULT event (§7.4): fault/fault_info, toggle CS ack bit 31; the
@@ -108,10 +114,7 @@ class CsfEvents:
         log.info("CSG%d CS%d FAULT: exception %#x data %#x info %#x", cs.csg, cs.index,
                  exc_type, exc_data, info)
         self.rt.stats["cs_fault"] += 1
-        o = I.CS_OUTPUT
-        out_va = self.section.cs_out(cs.csg, cs.index)
-        self.bus.write32(out_va + o.off["fault"], (exc_type & 0xFF) | ((exc_data & 0xFFFFFF) << 8))
-        self.bus.write64(out_va + o.off["fault_info"], info)
+        self._write_exception(cs, "fault", exc_type, exc_data, info)
         cs.fault_pending = True
         cs.runnable = False
         self.cs_event(cs, I.CS_FAULT)

@@ -128,18 +128,23 @@ def heap_operation(it: CsInterpreter, st: CsExecState, op: int) -> RunResult | N
     return _w32(it, st, va, _U32.unpack(data)[0] + 1)
 
 
+def _push_free(it: CsInterpreter, st: CsExecState, first: int, last: int) -> RunResult | None:
+    """Link the chunk run [first, last] (chunk pointers, linked first to last) at the head of
+    the heap's free list."""
+    free = _r64(it, st, st.heap_ctx + HEAP_CTX_FREE)
+    if isinstance(free, RunResult):
+        return free
+    return _w64(it, st, chunk_va(last), free) or _w64(it, st, st.heap_ctx + HEAP_CTX_FREE, first)
+
+
 def give_back(it: CsInterpreter, st: CsExecState, first: int, last: int,
               count_fragment: bool) -> RunResult | None:
-    """FINISH_FRAGMENT: the chunk run [first, last] (chunk pointers, linked first to last)
-    joins the heap's free list; bit 0 counts a completed fragment pass."""
+    """FINISH_FRAGMENT: the chunk run [first, last] joins the heap's free list; bit 0 counts
+    a completed fragment pass."""
     if not st.heap_ctx:
         return None
-    heap = st.heap_ctx
     if first and last:
-        free = _r64(it, st, heap + HEAP_CTX_FREE)
-        if isinstance(free, RunResult):
-            return free
-        r = _w64(it, st, chunk_va(last), free) or _w64(it, st, heap + HEAP_CTX_FREE, first)
+        r = _push_free(it, st, first, last)
         if r is not None:
             return r
         it.heap_returned = True
@@ -150,11 +155,7 @@ def give_back(it: CsInterpreter, st: CsExecState, first: int, last: int,
 
 def _take_reply(it: CsInterpreter, st: CsExecState) -> RunResult | None:
     """Link the chunk range the host granted after TILER_OOM at the head of the free list."""
-    start, end = st.heap_reply
-    free = _r64(it, st, st.heap_ctx + HEAP_CTX_FREE)
-    if isinstance(free, RunResult):
-        return free
-    r = _w64(it, st, chunk_va(end), free) or _w64(it, st, st.heap_ctx + HEAP_CTX_FREE, start)
+    r = _push_free(it, st, *st.heap_reply)
     if r is None:
         st.heap_reply = (0, 0)
         st.oom_null = False

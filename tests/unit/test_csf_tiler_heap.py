@@ -154,11 +154,9 @@ def test_no_chunk_and_no_handler_leaves_the_group_without_progress() -> None:
     assert (h.r32(co) ^ h.r32(h.csg[0]["input_va"])) & pf.CSG_PROGRESS_TIMER_EVENT
 
 
-def test_no_chunk_runs_the_tiler_oom_exception_handler_then_retries_the_draw() -> None:
-    """gallium's single-queue incremental render: the handler renders what was tiled
-    (FINISH_FRAGMENT of the pass's run) and resets the Tiler Context; the draw is retried
-    and takes the chunk back."""
-    h, heap_pa, _ = _host()
+def _handler_program(h: Host, heap_pa: int) -> list[int]:
+    """An incremental render (what panvk's handler does, reduced): FINISH_FRAGMENT of T1's
+    run, the Tiler Context reset, a counter at DONE+8 bumped."""
     handler = [A.move48(60, T1), A.load_multiple(62, 60, 0xF, 0x28),
                A.finish_fragment(last=64, first=62) | 1,
                A.move48(66, 0), A.store_multiple(66, 60, 0x3, 0x28),
@@ -166,6 +164,15 @@ def test_no_chunk_runs_the_tiler_oom_exception_handler_then_retries_the_draw() -
                A.move48(68, DONE + 8), A.move32(70, 1), A.sync_add32(68, 70)]
     for k, wd in enumerate(handler):
         h.ram.write_u64(heap_pa + 0x800 + 8 * k, wd)
+    return handler
+
+
+def test_no_chunk_runs_the_tiler_oom_exception_handler_then_retries_the_draw() -> None:
+    """gallium's single-queue incremental render: the handler renders what was tiled
+    (FINISH_FRAGMENT of the pass's run) and resets the Tiler Context; the draw is retried
+    and takes the chunk back."""
+    h, heap_pa, _ = _host()
+    handler = _handler_program(h, heap_pa)
     h.start_group(0)
     h.push([*_prologue(), A.move48(76, HANDLER), A.move32(78, 8 * len(handler)),
             A.set_exception_handler(2, 76, 78), A.heap_operation(0), *_draw(T1), *_draw(T1),
@@ -286,27 +293,14 @@ def test_a_shader_descriptor_of_type_shader_runs() -> None:
     assert h.ram.read_u64(heap_pa + 0x400) == 1 and h.ram.read_u32(heap_pa + 0x408) == 0
 
 
-def _handler_program(h: Host, heap_pa: int) -> list[int]:
-    """An incremental render (what panvk's handler does, reduced): FINISH_FRAGMENT of T1's
-    run, the Tiler Context reset, a counter at DONE+8 bumped."""
-    handler = [A.move48(60, T1), A.load_multiple(62, 60, 0xF, 0x28),
-               A.finish_fragment(last=64, first=62) | 1,
-               A.move48(66, 0), A.store_multiple(66, 60, 0x3, 0x28),
-               A.store_multiple(66, 60, 0x3, 0x30), A.store_multiple(66, 60, 0x1, 0x60),
-               A.move48(68, DONE + 8), A.move32(70, 1), A.sync_add32(68, 70)]
-    for k, wd in enumerate(handler):
-        h.ram.write_u64(heap_pa + 0x800 + 8 * k, wd)
-    return handler
 
-
-def _fragment_queue(handler_len: int, register: bool = True) -> list[int]:
+def _fragment_queue(handler_len: int) -> list[int]:
     """panvk's fragment subqueue: the heap context pre-set (as on its vertex-tiler queue),
     the TILER_OOM handler registered around the render pass, a SYNC_WAIT for the tiler
     queue's flag (DONE > 0), then DONE+12 := 1."""
-    words = [*_prologue(), A.move48(76, HANDLER), A.move32(78, handler_len)]
-    if register:
-        words.append(A.set_exception_handler(2, 76, 78))
-    return [*words, A.move48(72, DONE), A.move32(74, 0), A.sync_wait32(72, 74, A.GREATER),
+    return [*_prologue(), A.move48(76, HANDLER), A.move32(78, handler_len),
+            A.set_exception_handler(2, 76, 78), A.move48(72, DONE), A.move32(74, 0),
+            A.sync_wait32(72, 74, A.GREATER),
             A.move48(72, DONE + 12), A.move32(74, 1), A.sync_set32(72, 74)]
 
 
