@@ -26,12 +26,12 @@ from ..memory import BusError, PhysMem, SparseRam
 from . import regs
 from .tlb import DEFAULT_CAPACITY, Tlb, TlbEntry
 from .types import BUS_CODES, RESTART_COMMANDS, Access, AsBinding, MmuFault, Translation
+from .views import PageViews
 
 if TYPE_CHECKING:
     from ..timeline import Timeline
 from .walker import (
     NEED,
-    NO_VIEW,
     PAGE_SHIFT,
     PAGE_SIZE,
     PERM_W,
@@ -39,6 +39,7 @@ from .walker import (
     WALK_SHIFT,
     WalkConfig,
     walk,
+    walk_fast,
 )
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _U32_UNPACK = _U32.unpack_from
 _U64_UNPACK = _U64.unpack_from
-#: most guest pages whose memoryview the MMU keeps (the cache is emptied when full)
-VIEW_CACHE_CAPACITY = 1 << 16
 
 
 class AsSlot:
@@ -141,15 +140,14 @@ class Mmu:
             AsSlot(n, self._cfg(0, 0, 0), tlb_capacity) if self.as_present >> n & 1 else None
             for n in range(regs.MAX_AS)
         ]
-        # Page views: guest page PA -> memoryview of that 4 KiB page, or NO_VIEW when the page
-        # is not wholly inside one RAM region. Only over a SparseRam, which hands out views and
-        # tells us when its regions change; then the cache is emptied before the removed
-        # regions are released. Other PhysMems get every access through read/write.
-        self._views: dict[int, memoryview] = {}
-        self._mem_view: Callable[[int, int], memoryview] | None = None
+        # Views of guest pages and page tables for the hot paths (mmu/views.py).
+        self._pv = PageViews(mem)
+        self._views = self._pv.pages
+        self._tviews = self._pv.tables
+        self._page_view = self._pv.page
+        self._read_desc = self._pv.read_desc
         if isinstance(mem, SparseRam):
             mem.add_listener(self._drop_views)  # held weakly
-            self._mem_view = mem.view
         # The TLB-hit fast path of read/write: AS number -> Tlb, empty in strict mode.
         self._fast: dict[int, Tlb] = {}
         self.strict = strict
@@ -174,36 +172,10 @@ class Mmu:
 
     def _drop_views(self) -> None:
         """The guest RAM regions changed (DMA map/unmap): forget every page view."""
-        self._views.clear()
+        self._pv.clear()
         for st in self._slots:
             if st is not None:
                 st.tlb.drop_views()
-
-    def _page_view(self, page: int) -> memoryview:
-        """The memoryview of the guest page at ``page`` (4 KiB aligned), or NO_VIEW."""
-        v = self._views.get(page)
-        if v is None:
-            mem_view = self._mem_view
-            if mem_view is None:
-                return NO_VIEW
-            views = self._views
-            if len(views) >= VIEW_CACHE_CAPACITY:
-                views.clear()
-            try:
-                v = mem_view(page, PAGE_SIZE)
-            except BusError:
-                v = NO_VIEW
-            views[page] = v
-        return v
-
-    def _read_desc(self, pa: int) -> int:
-        """Read one 64-bit descriptor for the walker (BusError outside RAM)."""
-        v = self._views.get(pa & ~_PAGE_MASK)
-        if v is None:
-            v = self._page_view(pa & ~_PAGE_MASK)
-        if v:
-            return _U64_UNPACK(v, pa & _PAGE_MASK)[0]
-        return self._read_u64(pa)
 
     def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
         return WalkConfig(
@@ -408,10 +380,10 @@ class Mmu:
         tlb.misses += 1
         walks = tlb.walks
         if self._strict and walks and va >= 0 and (va >> WALK_SHIFT) in walks:
-            r = walk(self._read_desc, st.cfg, va, walks, self._views)
+            r = walk(self._read_desc, st.cfg, va, walks, self._tviews)
             self._check_stale_walk(st, va, r)
         else:
-            r = walk(self._read_desc, st.cfg, va, walks, self._views)
+            r = walk(self._read_desc, st.cfg, va, walks, self._tviews)
         if r[0]:
             return r[0]
         return tlb.insert(va, r[2], r[3], r[4], r[1], r[5])
@@ -469,6 +441,40 @@ class Mmu:
             return v
         return page | (va & _PAGE_MASK)
 
+    def _fill(self, tlb: Tlb, as_nr: int, va: int, need: int) -> memoryview | None:
+        """The fast path's TLB miss (non-strict MMU): :func:`walk_fast`, then the entry and
+        the page's views, and the view; ``need`` is the PERM_* the access needs. None (nothing
+        counted, nothing inserted) when the general path must decide: a cached block or an
+        entry without a view, a walk walk_fast leaves to walk(), a permission fault, a page
+        with no view."""
+        vpn = va >> 12
+        if tlb.blocks or vpn in tlb.entries:
+            return None
+        st = self._slots[as_nr]
+        assert st is not None  # self._fast holds present slots only
+        r = walk_fast(self._tviews.get, st.cfg, va, tlb.walks)
+        if r is None:
+            return None
+        perm = r[4]
+        if need & ~perm:
+            return None
+        page = r[2]
+        v = self._views.get(page)
+        if v is None:
+            v = self._page_view(page)
+        if not v:
+            return None
+        tlb.misses += 1
+        entries = tlb.entries
+        if len(entries) >= tlb.capacity:
+            tlb.insert(va, page, 4096, perm, 3, r[5])  # evicts the oldest first
+        else:  # Tlb.insert for a page, inline
+            entries[vpn] = (page, perm, 3, va & ~0xFFF, 4096, r[5])
+        tlb.rviews[vpn] = v
+        if perm & 1:  # PERM_W
+            tlb.wviews[vpn] = v
+        return v
+
     def translate(self, as_nr: int, va: int, access: Access) -> Translation | MmuFault:
         """What the GPU would use for ``va``: the TLB (filled on a miss, so possibly stale, as on
         hardware) else a walk. Never touches registers or MMU_INT."""
@@ -497,11 +503,14 @@ class Mmu:
         if access == 2:  # READ
             tlb = self._fast.get(as_nr)
             if tlb is not None:
-                v = tlb.rviews.get(va >> 12)
-                if v is not None:
-                    off = va & 0xFFF
-                    if 0 < size <= 4096 - off:
+                off = va & 0xFFF
+                if 0 < size <= 4096 - off:
+                    v = tlb.rviews.get(va >> 12)
+                    if v is not None:
                         tlb.hits += 1
+                        return v[off : off + size].tobytes()
+                    v = self._fill(tlb, as_nr, va, 0)
+                    if v is not None:
                         return v[off : off + size].tobytes()
         return self._read(as_nr, va, size, access, report)
 
@@ -550,12 +559,16 @@ class Mmu:
         fault writes nothing; a bus error part-way leaves the earlier pages written."""
         tlb = self._fast.get(as_nr)
         if tlb is not None:
-            v = tlb.wviews.get(va >> 12)
-            if v is not None:
-                off = va & 0xFFF
-                n = len(data)
-                if 0 < n <= 4096 - off:
+            off = va & 0xFFF
+            n = len(data)
+            if 0 < n <= 4096 - off:
+                v = tlb.wviews.get(va >> 12)
+                if v is not None:
                     tlb.hits += 1
+                    v[off : off + n] = data
+                    return None
+                v = self._fill(tlb, as_nr, va, 1)  # PERM_W
+                if v is not None:
                     v[off : off + n] = data
                     return None
         return self._write(as_nr, va, data, report)
@@ -612,11 +625,14 @@ class Mmu:
         if access == 2:  # READ
             tlb = self._fast.get(as_nr)
             if tlb is not None:
-                v = tlb.rviews.get(va >> 12)
-                if v is not None:
-                    off = va & 0xFFF
-                    if off <= 4092:
+                off = va & 0xFFF
+                if off <= 4092:
+                    v = tlb.rviews.get(va >> 12)
+                    if v is not None:
                         tlb.hits += 1
+                        return _U32_UNPACK(v, off)[0]
+                    v = self._fill(tlb, as_nr, va, 0)
+                    if v is not None:
                         return _U32_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 4, access, report)
         if type(r) is MmuFault:
@@ -629,11 +645,14 @@ class Mmu:
         if access == 2:  # READ
             tlb = self._fast.get(as_nr)
             if tlb is not None:
-                v = tlb.rviews.get(va >> 12)
-                if v is not None:
-                    off = va & 0xFFF
-                    if off <= 4088:
+                off = va & 0xFFF
+                if off <= 4088:
+                    v = tlb.rviews.get(va >> 12)
+                    if v is not None:
                         tlb.hits += 1
+                        return _U64_UNPACK(v, off)[0]
+                    v = self._fill(tlb, as_nr, va, 0)
+                    if v is not None:
                         return _U64_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 8, access, report)
         if type(r) is MmuFault:
