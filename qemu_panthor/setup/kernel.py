@@ -298,24 +298,36 @@ def build(cache: Cache, plan: BuildPlan, *, jobs: int) -> Path:
     return plan.out
 
 
-def gcc_version(root_info: dict[str, str]) -> str:
-    return root_info.get("gcc", "unknown")
+def gcc_version(root: ToolRoot, root_info: dict[str, str], arch: GuestArch) -> str:
+    """The version of the compiler that builds ``arch``'s kernels in the kbuild root (a
+    build cache key): the cross gcc for arm64, the root's native gcc for x86_64. Roots made
+    before the native version was recorded are asked for it."""
+    if arch.cross_compile:
+        return root_info.get("gcc", "unknown")
+    v = root_info.get("gcc_native")
+    if v is None:
+        from .pipeline import _pkg_version
+
+        v = root_info["gcc_native"] = _pkg_version(root.path, "gcc")
+    return v
 
 
 def build_config(config: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
     """The cached build of Debian's source with a named config (``default``, ``debug``) for
     ``arch``, built first if missing; its O= directory."""
     cache = Cache()
-    _root, info = ensure_kbuild_root(cache)
-    p = plan(cache, source=None, configs=[config], patches=[], gcc=gcc_version(info), arch=arch)
+    root, info = ensure_kbuild_root(cache)
+    p = plan(cache, source=None, configs=[config], patches=[], gcc=gcc_version(root, info, arch),
+             arch=arch)
     return build(cache, p, jobs=jobs or os.cpu_count() or 1)
 
 
 def kernel_build_main(args: argparse.Namespace) -> int:
     cache = Cache()
-    _root, info = ensure_kbuild_root(cache)
+    root, info = ensure_kbuild_root(cache)
+    arch = guest_arch(getattr(args, "arch", None))
     p = plan(cache, source=args.source, configs=args.config or [], patches=args.patch or [],
-             gcc=gcc_version(info), arch=guest_arch(getattr(args, "arch", None)))
+             gcc=gcc_version(root, info, arch), arch=arch)
     out = build(cache, p, jobs=args.jobs or os.cpu_count() or 1)
     print(out)
     return 0

@@ -175,6 +175,8 @@ def ensure_root(cache: Cache, name: str, *, refresh: bool) -> tuple[ToolRoot, di
         info["qemu"] = _pkg_version(tmp, "qemu-system-arm")
     if "gcc-aarch64-linux-gnu" in recipe["include"]:
         info["gcc"] = _pkg_version(tmp, "gcc-aarch64-linux-gnu")
+    if "gcc" in recipe["include"]:  # the native compiler (x86_64 guest kernels)
+        info["gcc_native"] = _pkg_version(tmp, "gcc")
     if name == suite:  # a suite's root: named by its kernel (and QEMU) versions
         dirname = (f"{suite}-{info['kver']}" + (f"-qemu{info['qemu']}" if "qemu" in info
                                                  else "") + f"-{rhash}")

@@ -17,9 +17,8 @@ import pytest
 from qemu_panthor.launcher.kernel_reports import check_console
 from qemu_panthor.launcher.ktap import parse_ktap
 from qemu_panthor.setup import kconfig
-from qemu_panthor.setup.cache import Cache
-from qemu_panthor.setup.kernel import build, gcc_version, plan
-from qemu_panthor.setup.ksource import ensure_kbuild_root
+from qemu_panthor.setup.kernel import build_config
+from qemu_panthor.setup.recipes import guest_arch
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +29,7 @@ BUILD_TIMEOUT_S = 2400  # the debug build takes <= 15 min on 2 idle cores
 @pytest.fixture(scope="session")
 def debug_kernel() -> Path:
     """The O= directory of the debug kernel build (built into the cache if missing)."""
-    cache = Cache()
-    _root, info = ensure_kbuild_root(cache)
-    p = plan(cache, source=None, configs=["debug"], patches=[], gcc=gcc_version(info))
-    return build(cache, p, jobs=os.cpu_count() or 1)
+    return build_config("debug", guest_arch(), jobs=os.cpu_count() or 1)
 
 
 def _qemu_panthor(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

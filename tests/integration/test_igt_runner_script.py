@@ -22,12 +22,13 @@ from qemu_panthor.setup.pipeline import ensure_busybox, ensure_images
 pytestmark = pytest.mark.integration
 
 APPLETS = ["sh", "awk", "cut", "grep", "sed", "head", "cat", "wc", "find", "basename", "dirname",
-           "mkdir", "echo", "sort", "timeout", "printf", "kill", "sleep", "true", "false", "["]
+           "mkdir", "echo", "sort", "timeout", "printf", "kill", "sleep", "true", "false", "[",
+           "setsid"]
 
 FAKE = r"""#!/bin/sh
 # a fake IGT program: its subtests do what their names say
 if [ "$1" = --list-subtests ]; then
-    printf 'pass\nskip\nfail\ncrash\nnonewline\nhang\n'
+    printf 'pass\nskip\nfail\ncrash\nnonewline\nhang\nforkhang\nforkleft\n'
     exit 0
 fi
 case "$2" in
@@ -38,6 +39,8 @@ fail) echo "(fake:1) CRITICAL: Test assertion failure" >&2; exit 98 ;;
 crash) kill -SEGV $$ ;;
 nonewline) printf 'partial line'; printf 'err without newline' >&2; exit 0 ;;
 hang) sleep 30 ;;
+forkhang) sleep 31 & echo $! > /tmp/forkhang.pid; sleep 30 ;;
+forkleft) sleep 32 & echo $! > /tmp/forkleft.pid; exit 0 ;;
 esac
 exit 1
 """
@@ -77,12 +80,13 @@ def test_guest_runner_output_parses_into_igt_results(tmp_path: Path) -> None:
     p = subprocess.run([chroot, str(root), "/bin/sh", "/bin/qp-igt"], capture_output=True,
                        text=True, timeout=120, env={"PATH": "/bin"})
     lines = p.stdout.splitlines()
-    assert planned_count(lines) == 6, p.stdout
+    assert planned_count(lines) == 8, p.stdout
     runs = {r.name: r for r in parse_console(lines)}
     got = {name.split("@")[1]: r.result for name, r in runs.items()}
     # the fake "panthor: a warning" at level 4 in every subtest's kernel log
     assert got == {"pass": "dmesg-warn", "skip": "skip", "fail": "dmesg-fail",
-                   "crash": "crash", "nonewline": "dmesg-warn", "hang": "timeout"}, p.stdout
+                   "crash": "crash", "nonewline": "dmesg-warn", "hang": "timeout",
+                   "forkhang": "timeout", "forkleft": "dmesg-warn"}, p.stdout
     nl = runs["panthor/panthor_fake@nonewline"]
     assert nl.out == ["partial line"] and nl.err == ["err without newline"] and nl.rc == 0
     assert runs["panthor/panthor_fake@fail"].err == ["(fake:1) CRITICAL: Test assertion failure"]
@@ -91,3 +95,8 @@ def test_guest_runner_output_parses_into_igt_results(tmp_path: Path) -> None:
     assert skip_line == ("ok 2 panthor/panthor_fake@skip # SKIP Test requirement not met in "
                          "function f, file x.c:1:"), p.stdout
     assert p.returncode == 1  # failures: the guest says 1
+    # what the subtests forked is gone: at the time limit, and after a program that exits
+    for name in ("forkhang", "forkleft"):
+        pid = int((root / f"tmp/{name}.pid").read_text())
+        state = Path(f"/proc/{pid}/stat")
+        assert not state.exists() or state.read_text().split()[2] == "Z", name

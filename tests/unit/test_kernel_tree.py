@@ -242,6 +242,30 @@ def test_build_key_follows_source_patches_and_config(tmp_path) -> None:
     assert plan(cache, source=str(src), configs=["default"], patches=[], gcc="17").name != a.name
 
 
+def test_build_key_names_the_compiler_that_builds_the_arch(tmp_path) -> None:
+    """arm64 kernels are built by the kbuild root's cross gcc, x86_64 ones by its native gcc:
+    each build's key follows its own compiler, not the other's."""
+    from qemu_panthor.setup.kernel import gcc_version
+    from qemu_panthor.setup.toolroot import ToolRoot
+
+    root = ToolRoot(tmp_path / "root")
+    info = {"gcc": "14.2.0-1", "gcc_native": "4:15.1.0-2"}
+    arches = guest_arches()
+    assert gcc_version(root, info, arches["arm64"]) == "14.2.0-1"
+    assert gcc_version(root, info, arches["x86_64"]) == "4:15.1.0-2"
+    src = fake_source(tmp_path)
+    cache = Cache(tmp_path / "cache")
+    x86 = arches["x86_64"]
+    a = plan(cache, source=str(src), configs=[], patches=[], gcc=gcc_version(root, info, x86),
+             arch=x86)
+    info2 = dict(info, gcc="15.0.0-1")  # a new cross gcc: the x86_64 build is still valid
+    assert plan(cache, source=str(src), configs=[], patches=[],
+                gcc=gcc_version(root, info2, x86), arch=x86).name == a.name
+    info3 = dict(info, gcc_native="4:16.0.0-1")
+    assert plan(cache, source=str(src), configs=[], patches=[],
+                gcc=gcc_version(root, info3, x86), arch=x86).name != a.name
+
+
 def test_in_tree_configured_source_is_refused(tmp_path) -> None:
     src = fake_source(tmp_path)
     (src / ".config").write_text("CONFIG_ARM64=y\n")
