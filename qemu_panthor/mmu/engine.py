@@ -34,6 +34,7 @@ from .walker import (
     NEED,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PERM_R,
     PERM_W,
     PERM_X,
     WALK_SHIFT,
@@ -111,8 +112,11 @@ class Mmu:
         pa_bits: int,
         strict: bool = False,
         tlb_capacity: int = DEFAULT_CAPACITY,
+        legacy_lpae: bool = False,
     ) -> None:
         self.mem = mem
+        #: the GPU has the legacy Mali LPAE format (JM parts): ADRMODE 0 selects it
+        self.legacy_lpae = legacy_lpae
         self.irq = irq
         self.as_present = as_present & ((1 << regs.MAX_AS) - 1)
         self.va_bits = va_bits
@@ -179,7 +183,8 @@ class Mmu:
 
     def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
         return WalkConfig(
-            transtab, transcfg, memattr, hw_va_bits=self.va_bits, hw_pa_bits=self.pa_bits
+            transtab, transcfg, memattr, hw_va_bits=self.va_bits, hw_pa_bits=self.pa_bits,
+            legacy=self.legacy_lpae,
         )
 
     # -- registers ----------------------------------------------------------------------------
@@ -435,7 +440,8 @@ class Mmu:
             if not self._strict:
                 vpn = va >> PAGE_SHIFT
                 tlb = st.tlb
-                tlb.rviews[vpn] = v
+                if perm & PERM_R:
+                    tlb.rviews[vpn] = v
                 if perm & PERM_W:
                     tlb.wviews[vpn] = v
             return v
@@ -470,7 +476,7 @@ class Mmu:
             tlb.insert(va, page, 4096, perm, 3, r[5])  # evicts the oldest first
         else:  # Tlb.insert for a page, inline
             entries[vpn] = (page, perm, 3, va & ~0xFFF, 4096, r[5])
-        tlb.rviews[vpn] = v
+        tlb.rviews[vpn] = v  # walk_fast walks AArch64 tables only: every leaf is readable
         if perm & 1:  # PERM_W
             tlb.wviews[vpn] = v
         return v
@@ -488,7 +494,7 @@ class Mmu:
         if NEED[access] & ~perm:
             return self._fault(st, as_nr, va, access, exc.PERM_FAULT + level, False)
         return Translation(pa | (va & _PAGE_MASK), bool(perm & PERM_W), bool(perm & PERM_X),
-                           attr, level)
+                           attr, level, bool(perm & PERM_R))
 
     # -- accesses -------------------------------------------------------------------------------
     # The public accessors start with a TLB-hit fast path: a non-strict MMU, an access inside one
@@ -509,7 +515,7 @@ class Mmu:
                     if v is not None:
                         tlb.hits += 1
                         return v[off : off + size].tobytes()
-                    v = self._fill(tlb, as_nr, va, 0)
+                    v = self._fill(tlb, as_nr, va, 4)  # PERM_R
                     if v is not None:
                         return v[off : off + size].tobytes()
         return self._read(as_nr, va, size, access, report)
@@ -631,7 +637,7 @@ class Mmu:
                     if v is not None:
                         tlb.hits += 1
                         return _U32_UNPACK(v, off)[0]
-                    v = self._fill(tlb, as_nr, va, 0)
+                    v = self._fill(tlb, as_nr, va, 4)  # PERM_R
                     if v is not None:
                         return _U32_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 4, access, report)
@@ -651,7 +657,7 @@ class Mmu:
                     if v is not None:
                         tlb.hits += 1
                         return _U64_UNPACK(v, off)[0]
-                    v = self._fill(tlb, as_nr, va, 0)
+                    v = self._fill(tlb, as_nr, va, 4)  # PERM_R
                     if v is not None:
                         return _U64_UNPACK(v, off)[0]
         r = self._read(as_nr, va, 8, access, report)

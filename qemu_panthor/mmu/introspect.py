@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
 from .. import exceptions as exc
 from . import regs
 from .types import BUS_CODES, Access, MmuFault, Translation
-from .walker import NEED, PERM_W, PERM_X, collect_leaves
+from .walker import NEED, PERM_R, PERM_W, PERM_X, collect_leaves
 from .walker import walk as walk_tables
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def walk(mmu: Mmu, as_nr: int, va: int, access: Access = Access.READ) -> Transla
     if code:
         return MmuFault(as_nr, va & _M64, Access(access), code, code in BUS_CODES)
     return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
-                       attr, level)
+                       attr, level, bool(perm & PERM_R))
 
 
 # -- mappings --------------------------------------------------------------------------------
@@ -166,6 +166,7 @@ class MapAttrs(NamedTuple):
     executable: bool
     attr_index: int
     af: bool
+    readable: bool = True  # only the legacy Mali LPAE format has leaves without read access
 
 
 class Mapping(NamedTuple):
@@ -192,12 +193,14 @@ def mappings(mmu: Mmu, as_nr: int, max_entries: int = 1 << 20) -> MappingList:
     if st is None:
         return out
     cfg = st.cfg
-    if cfg.adrmode == regs.AdrMode.IDENTITY:
+    if (cfg.adrmode == regs.AdrMode.IDENTITY if cfg.lpae is None
+            else cfg.lpae == regs.LpaeMode.IDENTITY):
         out.append(Mapping(0, 0, 1 << cfg.pa_bits, MapAttrs(True, True, 0, True)))
         return out
     leaves, out.truncated = collect_leaves(mmu.mem.read, cfg, max_entries)
     for lf in leaves:
-        attrs = MapAttrs(bool(lf.perm & PERM_W), bool(lf.perm & PERM_X), lf.attr_index, lf.af)
+        attrs = MapAttrs(bool(lf.perm & PERM_W), bool(lf.perm & PERM_X), lf.attr_index, lf.af,
+                         bool(lf.perm & PERM_R))
         if out:
             last = out[-1]
             if (

@@ -76,11 +76,25 @@ TRANSCFG_ADRMODE_MASK = 0xF
 class AdrMode(IntEnum):
     """TRANSCFG[3:0] ADRMODE."""
 
+    LEGACY = 0  # JM parts (Midgard/Bifrost): the mode is in AS_TRANSTAB[1:0] (LpaeMode)
     UNMAPPED = 1
     IDENTITY = 2
     AARCH64_4K = 6
     AARCH64_64K = 8
 
+
+class LpaeMode(IntEnum):
+    """AS_TRANSTAB[1:0] under ADRMODE LEGACY (the Mali LPAE format; 1 is reserved)."""
+
+    UNMAPPED = 0
+    IDENTITY = 2
+    TABLE = 3
+
+
+#: AS_TRANSTAB bits of the legacy mode beside the table address (panfrost sets READ_INNER)
+TRANSTAB_LPAE_MODE_MASK = 0x3
+TRANSTAB_LPAE_READ_INNER = 1 << 2
+TRANSTAB_LPAE_SHARE_OUTER = 1 << 4
 
 TRANSCFG_INA_BITS_SHIFT = 6
 TRANSCFG_INA_BITS_MASK = 0x1F  # [10:6]: va_bits = 55 - field

@@ -19,7 +19,7 @@ by exactly the same commands: UPDATE drops all of it, an invalidation drops the 
 2 MiB region overlaps the invalidated range.
 
 ``rviews`` / ``wviews`` are lookup aids for the MMU's hit fast path, not TLB state: for a page
-with an entry (every entry allows reads; ``wviews`` only writable ones) the memoryview of the
+with an entry (``rviews`` readable ones, ``wviews`` writable ones) the memoryview of the
 guest page it maps, filled by the MMU after a slow-path access. They are kept a subset of
 ``entries`` (every drop of an entry drops them too) and emptied with :meth:`drop_views`.
 """

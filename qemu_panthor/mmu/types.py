@@ -32,6 +32,7 @@ class Translation:
     executable: bool
     attr_index: int
     level: int
+    readable: bool = True  # only the legacy Mali LPAE format has leaves without read access
 
 
 #: Exception codes reported as bus faults (AS_FAULTSTATUS bit 10, "DECODER FAULT"): a table

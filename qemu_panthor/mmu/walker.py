@@ -39,16 +39,23 @@ PXN_TABLE = 1 << 59
 UXN_TABLE = 1 << 60
 AP_TABLE_RDONLY = 1 << 62  # APTable[1]
 
-#: perm bits of a successful walk
+# Mali LPAE (legacy mode) leaf bits: HAP read / write permissions, execute-never.
+LPAE_HAP_READ = 1 << 6
+LPAE_HAP_WRITE = 1 << 7
+LPAE_XN = 1 << 54
+
+#: perm bits of a successful walk (an AArch64 leaf always allows reads)
 PERM_W = 1
 PERM_X = 2
+PERM_R = 4
 
 #: perm bits an access needs, indexed by Access (ATOMIC, EXECUTE, READ, WRITE)
-NEED = (PERM_W, PERM_X, 0, PERM_W)
+NEED = (PERM_R | PERM_W, PERM_X, PERM_R, PERM_W)
 
 _TABLE_READ = struct.Struct("<512Q")
 _AARCH64_4K = int(regs.AdrMode.AARCH64_4K)
 _IDENTITY = int(regs.AdrMode.IDENTITY)
+_LEGACY = int(regs.AdrMode.LEGACY)
 #: walk cache (``Tlb.walks``): one entry per L2 descriptor (2 MiB of VA), at most this many
 WALK_SHIFT = 21
 WALK_CACHE_CAPACITY = 1 << 12
@@ -72,6 +79,7 @@ class WalkConfig:
         "check_af",
         "fast",
         "hier_ap",
+        "lpae",
         "memattr",
         "oa_over",
         "pa_bits",
@@ -86,19 +94,29 @@ class WalkConfig:
     )
 
     def __init__(
-        self, transtab: int, transcfg: int, memattr: int, *, hw_va_bits: int, hw_pa_bits: int
+        self, transtab: int, transcfg: int, memattr: int, *, hw_va_bits: int, hw_pa_bits: int,
+        legacy: bool = False,
     ) -> None:
         self.transtab = transtab
         self.transcfg = transcfg
         self.memattr = memattr
         self.adrmode = transcfg & regs.TRANSCFG_ADRMODE_MASK
-        # INA_BITS larger than the hardware supports is clamped to the hardware VA size.
-        self.va_bits = min(regs.transcfg_va_bits(transcfg), hw_va_bits, MAX_HW_BITS)
+        #: the Mali LPAE mode from TRANSTAB[1:0] when this GPU has the legacy format (JM parts)
+        #: and TRANSCFG selects it; None otherwise (ADRMODE 0 is then reserved: unmapped)
+        self.lpae: int | None = (
+            transtab & regs.TRANSTAB_LPAE_MODE_MASK
+            if legacy and self.adrmode == _LEGACY else None
+        )
+        # INA_BITS larger than the hardware supports is clamped to the hardware VA size; the
+        # legacy format has no INA_BITS: the hardware's VA size.
+        self.va_bits = min(hw_va_bits if self.lpae is not None
+                           else regs.transcfg_va_bits(transcfg), hw_va_bits, MAX_HW_BITS)
         self.pa_bits = min(hw_pa_bits, MAX_HW_BITS)
-        levels = -(-(self.va_bits - PAGE_SHIFT) // 9)
+        levels = 4 if self.lpae is not None else -(-(self.va_bits - PAGE_SHIFT) // 9)
         self.start_level = 4 - levels
         self.start_shift = PAGE_SHIFT + 9 * (3 - self.start_level)
-        self.start_mask = (1 << (self.va_bits - self.start_shift)) - 1
+        self.start_mask = (0x1FF if self.lpae is not None
+                           else (1 << (self.va_bits - self.start_shift)) - 1)
         self.table = transtab & ~(PAGE_SIZE - 1) & 0xFFFF_FFFF_FFFF_FFFF
         self.check_af = not transcfg & regs.TRANSCFG_DISABLE_AF_FAULT
         self.hier_ap = not transcfg & regs.TRANSCFG_DISABLE_HIER_AP
@@ -157,10 +175,12 @@ def walk(
     else:
         mode = cfg.adrmode
         if mode != _AARCH64_4K:
+            if cfg.lpae is not None:
+                return _walk_lpae(read_u64, cfg, va)
             if mode == _IDENTITY:
                 if va < 0 or va >> cfg.pa_bits:
                     return _fault(exc.ADDR_SIZE_FAULT_OUT, 0)
-                return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_W | PERM_X, 0, 0)
+                return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_R | PERM_W | PERM_X, 0, 0)
             # UNMAPPED, the reset value 0, AARCH64_64K (not modelled) and reserved modes.
             return _fault(exc.TRANSLATION_FAULT, 0)
         if va < 0 or va >> cfg.va_bits:
@@ -210,7 +230,7 @@ def walk(
     if tattr or desc & 0x0060_0000_0000_0080 or cfg.wxn:  # any of AP[2], PXN, UXN
         perm = _leaf_perm(desc, tattr, cfg)
     else:
-        perm = 3  # PERM_W | PERM_X
+        perm = 7  # PERM_R | PERM_W | PERM_X
     if wc is not None and lvl == 3 and cfg.start_level < 3:
         # reached L3 through an L2 table descriptor: ``table`` is that L3 table
         if len(wc) >= _WALK_CAP:
@@ -268,7 +288,7 @@ def walk_fast(
     d = t[(va >> 12) & 0x1FF]
     if d & 3 != 3 or d & over or not (d & 0x400 or not cfg.check_af):
         return None
-    perm = _leaf_perm(d, 0, cfg) if d & 0x0060_0000_0000_0080 or cfg.wxn else 3
+    perm = _leaf_perm(d, 0, cfg) if d & 0x0060_0000_0000_0080 or cfg.wxn else 7
     if hit is None:
         if len(wc) >= _WALK_CAP:
             del wc[next(iter(wc))]
@@ -276,11 +296,57 @@ def walk_fast(
     return (0, 3, d & 0xFFFF_FFFF_F000, 4096, perm, (d & 0x1C) >> 2, d)
 
 
+def _walk_lpae(read_u64: Callable[[int], int], cfg: WalkConfig, va: int) -> WalkResult:
+    """The legacy Mali LPAE format (ADRMODE LEGACY; docs/mmu.md "Legacy LPAE format"):
+    TRANSTAB[1:0] selects unmapped / identity / table. Tables: always four levels from L0
+    (panfrost's io-pgtable builds a full 4-level table whatever the VA size), ``[1:0]`` 3 a
+    next-level table at L0-L2, 1 a leaf at L1-L3 (a 4 KiB page at L3 is type 1, not 3),
+    anything else a translation fault (type 3 at L3 and type 1 at L0 inferred as such).
+    Permissions from HAP (bit 6 read, bit 7 write) and XN (bit 54); no access flag and no
+    hierarchical table attributes."""
+    mode = cfg.lpae
+    if mode != regs.LpaeMode.TABLE:
+        if mode == regs.LpaeMode.IDENTITY:
+            if va < 0 or va >> cfg.pa_bits:
+                return _fault(exc.ADDR_SIZE_FAULT_OUT, 0)
+            return (0, 0, va & ~(PAGE_SIZE - 1), PAGE_SIZE, PERM_R | PERM_W | PERM_X, 0, 0)
+        return _fault(exc.TRANSLATION_FAULT, 0)  # UNMAPPED and the reserved mode 1
+    if va < 0 or va >> cfg.va_bits:
+        return _fault(exc.ADDR_SIZE_FAULT_IN, 0)
+    pa_bits = cfg.pa_bits
+    table = cfg.table
+    if table >> pa_bits:
+        return _fault(exc.ADDR_SIZE_FAULT_OUT, 0)
+    shift = 39
+    for lvl in range(4):
+        idx = (va >> shift) & 0x1FF
+        try:
+            desc = read_u64(table + (idx << 3))
+        except BusError:
+            return _fault(exc.TRANSTAB_BUS_FAULT + lvl, lvl)
+        kind = desc & 3
+        if kind == 3 and lvl < 3:
+            table = desc & OA_MASK
+            if table >> pa_bits:
+                return _fault(exc.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+            shift -= 9
+            continue
+        if kind != 1 or lvl == 0:
+            return _fault(exc.TRANSLATION_FAULT + lvl, lvl)
+        oa = desc & _OA_MASK_AT[lvl]
+        if oa >> pa_bits:
+            return _fault(exc.ADDR_SIZE_FAULT_OUT + lvl, lvl)
+        perm = ((PERM_R if desc & LPAE_HAP_READ else 0) | (PERM_W if desc & LPAE_HAP_WRITE else 0)
+                | (0 if desc & LPAE_XN else PERM_X))
+        return (0, lvl, oa, 1 << shift, perm, (desc & 0x1C) >> ATTR_INDX_SHIFT, desc)
+    raise AssertionError("unreachable: level 3 returns")
+
+
 def _leaf_perm(desc: int, tattr: int, cfg: WalkConfig) -> int:
     """PERM_* of a leaf with read-only or execute-never bits, here or in the tables above."""
-    perm = PERM_W | PERM_X
+    perm = PERM_R | PERM_W | PERM_X
     if desc & AP_RDONLY or (tattr & _T_AP_RDONLY and cfg.hier_ap):
-        perm = PERM_X
+        perm = PERM_R | PERM_X
     if desc & XN_BITS or (tattr & _T_XN and cfg.hier_ap) or (cfg.wxn and perm & PERM_W):
         perm &= ~PERM_X
     return perm
@@ -315,7 +381,10 @@ def collect_leaves(
     invalid descriptors are skipped; recursion depth is bounded by the 4 levels, so a table
     pointing at itself cannot loop."""
     leaves: list[Leaf] = []
-    if cfg.adrmode != regs.AdrMode.AARCH64_4K or cfg.table >> cfg.pa_bits:
+    lpae = cfg.lpae is not None
+    if lpae and cfg.lpae != regs.LpaeMode.TABLE:
+        return leaves, False
+    if (cfg.adrmode != regs.AdrMode.AARCH64_4K and not lpae) or cfg.table >> cfg.pa_bits:
         return leaves, False
     budget = max_entries
     truncated = False
@@ -338,6 +407,11 @@ def collect_leaves(
             if not desc & DESC_VALID:
                 continue
             va = va_base + (i << shift)
+            if lpae:
+                _lpae_leaf(desc, lvl, va, size, pa_bits, leaves, visit)
+                if truncated:
+                    return
+                continue
             if desc & DESC_TABLE and lvl < 3:
                 nxt = desc & OA_MASK
                 if not nxt >> pa_bits:
@@ -350,9 +424,9 @@ def collect_leaves(
             oa = desc & OA_MASK & ~(size - 1)
             if oa >> pa_bits:
                 continue
-            perm = PERM_W | PERM_X
+            perm = PERM_R | PERM_W | PERM_X
             if desc & AP_RDONLY or (tattr & AP_TABLE_RDONLY and cfg.hier_ap):
-                perm = PERM_X
+                perm = PERM_R | PERM_X
             if desc & XN_BITS or (tattr & (PXN_TABLE | UXN_TABLE) and cfg.hier_ap) or (
                 cfg.wxn and perm & PERM_W
             ):
@@ -363,3 +437,22 @@ def collect_leaves(
 
     visit(cfg.table, cfg.start_level, 0, cfg.start_entries, 0)
     return leaves, truncated
+
+
+def _lpae_leaf(desc: int, lvl: int, va: int, size: int, pa_bits: int, leaves: list[Leaf],
+               visit: Callable[[int, int, int, int, int], None]) -> None:
+    """collect_leaves() for one valid Mali LPAE descriptor: a table (visited) or a leaf, with
+    the decode of :func:`_walk_lpae` (no access flag in this format: reported as set)."""
+    if desc & 3 == 3 and lvl < 3:
+        nxt = desc & OA_MASK
+        if not nxt >> pa_bits:
+            visit(nxt, lvl + 1, va, 512, 0)
+        return
+    if desc & 3 != 1 or lvl == 0:
+        return
+    oa = desc & OA_MASK & ~(size - 1)
+    if oa >> pa_bits:
+        return
+    perm = ((PERM_R if desc & LPAE_HAP_READ else 0) | (PERM_W if desc & LPAE_HAP_WRITE else 0)
+            | (0 if desc & LPAE_XN else PERM_X))
+    leaves.append(Leaf(va, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, True, lvl))

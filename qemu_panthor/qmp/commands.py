@@ -153,7 +153,8 @@ class MaliIntrospection:
         out: dict[str, Any] = {"as": as_, "va": va, "access": access}
         if isinstance(r, Translation):
             memattr = self._state(as_)["active"]["MEMATTR"]
-            out |= {"translated": True, "pa": r.pa, "writable": r.writable,
+            out |= {"translated": True, "pa": r.pa, "readable": r.readable,
+                    "writable": r.writable,
                     "executable": r.executable, "attr-index": r.attr_index,
                     "memattr": (memattr >> (8 * r.attr_index)) & 0xFF, "level": r.level}
             ram = self._in_ram(r.pa)
@@ -168,7 +169,8 @@ class MaliIntrospection:
         self._check_as(as_)
         maps = introspect.mappings(self.mmu, as_, MAX_PAGE_TABLE_DESCRIPTORS)
         act = self._state(as_)["active"]
-        ranges = [{"va": m.va, "pa": m.pa, "size": m.size, "writable": m.attrs.writable,
+        ranges = [{"va": m.va, "pa": m.pa, "size": m.size, "readable": m.attrs.readable,
+                   "writable": m.attrs.writable,
                    "executable": m.attrs.executable, "attr-index": m.attrs.attr_index,
                    "access-flag": m.attrs.af} for m in maps[:max_ranges]]
         return {"as": as_, "adrmode": act["adrmode"], "TRANSTAB": act["TRANSTAB"],

@@ -54,6 +54,32 @@ class WriterError(Exception):
     """An io-pgtable error return (-EEXIST, -ERANGE, -EINVAL...)."""
 
 
+# ARM_MALI_LPAE (the legacy Mali format panfrost uses on Midgard/Bifrost): HAP permissions,
+# no AF, leaves of block type at every level, a full 4-level table, the mode in TRANSTAB.
+MALI_HAP_READ = 1 << 6
+MALI_HAP_WRITE = 2 << 6
+MALI_TTBR_ADRMODE_TABLE = 3
+MALI_TTBR_READ_INNER = 1 << 2
+
+
+def mali_prot_to_pte(prot: int) -> int:
+    """arm_lpae_prot_to_pte() for ARM_MALI_LPAE: HAP bits, AttrIndx, SH_OS always (Mali's own
+    shareability), XN for NOEXEC, no AF and no nG."""
+    pte = 0
+    if prot & IOMMU_READ:
+        pte |= MALI_HAP_READ
+    if prot & IOMMU_WRITE:
+        pte |= MALI_HAP_WRITE
+    if prot & IOMMU_MMIO:
+        pte |= ATTRINDX_DEV << PTE_ATTRINDX_SHIFT
+    elif prot & IOMMU_CACHE:
+        pte |= ATTRINDX_CACHE << PTE_ATTRINDX_SHIFT
+    pte |= PTE_SH_OS
+    if prot & IOMMU_NOEXEC:
+        pte |= PTE_XN
+    return pte
+
+
 def prot_to_pte(prot: int) -> int:
     """arm_lpae_prot_to_pte() for ARM_64_LPAE_S1, no quirks."""
     pte = PTE_NG
@@ -109,11 +135,14 @@ class LpaeWriter:
     oas: int = 40
     pgsizes: tuple[int, ...] = (SZ_4K, SZ_2M)
     split_blocks: bool = True
+    mali: bool = False  # ARM_MALI_LPAE instead of ARM_64_LPAE_S1
 
     def __post_init__(self) -> None:
         self.ias = min(self.ias, 48)  # arm_lpae_restrict_pgsizes clamps to 48 for 4K
         self.oas = min(self.oas, 48)
-        self.levels = -(-(self.ias - 12) // 9)
+        # arm_mali_lpae_alloc_pgtable: "Mali seems to need a full 4-level table regardless
+        # of IAS"
+        self.levels = 4 if self.mali else -(-(self.ias - 12) // 9)
         self.start_level = 4 - self.levels
         self.pgd = self.ram.alloc_table()
 
@@ -124,7 +153,7 @@ class LpaeWriter:
 
     def lvl_idx(self, va: int, lvl: int) -> int:
         shift = 12 + 9 * (3 - lvl)
-        bits = 9 if lvl > self.start_level else self.ias - shift
+        bits = 9 if lvl > self.start_level or self.mali else self.ias - shift
         return (va >> shift) & ((1 << bits) - 1)
 
     def _rd(self, pa: int) -> int:
@@ -135,6 +164,10 @@ class LpaeWriter:
 
     @property
     def transtab(self) -> int:
+        """AS_TRANSTAB: the pgd; for Mali LPAE with ADRMODE_TABLE and READ_INNER as panfrost
+        writes it (arm_mali_lpae_alloc_pgtable's transtab)."""
+        if self.mali:
+            return self.pgd | MALI_TTBR_READ_INNER | MALI_TTBR_ADRMODE_TABLE
         return self.pgd
 
     # -- map ---------------------------------------------------------------------------------
@@ -182,6 +215,9 @@ class LpaeWriter:
                     if self._tree_has_leaf(pte & PTE_ADDR_MASK, lvl + 1):
                         raise WriterError(f"-EEXIST: VA {va:#x} overlaps existing mappings")
                     self._free_tree(pte & PTE_ADDR_MASK, lvl + 1)
+                if self.mali:  # arm_lpae_init_pte: block type at every level for Mali
+                    self._wr(ptep, pa | mali_prot_to_pte(prot) | PTE_TYPE_BLOCK)
+                    return
                 typ = PTE_TYPE_PAGE if lvl == 3 else PTE_TYPE_BLOCK
                 self._wr(ptep, pa | prot_to_pte(prot) | typ)
                 return
