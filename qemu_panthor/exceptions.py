@@ -2,7 +2,8 @@
 
 One 8-bit code space is shared by every unit that reports a fault: AS_FAULTSTATUS
 EXCEPTION_TYPE (MMU), CS_FATAL/CS_FAULT EXCEPTION_TYPE (command streams) and GPU_FAULTSTATUS.
-The names are panthor's ``enum drm_panthor_exception_type`` (panthor_device.h), plus the
+The names are panthor's ``enum drm_panthor_exception_type`` (panthor_device.h; a JM name of
+the same code, from panfrost's enum, is an alias: names resolve to panthor's), plus the
 TRANSTAB_BUS_FAULT_n codes of the same space (kbase/panfrost) that the MMU reports for a
 page-table walk that hits no RAM. The MMU fault families are ``base + level``.
 """
@@ -16,6 +17,9 @@ class ExceptionType(IntEnum):
     """Exception type codes (``enum drm_panthor_exception_type``)."""
 
     OK = 0x00
+    DONE = 0x01  # JM: a job or chain completed (JS_STATUS, a job's exception status)
+    INTERRUPTED = 0x02
+    STOPPED = 0x03  # JM: soft-stopped; JS_TAIL is where the chain resumes
     TERMINATED = 0x04
     KABOOM = 0x05
     EUREKA = 0x06
@@ -23,9 +27,13 @@ class ExceptionType(IntEnum):
     CS_RES_TERM = 0x0F
     MAX_NON_FAULT = 0x3F
     CS_CONFIG_FAULT = 0x40
+    JOB_CONFIG_FAULT = 0x40  # the JM name of the same code (panfrost)
     CS_UNRECOVERABLE = 0x41
+    JOB_READ_FAULT = 0x42
+    JOB_WRITE_FAULT = 0x43
     CS_ENDPOINT_FAULT = 0x44
     CS_BUS_FAULT = 0x48
+    JOB_BUS_FAULT = 0x48  # the JM name of the same code (panfrost)
     CS_INSTR_INVALID = 0x49
     CS_CALL_STACK_OVERFLOW = 0x4A
     CS_INHERIT_FAULT = 0x4B

@@ -107,10 +107,11 @@ class WalkConfig:
             transtab & regs.TRANSTAB_LPAE_MODE_MASK
             if legacy and self.adrmode == _LEGACY else None
         )
-        # INA_BITS larger than the hardware supports is clamped to the hardware VA size; the
-        # legacy format has no INA_BITS: the hardware's VA size.
-        self.va_bits = min(hw_va_bits if self.lpae is not None
-                           else regs.transcfg_va_bits(transcfg), hw_va_bits, MAX_HW_BITS)
+        # INA_BITS larger than the hardware supports is clamped to the hardware VA size. The
+        # legacy format has no INA_BITS and its tables always have four levels: a 48-bit VA
+        # is walked whatever MMU_FEATURES says (inferred; see docs/mmu.md).
+        self.va_bits = (MAX_HW_BITS if self.lpae is not None
+                        else min(regs.transcfg_va_bits(transcfg), hw_va_bits, MAX_HW_BITS))
         self.pa_bits = min(hw_pa_bits, MAX_HW_BITS)
         levels = 4 if self.lpae is not None else -(-(self.va_bits - PAGE_SHIFT) // 9)
         self.start_level = 4 - levels

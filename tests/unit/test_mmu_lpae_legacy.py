@@ -122,13 +122,15 @@ def test_block_at_level_0_and_invalid_types_fault() -> None:
 
 def test_four_levels_whatever_the_va_size() -> None:
     """35-bit VA (G52's MMU_FEATURES): still walked from L0 (io-pgtable's 'Mali seems to need
-    a full 4-level table'); a VA beyond the VA size faults as an input address size fault."""
+    a full 4-level table'), so a 48-bit VA outside every mapping (IGT's 0xdeadbeef0000) is a
+    translation fault at L0 (inferred), and only VAs from 2^48 an input address size fault."""
     _, w, mmu = setup(va_bits=35)
     w.map(0x7_FFFF_F000, BASE, 0x1000, RW)
     assert introspect.as_state(mmu, AS)["active"]["start_level"] == 0
     t = mmu.translate(AS, 0x7_FFFF_F008, Access.READ)
     assert isinstance(t, Translation) and t.pa == BASE + 8
-    assert code(mmu.translate(AS, 1 << 35, Access.READ)) == exc.ADDR_SIZE_FAULT_IN
+    assert code(mmu.translate(AS, 0xDEAD_BEEF_0000, Access.WRITE)) == exc.TRANSLATION_FAULT
+    assert code(mmu.translate(AS, 1 << 48, Access.READ)) == exc.ADDR_SIZE_FAULT_IN
 
 
 @pytest.mark.parametrize("mode,expect", [(0, "fault"), (1, "fault"), (2, "identity")])

@@ -1,0 +1,327 @@
+"""JOB_CONTROL of a Job Manager Mali: job slots that walk job chains through the shared MMU.
+
+Models (docs/jm.md; facts in docs/reference/mali-g52-jm.md section 3):
+* per slot a current job (HEAD, CONFIG, STATUS, TAIL) and a double-buffered _NEXT set; the
+  driver fills HEAD/AFFINITY/CONFIG/FLUSH_ID_NEXT and writes COMMAND_NEXT START; an idle slot
+  takes the _NEXT set at once (COMMAND_NEXT reads 0 again), a busy one when its chain ends
+  without error, with no acknowledgement (one DONE interrupt may then cover two chains);
+* a chain runs job by job from HEAD through each header's Next pointer in the AS named by
+  CONFIG[3:0]: NULL and CACHE_FLUSH do nothing the model can see, WRITE_VALUE stores its value,
+  the shader job types complete without executing shaders; each job's header gets exception
+  status DONE (1) unless CONFIG disables descriptor write-back;
+* a chain that completes raises JOB_INT DONE(js); one that fails raises FAILED(js) with the
+  code in JS_STATUS, HEAD at the failing job and the job's header holding the code and the
+  fault pointer; the slot then stays stopped and the _NEXT set waits for a new START;
+* COMMAND SOFT_STOP stops a chain between jobs (STOPPED, TAIL = the job to resume at),
+  HARD_STOP ends it (TERMINATED); the _0/_1 forms act only on a chain whose JOB_CHAIN_FLAG
+  matches; JOB_INT_JS_STATE shows which slots run and which hold a _NEXT job.
+
+A chain is executed in slices of ``budget`` jobs on the event loop (a job loop never ends by
+itself, as on hardware: the driver's timeout soft-stops it), so MMIO replies are never held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..exceptions import ExceptionType
+from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
+from ..mmu import Mmu, MmuFault
+from . import regs as R
+
+log = logging.getLogger(__name__)
+
+_M32 = 0xFFFF_FFFF
+_DONE = int(ExceptionType.DONE)
+_STOPPED = int(ExceptionType.STOPPED)
+_TERMINATED = int(ExceptionType.TERMINATED)
+_JOB_CONFIG_FAULT = int(ExceptionType.JOB_CONFIG_FAULT)
+_JOB_BUS_FAULT = int(ExceptionType.JOB_BUS_FAULT)
+#: jobs a slot runs before yielding to the event loop
+SLICE_JOBS = 64
+
+
+@dataclass
+class JobSlot:
+    """One job slot's registers and chain state."""
+
+    js: int
+    head: int = 0
+    tail: int = 0
+    affinity: int = 0
+    config: int = 0
+    xaffinity: int = 0
+    status: int = 0
+    head_next: int = 0
+    affinity_next: int = 0
+    config_next: int = 0
+    command_next: int = 0
+    flush_id_next: int = 0
+    #: a chain is loaded and not ended (JS_STATE bit js)
+    active: bool = False
+    #: the stop COMMAND waiting to act at the next job boundary (0: none)
+    stop: int = 0
+    jobs_done: int = 0
+    chains_done: int = 0
+    chains_failed: int = 0
+
+
+class JobControl:
+    """The JOB_CONTROL register block (relative offsets) and its slots."""
+
+    def __init__(self, mmu: Mmu, irq: IrqBlock, *, js_present: int,
+                 timestamp: Callable[[], int] = lambda: 0,
+                 cycle_count: Callable[[], int] = lambda: 0,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.mmu = mmu
+        self.irq = irq
+        self.js_present = js_present & ((1 << R.MAX_JS) - 1)
+        self.slots = [JobSlot(js) for js in range(R.MAX_JS)]
+        self.timestamp = timestamp
+        self.cycle_count = cycle_count
+        self._loop = loop
+        self._task: asyncio.Task[None] | None = None
+        self.stats = {"unknown_reads": 0, "unknown_writes": 0}
+
+    # -- registers ------------------------------------------------------------------------
+    def _slot(self, off: int) -> tuple[JobSlot, int] | None:
+        js, reg = divmod(off - R.JS_BASE, R.JS_STRIDE)
+        if off < R.JS_BASE or not self.js_present >> js & 1:
+            return None
+        return self.slots[js], reg
+
+    def js_state(self) -> int:
+        v = 0
+        for s in self.slots:
+            if s.active:
+                v |= 1 << s.js
+            if s.command_next == R.JsCommand.START:
+                v |= 1 << (16 + s.js)
+        return v
+
+    def read32(self, off: int) -> int:
+        if 0 <= off < IRQ_BLOCK_SIZE and not off & 3:
+            return self.irq.read(off)
+        if off == R.JOB_INT_JS_STATE:
+            return self.js_state()
+        if off == R.JOB_INT_THROTTLE:
+            return 0
+        hit = self._slot(off)
+        if hit is None:
+            self.stats["unknown_reads"] += 1
+            return 0
+        s, reg = hit
+        word = {R.JS_HEAD: s.head, R.JS_HEAD + 4: s.head >> 32,
+                R.JS_TAIL: s.tail, R.JS_TAIL + 4: s.tail >> 32,
+                R.JS_AFFINITY: s.affinity, R.JS_AFFINITY + 4: s.affinity >> 32,
+                R.JS_CONFIG: s.config, R.JS_XAFFINITY: s.xaffinity, R.JS_STATUS: s.status,
+                R.JS_HEAD_NEXT: s.head_next, R.JS_HEAD_NEXT + 4: s.head_next >> 32,
+                R.JS_AFFINITY_NEXT: s.affinity_next,
+                R.JS_AFFINITY_NEXT + 4: s.affinity_next >> 32,
+                R.JS_CONFIG_NEXT: s.config_next, R.JS_COMMAND_NEXT: s.command_next,
+                R.JS_FLUSH_ID_NEXT: s.flush_id_next}.get(reg)
+        if word is None:
+            self.stats["unknown_reads"] += 1
+            return 0
+        return word & _M32
+
+    def write32(self, off: int, value: int) -> None:
+        value &= _M32
+        if 0 <= off < IRQ_BLOCK_SIZE and not off & 3:
+            self.irq.write(off, value)
+            return
+        hit = self._slot(off)
+        if hit is None:
+            self.stats["unknown_writes"] += 1
+            return
+        s, reg = hit
+        if reg == R.JS_HEAD_NEXT:
+            s.head_next = s.head_next & ~_M32 | value
+        elif reg == R.JS_HEAD_NEXT + 4:
+            s.head_next = s.head_next & _M32 | value << 32
+        elif reg == R.JS_AFFINITY_NEXT:
+            s.affinity_next = s.affinity_next & ~_M32 | value
+        elif reg == R.JS_AFFINITY_NEXT + 4:
+            s.affinity_next = s.affinity_next & _M32 | value << 32
+        elif reg == R.JS_CONFIG_NEXT:
+            s.config_next = value
+        elif reg == R.JS_FLUSH_ID_NEXT:
+            s.flush_id_next = value
+        elif reg == R.JS_XAFFINITY:
+            s.xaffinity = value
+        elif reg == R.JS_COMMAND_NEXT:
+            self._command_next(s, value)
+        elif reg == R.JS_COMMAND:
+            self._command(s, value)
+        else:
+            self.stats["unknown_writes"] += 1
+
+    def _command_next(self, s: JobSlot, cmd: int) -> None:
+        if cmd == R.JsCommand.START:
+            s.command_next = int(R.JsCommand.START)
+            if not s.active:
+                self._take_next(s)
+        elif cmd == R.JsCommand.NOP:
+            s.command_next = 0  # the queued job is withdrawn
+        # other values: no effect (inferred)
+
+    def _command(self, s: JobSlot, cmd: int) -> None:
+        if not s.active or cmd in (R.JsCommand.NOP, R.JsCommand.START):
+            return  # START only through COMMAND_NEXT; a stop of an idle slot does nothing
+        if cmd in (R.JsCommand.SOFT_STOP_0, R.JsCommand.HARD_STOP_0,
+                   R.JsCommand.SOFT_STOP_1, R.JsCommand.HARD_STOP_1):
+            flag = 1 if cmd in (R.JsCommand.SOFT_STOP_1, R.JsCommand.HARD_STOP_1) else 0
+            if bool(s.config & R.JS_CONFIG_JOB_CHAIN_FLAG) != bool(flag):
+                return
+            soft = cmd in (R.JsCommand.SOFT_STOP_0, R.JsCommand.SOFT_STOP_1)
+            cmd = R.JsCommand.SOFT_STOP if soft else R.JsCommand.HARD_STOP
+        if cmd in (R.JsCommand.SOFT_STOP, R.JsCommand.HARD_STOP):
+            # a hard stop overrides a pending soft stop, not the other way round
+            if s.stop != R.JsCommand.HARD_STOP:
+                s.stop = int(cmd)
+            self.kick()
+
+    # -- execution ------------------------------------------------------------------------
+    def _take_next(self, s: JobSlot) -> None:
+        """The slot takes its _NEXT set as the current chain."""
+        s.head = s.tail = s.head_next
+        s.affinity = s.affinity_next
+        s.config = s.config_next
+        s.status = 0
+        s.stop = 0
+        s.command_next = 0
+        s.active = True
+        self.kick()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        if self._loop is not None:
+            return self._loop
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+    def kick(self) -> None:
+        """A chain may be runnable: schedule the execution task (if a loop runs)."""
+        if self._task is not None and not self._task.done():
+            return
+        loop = self._event_loop()
+        if loop is None or loop.is_closed():
+            return  # synchronous use: the caller pumps
+        self._task = loop.create_task(self._run(), name="jm-job-slots")
+
+    async def _run(self) -> None:
+        while self.pump(SLICE_JOBS):
+            await asyncio.sleep(0)
+
+    def pump(self, budget: int = SLICE_JOBS) -> bool:
+        """Run up to ``budget`` jobs on every active slot; True while a slot is still active."""
+        busy = False
+        for s in self.slots:
+            if s.active:
+                self._run_slot(s, budget)
+                busy = busy or s.active
+        return busy
+
+    def _run_slot(self, s: JobSlot, budget: int) -> None:
+        for _ in range(max(1, budget)):
+            if s.stop:
+                self._end(s, _STOPPED if s.stop == R.JsCommand.SOFT_STOP else _TERMINATED)
+                return
+            if s.tail == 0:
+                self._chain_done(s)
+                return
+            self._run_job(s)
+            if not s.active:
+                return
+
+    def _run_job(self, s: JobSlot) -> None:
+        """One job at TAIL (the next job to run): execute it, write its status back, move on."""
+        as_nr = s.config & R.JS_CONFIG_AS_MASK
+        va = s.tail
+        s.head = va
+        raw = self.mmu.read(as_nr, va, R.JOB_HEADER_SIZE)
+        if isinstance(raw, MmuFault):
+            self._fail(s, _fault_code(raw), va, write_back=False)
+            return
+        _status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
+        jtype = control >> R.HDR_TYPE_SHIFT & R.HDR_TYPE_MASK
+        if not control & R.HDR_IS_64B or jtype == R.JobType.NOT_STARTED or jtype > max(R.JobType):
+            self._fail(s, _JOB_CONFIG_FAULT, va)
+            return
+        if jtype == R.JobType.WRITE_VALUE:
+            code = self._write_value(as_nr, va)
+            if code:
+                self._fail(s, code, va)
+                return
+        # NULL, CACHE_FLUSH (caches are coherent here) and the shader jobs: nothing to do
+        if not s.config & R.JS_CONFIG_DISABLE_DESCRIPTOR_WR_BK:
+            f = self.mmu.write_u32(as_nr, va + R.HDR_EXCEPTION_STATUS, _DONE)
+            if f is not None:
+                self._fail(s, _fault_code(f), va, write_back=False)
+                return
+        s.jobs_done += 1
+        s.tail = nxt
+
+    def _write_value(self, as_nr: int, job: int) -> int:
+        """The Write Value payload at job+32; 0 or the fault code."""
+        raw = self.mmu.read(as_nr, job + R.JOB_HEADER_SIZE, R.WRITE_VALUE_PAYLOAD.size)
+        if isinstance(raw, MmuFault):
+            return _fault_code(raw)
+        address, wtype, _pad, imm = R.WRITE_VALUE_PAYLOAD.unpack(raw)
+        size = R.WRITE_VALUE_SIZE.get(wtype)
+        if size is None:
+            return _JOB_CONFIG_FAULT  # an unknown value type (inferred)
+        if wtype == R.WriteValueType.ZERO:
+            imm = 0
+        elif wtype == R.WriteValueType.CYCLE_COUNTER:
+            imm = self.cycle_count()
+        elif wtype == R.WriteValueType.SYSTEM_TIMESTAMP:
+            imm = self.timestamp()
+        data = (imm & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        f = self.mmu.write(as_nr, address, data)
+        return 0 if f is None else _fault_code(f)
+
+    def _fail(self, s: JobSlot, code: int, job: int, *, write_back: bool = True) -> None:
+        """The job at ``job`` failed with ``code``: its header records it (when it can be
+        written), the chain ends with FAILED."""
+        if write_back and not s.config & R.JS_CONFIG_DISABLE_DESCRIPTOR_WR_BK:
+            as_nr = s.config & R.JS_CONFIG_AS_MASK
+            self.mmu.write_u32(as_nr, job + R.HDR_EXCEPTION_STATUS, code, report=False)
+            self.mmu.write_u64(as_nr, job + R.HDR_FAULT_POINTER, job, report=False)
+        log.debug("JS%d: job %#x failed: %#x", s.js, job, code)
+        self._end(s, code)
+
+    def _end(self, s: JobSlot, code: int) -> None:
+        """The chain stops with ``code`` (a fault, STOPPED or TERMINATED): FAILED(js)."""
+        s.status = code
+        s.active = False
+        s.stop = 0
+        s.chains_failed += 1
+        self.irq.raise_bits(R.JOB_INT_FAILED(s.js))
+
+    def _chain_done(self, s: JobSlot) -> None:
+        """The chain ran to its end: DONE(js); a queued _NEXT chain starts at once."""
+        s.status = _DONE
+        s.active = False
+        s.chains_done += 1
+        self.irq.raise_bits(R.JOB_INT_DONE(s.js))
+        if s.command_next == R.JsCommand.START:
+            self._take_next(s)
+
+    def reset(self) -> None:
+        """GPU soft/hard reset: every slot idle, its registers at their reset values."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        self.slots = [JobSlot(js) for js in range(R.MAX_JS)]
+
+
+def _fault_code(f: MmuFault) -> int:
+    """JS_STATUS for a job whose memory access faulted: the MMU's code, or JOB_BUS_FAULT for a
+    bus fault (no RAM behind the access or a table), as a CS gets CS_BUS_FAULT (inferred)."""
+    return _JOB_BUS_FAULT if f.bus else f.exception_type
+
