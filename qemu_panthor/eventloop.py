@@ -29,3 +29,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the preferred loop."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(coro)
+
+
+def running_loop(
+    explicit: asyncio.AbstractEventLoop | None = None,
+) -> asyncio.AbstractEventLoop | None:
+    """The loop a device block schedules its work on: ``explicit`` if given, else the running
+    loop, else None (synchronous use: unit tests pump the block themselves)."""
+    if explicit is not None:
+        return explicit
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..eventloop import running_loop
 from ..gpu.regs import JOB_INT_GLOBAL_IF
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
@@ -35,14 +36,6 @@ CsFatalHook = Callable[[int, int, int, int, int], None]
 #: --timeline names of the CS events
 _CS_EVENT_NAMES = {I.CS_FATAL: "FATAL event", I.CS_FAULT: "FAULT event",
                    I.CS_TILER_OOM: "TILER_OOM event"}
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop the firmware runs on; None in synchronous use (tests pump)."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class CsfEvents:
@@ -198,7 +191,7 @@ class CsfEvents:
         if not idle:
             return
         # synchronous use (tests pump): report at once
-        loop = _running_loop() if self.idle_hysteresis > 0 else None
+        loop = running_loop() if self.idle_hysteresis > 0 else None
         if loop is None:
             self._raise_csg_idle(csg)
         else:
@@ -217,7 +210,7 @@ class CsfEvents:
             return
         if self.gpu_idle_reported or self._glb_idle_event is not None:
             return
-        loop = _running_loop() if self.idle_hysteresis > 0 else None
+        loop = running_loop() if self.idle_hysteresis > 0 else None
         if loop is None:
             self._raise_glb_idle()  # synchronous use (tests pump): at once
         else:
@@ -283,7 +276,7 @@ class CsfEvents:
             return  # an earlier check is armed
         csg.cancel_progress_check()
         csg.progress_deadline = deadline
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None:
             return  # synchronous use: the test calls check_progress()
         csg.progress_check = loop.call_later(timeout, lambda: self._guard(self.check_progress))

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ..eventloop import running_loop
 from ..mmu import Mmu, MmuFault
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 
@@ -48,15 +49,6 @@ class CsfScheduler:
         self._ran: set[int] = set()  # streams that had their slice in this round
         self.slices = 0
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop the firmware runs on; None in synchronous use (tests pump)."""
-        if self._loop is not None:
-            return self._loop
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-
     # -- wake-up sources ---------------------------------------------------------------------
     def kick(self) -> None:
         """Work may be runnable: make sure the execution task is scheduled (if a loop runs)."""
@@ -64,7 +56,7 @@ class CsfScheduler:
             self._wake.set()
         if self._task is not None and not self._task.done():
             return
-        loop = self._event_loop()
+        loop = running_loop(self._loop)
         if loop is None:
             return  # synchronous use: the caller pumps
         if loop.is_closed():
@@ -111,7 +103,7 @@ class CsfScheduler:
         cs.sb_wait = (until, mask)
         if until == float("inf"):
             return
-        loop = self._event_loop()
+        loop = running_loop(self._loop)
         if loop is None:
             return  # synchronous use: the caller calls wake_due()
         cs.sb_timer = loop.call_later(max(0.0, until - self.clock()), self.wake_due)

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..eventloop import running_loop
 from ..exceptions import ExceptionType
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..mmu import Mmu, MmuFault
@@ -196,19 +197,11 @@ class JobControl:
         s.active = True
         self.kick()
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
-        if self._loop is not None:
-            return self._loop
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-
     def kick(self) -> None:
         """A chain may be runnable: schedule the execution task (if a loop runs)."""
         if self._task is not None and not self._task.done():
             return
-        loop = self._event_loop()
+        loop = running_loop(self._loop)
         if loop is None or loop.is_closed():
             return  # synchronous use: the caller pumps
         self._task = loop.create_task(self._run(), name="jm-job-slots")
