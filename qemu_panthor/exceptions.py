@@ -14,7 +14,8 @@ from enum import IntEnum
 
 
 class ExceptionType(IntEnum):
-    """Exception type codes (``enum drm_panthor_exception_type``)."""
+    """Exception type codes (``enum drm_panthor_exception_type``, and the Job Manager codes of
+    panfrost's ``enum drm_panfrost_exception_type`` that panthor does not name)."""
 
     OK = 0x00
     DONE = 0x01  # JM: a job or chain completed (JS_STATUS, a job's exception status)

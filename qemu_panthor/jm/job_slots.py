@@ -31,6 +31,7 @@ from ..eventloop import running_loop
 from ..exceptions import ExceptionType
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..mmu import Mmu, MmuFault
+from ..register import RegAccess
 from . import regs as R
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ _JOB_CONFIG_FAULT = int(ExceptionType.JOB_CONFIG_FAULT)
 _JOB_BUS_FAULT = int(ExceptionType.JOB_BUS_FAULT)
 #: jobs a slot runs before yielding to the event loop
 SLICE_JOBS = 64
+#: slot register word offset -> (register, HI word); JobSlot's fields are the names in lower case
+_SLOT_WORDS = {w: (reg, i == 1) for reg in R.JS_REGS for i, w in enumerate(reg.words())}
 
 
 @dataclass
@@ -111,23 +114,16 @@ class JobControl:
         if off == R.JOB_INT_THROTTLE:
             return 0
         hit = self._slot(off)
-        if hit is None:
-            self.stats["unknown_reads"] += 1
-            return 0
-        s, reg = hit
-        word = {R.JS_HEAD: s.head, R.JS_HEAD + 4: s.head >> 32,
-                R.JS_TAIL: s.tail, R.JS_TAIL + 4: s.tail >> 32,
-                R.JS_AFFINITY: s.affinity, R.JS_AFFINITY + 4: s.affinity >> 32,
-                R.JS_CONFIG: s.config, R.JS_XAFFINITY: s.xaffinity, R.JS_STATUS: s.status,
-                R.JS_HEAD_NEXT: s.head_next, R.JS_HEAD_NEXT + 4: s.head_next >> 32,
-                R.JS_AFFINITY_NEXT: s.affinity_next,
-                R.JS_AFFINITY_NEXT + 4: s.affinity_next >> 32,
-                R.JS_CONFIG_NEXT: s.config_next, R.JS_COMMAND_NEXT: s.command_next,
-                R.JS_FLUSH_ID_NEXT: s.flush_id_next}.get(reg)
+        word = None if hit is None else _SLOT_WORDS.get(hit[1])
         if word is None:
             self.stats["unknown_reads"] += 1
             return 0
-        return word & _M32
+        reg, hi = word
+        if reg.access == RegAccess.WO:
+            return 0
+        assert hit is not None
+        value: int = getattr(hit[0], reg.name.lower())
+        return (value >> 32 if hi else value) & _M32
 
     def write32(self, off: int, value: int) -> None:
         value &= _M32
@@ -135,30 +131,22 @@ class JobControl:
             self.irq.write(off, value)
             return
         hit = self._slot(off)
-        if hit is None:
+        word = None if hit is None else _SLOT_WORDS.get(hit[1])
+        if hit is None or word is None:
             self.stats["unknown_writes"] += 1
             return
-        s, reg = hit
-        if reg == R.JS_HEAD_NEXT:
-            s.head_next = s.head_next & ~_M32 | value
-        elif reg == R.JS_HEAD_NEXT + 4:
-            s.head_next = s.head_next & _M32 | value << 32
-        elif reg == R.JS_AFFINITY_NEXT:
-            s.affinity_next = s.affinity_next & ~_M32 | value
-        elif reg == R.JS_AFFINITY_NEXT + 4:
-            s.affinity_next = s.affinity_next & _M32 | value << 32
-        elif reg == R.JS_CONFIG_NEXT:
-            s.config_next = value
-        elif reg == R.JS_FLUSH_ID_NEXT:
-            s.flush_id_next = value
-        elif reg == R.JS_XAFFINITY:
-            s.xaffinity = value
-        elif reg == R.JS_COMMAND_NEXT:
+        s = hit[0]
+        reg, hi = word
+        if reg.access == RegAccess.RO:
+            return
+        if reg.offset == R.JS_COMMAND_NEXT:
             self._command_next(s, value)
-        elif reg == R.JS_COMMAND:
+        elif reg.offset == R.JS_COMMAND:
             self._command(s, value)
         else:
-            self.stats["unknown_writes"] += 1
+            name = reg.name.lower()
+            old: int = getattr(s, name)
+            setattr(s, name, (old & _M32 | value << 32) if hi else (old & ~_M32 | value))
 
     def _command_next(self, s: JobSlot, cmd: int) -> None:
         if cmd == R.JsCommand.START:
@@ -205,6 +193,7 @@ class JobControl:
         if loop is None or loop.is_closed():
             return  # synchronous use: the caller pumps
         self._task = loop.create_task(self._run(), name="jm-job-slots")
+        self._task.add_done_callback(_log_crash)
 
     async def _run(self) -> None:
         while self.pump(SLICE_JOBS):
@@ -229,6 +218,9 @@ class JobControl:
                 return
             self._run_job(s)
             if not s.active:
+                return
+            if s.tail == 0:  # the chain ended: a stop arriving now finds nothing to stop
+                self._chain_done(s)
                 return
 
     def _run_job(self, s: JobSlot) -> None:
@@ -311,6 +303,7 @@ class JobControl:
             self._task.cancel()
         self._task = None
         self.slots = [JobSlot(js) for js in range(R.MAX_JS)]
+        self.irq.reset()
 
 
 def _fault_code(f: MmuFault) -> int:
@@ -318,3 +311,8 @@ def _fault_code(f: MmuFault) -> int:
     bus fault (no RAM behind the access or a table), as a CS gets CS_BUS_FAULT (inferred)."""
     return _JOB_BUS_FAULT if f.bus else f.exception_type
 
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """A model bug must not vanish with its task: log it (the slots stay as they were)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("job slots crashed", exc_info=task.exception())

@@ -689,5 +689,5 @@ class Mmu:
         if st is None:
             return AsBinding(False, 0, 0)
         cfg = st.cfg
-        return AsBinding(cfg.adrmode != regs.AdrMode.UNMAPPED, cfg.transtab,
+        return AsBinding(cfg.enabled, cfg.transtab,
                          sum(st.commands[c] for c in RESTART_COMMANDS))

@@ -92,10 +92,7 @@ def as_state(mmu: Mmu, as_nr: int) -> AsState | AbsentAs:
     if st is None:
         return {"as": as_nr, "present": False}
     cfg = st.cfg
-    try:
-        mode = regs.AdrMode(cfg.adrmode).name
-    except ValueError:
-        mode = f"RESERVED_{cfg.adrmode}"
+    mode = cfg.mode_name
     tlb = st.tlb
     return {
         "as": as_nr,

@@ -76,11 +76,16 @@ TRANSCFG_ADRMODE_MASK = 0xF
 class AdrMode(IntEnum):
     """TRANSCFG[3:0] ADRMODE."""
 
-    LEGACY = 0  # JM parts (Midgard/Bifrost): the mode is in AS_TRANSTAB[1:0] (LpaeMode)
     UNMAPPED = 1
     IDENTITY = 2
     AARCH64_4K = 6
     AARCH64_64K = 8
+
+
+#: TRANSCFG ADRMODE 0 on a JM part (Midgard/Bifrost): the legacy Mali LPAE format, its mode
+#: in AS_TRANSTAB[1:0] (LpaeMode). Reserved on the CSF parts (not an AdrMode member, so their
+#: introspection still names it RESERVED_0).
+ADRMODE_LEGACY = 0
 
 
 class LpaeMode(IntEnum):

@@ -55,7 +55,7 @@ NEED = (PERM_R | PERM_W, PERM_X, PERM_R, PERM_W)
 _TABLE_READ = struct.Struct("<512Q")
 _AARCH64_4K = int(regs.AdrMode.AARCH64_4K)
 _IDENTITY = int(regs.AdrMode.IDENTITY)
-_LEGACY = int(regs.AdrMode.LEGACY)
+_LEGACY = regs.ADRMODE_LEGACY
 #: walk cache (``Tlb.walks``): one entry per L2 descriptor (2 MiB of VA), at most this many
 WALK_SHIFT = 21
 WALK_CACHE_CAPACITY = 1 << 12
@@ -128,6 +128,28 @@ class WalkConfig:
         #: the output-address size
         self.fast = (self.adrmode == _AARCH64_4K and self.va_bits == 48
                      and not self.table >> self.pa_bits)
+
+    @property
+    def mode_name(self) -> str:
+        """The latched mode for introspection: an AdrMode name, LEGACY_<LpaeMode> on a JM
+        part, RESERVED_<n> otherwise."""
+        if self.lpae is not None:
+            try:
+                return f"LEGACY_{regs.LpaeMode(self.lpae).name}"
+            except ValueError:
+                return f"LEGACY_RESERVED_{self.lpae}"
+        try:
+            return regs.AdrMode(self.adrmode).name
+        except ValueError:
+            return f"RESERVED_{self.adrmode}"
+
+    @property
+    def enabled(self) -> bool:
+        """The configuration is not UNMAPPED (a reserved CSF mode counts as enabled: it
+        faults every access, as a translating mode that maps nothing would)."""
+        if self.lpae is not None:
+            return self.lpae in (regs.LpaeMode.TABLE, regs.LpaeMode.IDENTITY)
+        return self.adrmode != regs.AdrMode.UNMAPPED
 
     @property
     def start_entries(self) -> int:

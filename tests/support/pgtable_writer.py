@@ -300,7 +300,7 @@ class LpaeWriter:
         split_sz = self.block_size(lvl)
         blk_pa = blk_pte & PTE_ADDR_MASK & ~(self.block_size(lvl - 1) - 1)
         prot = blk_pte & PTE_ATTR_MASK
-        typ = PTE_TYPE_PAGE if lvl == 3 else PTE_TYPE_BLOCK
+        typ = PTE_TYPE_PAGE if lvl == 3 and not self.mali else PTE_TYPE_BLOCK
         tbl = self.ram.alloc_table()
         for i in range(512):
             self._wr(tbl + 8 * i, (blk_pa + i * split_sz) | prot | typ)
@@ -328,7 +328,7 @@ class LpaeWriter:
         hi = max([end] + [k[0] + k[2] for k in keep])
         self.unmap(lo, hi - lo)
         for kva, kpa, ksz, pte in keep:
-            self.map(kva, kpa, ksz, pte_to_prot(pte))
+            self.map(kva, kpa, ksz, mali_pte_to_prot(pte) if self.mali else pte_to_prot(pte))
 
     # -- inspection (used by tests as an oracle) -----------------------------------------------
     def lookup(self, va: int) -> tuple[int, int, int] | None:
@@ -367,6 +367,19 @@ class LpaeWriter:
                 raise WriterError(f"no table at level {cur + 1} for {va:#x}")
             table, cur = pte & PTE_ADDR_MASK, cur + 1
         return table + 8 * self.lvl_idx(va, lvl)
+
+
+def mali_pte_to_prot(pte: int) -> int:
+    """Inverse of mali_prot_to_pte."""
+    prot = (IOMMU_READ if pte & MALI_HAP_READ else 0) | (IOMMU_WRITE if pte & MALI_HAP_WRITE else 0)
+    idx = (pte >> PTE_ATTRINDX_SHIFT) & 7
+    if idx == ATTRINDX_CACHE:
+        prot |= IOMMU_CACHE
+    elif idx == ATTRINDX_DEV:
+        prot |= IOMMU_MMIO
+    if pte & PTE_XN:
+        prot |= IOMMU_NOEXEC
+    return prot
 
 
 def pte_to_prot(pte: int) -> int:

@@ -249,13 +249,40 @@ def test_hard_stop_variants_follow_the_chain_flag() -> None:
     assert g.jm.read32(JS1 + STATUS) == 0x04 and g.jm.read32(RAWSTAT) == 1 << 17
 
 
-def test_reset_idles_every_slot() -> None:
+def test_reset_idles_every_slot_and_its_interrupts() -> None:
     g = Gpu()
-    g.submit(JS1, _loop(g))
+    g.submit(JS1, g.job(BO_VA + 0x100, 0))  # a bad job: FAILED pending
+    g.jm.pump()
+    g.submit(0x800, _loop(g))  # JS0 busy
     g.jm.pump(5)
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.irq.level
     g.jm.reset()
     assert g.jm.read32(JS_STATE) == 0 and g.jm.read32(JS1 + HEAD) == 0
+    assert (g.jm.read32(RAWSTAT), g.jm.read32(MASK)) == (0, 0) and not g.jm.irq.level
     assert not g.jm.pump()
+
+
+def test_a_chain_ending_at_a_slice_boundary_is_done_not_stopped() -> None:
+    """The last job ran as the slice's budget ran out: the chain has ended, and a soft stop
+    arriving before the next slice finds nothing to stop (panfrost must not see STOPPED or
+    TERMINATED for a finished job)."""
+    g = Gpu()
+    jobs = [BO_VA + 0x40 * i for i in range(4)]
+    for i, j in enumerate(jobs):
+        g.job(j, NULL, jobs[i + 1] if i + 1 < len(jobs) else 0)
+    g.submit(JS1, jobs[0])
+    assert not g.jm.pump(4)
+    g.jm.write32(JS1 + COMMAND, 3)  # HARD_STOP
+    assert not g.jm.pump(4)
+    assert g.jm.read32(RAWSTAT) == 1 << 1 and g.jm.read32(JS1 + STATUS) == 1
+
+
+def test_read_only_slot_registers_ignore_writes() -> None:
+    g = Gpu()
+    for reg in (HEAD, TAIL, CONFIG, STATUS, 0x1C):  # 0x1C: XAFFINITY
+        g.jm.write32(JS1 + reg, 0xFFFF_FFFF)
+        assert g.jm.read32(JS1 + reg) == 0, hex(reg)
+    assert g.jm.read32(JS1 + COMMAND) == 0  # write-only
 
 
 def test_an_endless_chain_never_holds_the_event_loop() -> None:

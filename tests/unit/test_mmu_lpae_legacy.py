@@ -147,10 +147,38 @@ def test_transtab_modes(mode: int, expect: str) -> None:
 
 def test_a_csf_gpu_has_no_legacy_mode() -> None:
     """ADRMODE 0 on an MMU without the legacy format (the CSF parts) is reserved: nothing
-    translates, as before the legacy format existed."""
+    translates, and introspection names it RESERVED_0, as before the legacy format existed."""
     _, w, mmu = setup(legacy=False)
     w.map(0x200_0000, BASE, 0x1000, RW)
     assert code(mmu.translate(AS, 0x200_0000, Access.READ)) == exc.TRANSLATION_FAULT
+    assert introspect.as_state(mmu, AS)["active"]["adrmode"] == "RESERVED_0"
+
+
+@pytest.mark.parametrize("mode,name,enabled", [
+    (3, "LEGACY_TABLE", True), (2, "LEGACY_IDENTITY", True), (0, "LEGACY_UNMAPPED", False),
+    (1, "LEGACY_RESERVED_1", False)])
+def test_introspection_names_the_legacy_mode(mode: int, name: str, enabled: bool) -> None:
+    _, _, mmu = setup(transtab=BASE | mode)
+    assert introspect.as_state(mmu, AS)["active"]["adrmode"] == name
+    assert mmu.binding(AS).enabled is enabled
+    assert mmu.binding(0).enabled is False  # AS0 at reset: TRANSTAB 0, legacy unmapped
+
+
+def test_partial_unmap_of_a_block_keeps_the_format() -> None:
+    """The writer's block split and widened unmap keep Mali encodings (type 1 at L3, HAP
+    bits), so the rest of a split block still translates with its permissions."""
+    _, w, mmu = setup()
+    w.map(0x400_0000, BASE + 0x20_0000, ptw.SZ_2M, RO)
+    w.unmap(0x400_0000, 0x1000)  # splits the block (pre-6.14 io-pgtable behaviour)
+    mmu.write32(ASB + 0x18, 1)
+    assert code(mmu.translate(AS, 0x400_0000, Access.READ)) == exc.TRANSLATION_FAULT + 3
+    t = mmu.translate(AS, 0x400_1000, Access.READ)
+    assert isinstance(t, Translation) and t.level == 3 and not t.writable and t.readable
+    w.map(0x600_0000, BASE + 0x40_0000, ptw.SZ_2M, WO)
+    w.unmap_widened(0x600_0000, 0x1000)
+    mmu.write32(ASB + 0x18, 1)
+    t = mmu.translate(AS, 0x600_1000, Access.WRITE)
+    assert isinstance(t, Translation) and t.writable and not t.readable
 
 
 def test_mappings_list_the_legacy_tables() -> None:

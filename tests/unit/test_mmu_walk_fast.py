@@ -34,7 +34,8 @@ def test_literals_match_named_bits():
     assert walker.OA_MASK == 0xFFFF_FFFF_F000
     assert walker.AF == 0x400
     assert walker.AP_RDONLY | walker.XN_BITS == 0x0060_0000_0000_0080
-    assert walker.PERM_W | walker.PERM_X == 3 and walker.PERM_W == 1
+    assert walker.PERM_W | walker.PERM_X == 3 and walker.PERM_W == 1 and walker.PERM_R == 4
+    assert walker.PERM_R | walker.PERM_W | walker.PERM_X == 7
     assert walker.WALK_SHIFT == 21 and walker.PAGE_SHIFT == 12
     assert min(walker.PXN_TABLE, walker.UXN_TABLE, walker.AP_TABLE_RDONLY) >> 59 == 1
 
@@ -211,8 +212,10 @@ def test_fast_and_general_paths_agree(slots, ops):
             assert a == b
         assert buf_a == buf_b
     ta, tb = fast.slot(1).tlb, ref.slot(1).tlb  # type: ignore[union-attr]
-    assert (ta.hits, ta.misses) == (tb.hits, tb.misses)
-    assert ta.stale_hits == tb.stale_hits == 0
+    # (a write may land in a live table page: the strict MMU then counts stale hits, which
+    # the non-strict one never looks for, so those are not compared)
+    assert (ta.hits, ta.misses, ta.evictions, dict(ta.entries), dict(ta.walks)) == (
+        tb.hits, tb.misses, tb.evictions, dict(tb.entries), dict(tb.walks))
 
 
 def test_fast_path_is_exercised():
