@@ -372,14 +372,7 @@ class LpaeWriter:
 def mali_pte_to_prot(pte: int) -> int:
     """Inverse of mali_prot_to_pte."""
     prot = (IOMMU_READ if pte & MALI_HAP_READ else 0) | (IOMMU_WRITE if pte & MALI_HAP_WRITE else 0)
-    idx = (pte >> PTE_ATTRINDX_SHIFT) & 7
-    if idx == ATTRINDX_CACHE:
-        prot |= IOMMU_CACHE
-    elif idx == ATTRINDX_DEV:
-        prot |= IOMMU_MMIO
-    if pte & PTE_XN:
-        prot |= IOMMU_NOEXEC
-    return prot
+    return prot | _attr_prot(pte)
 
 
 def pte_to_prot(pte: int) -> int:
@@ -387,6 +380,12 @@ def pte_to_prot(pte: int) -> int:
     prot = IOMMU_READ
     if not pte & PTE_AP_RDONLY:
         prot |= IOMMU_WRITE
+    return prot | _attr_prot(pte)
+
+
+def _attr_prot(pte: int) -> int:
+    """The prot flags of a leaf's AttrIndx and XN (both formats)."""
+    prot = 0
     idx = (pte >> PTE_ATTRINDX_SHIFT) & 7
     if idx == ATTRINDX_CACHE:
         prot |= IOMMU_CACHE
