@@ -13,6 +13,8 @@ import asyncio
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import pgtable_writer as ptw
 
 from qemu_panthor.irqblock import IrqBlock
@@ -303,3 +305,41 @@ def test_an_endless_chain_never_holds_the_event_loop() -> None:
         assert g.jm.read32(JS1 + STATUS) == 0x03
 
     asyncio.run(main())
+
+
+# Codes panfrost's panfrost_exception_name() names (it WARNs on any other JS_STATUS):
+# docs/reference/mali-g52-jm.md section 3.4.
+PANFROST_NAMED = (
+    {0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08, 0x40, 0x41, 0x42, 0x43, 0x44, 0x48}
+    | set(range(0x50, 0x57)) | {0x58, 0x59, 0x5A, 0x5B, 0x60, 0x61, 0x7F, 0x80, 0x88, 0x89, 0x8A}
+    | set(range(0xC0, 0xC5)) | {0xC7} | set(range(0xC8, 0xCC)) | set(range(0xD0, 0xD4))
+    | set(range(0xD8, 0xDC)) | set(range(0xE0, 0xF0))
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage=st.binary(min_size=0x200, max_size=0x200),
+       ops=st.lists(st.tuples(st.sampled_from(["w", "r", "pump", "jc"]),
+                              st.integers(0, 0xFFF), st.integers(0, 0xFFFF_FFFF)),
+                    max_size=30))
+def test_garbage_chains_and_registers_never_raise(garbage: bytes, ops: list) -> None:
+    """Hostile job memory and register writes: never an exception or an endless pump; only
+    DONE/FAILED bits of present slots are raised; every JS_STATUS is a code panfrost names."""
+    g = Gpu()
+    g.ram.buf[g.off(BO_VA):g.off(BO_VA) + len(garbage)] = garbage
+    for op, off, val in ops:
+        if op == "w" and off & ~3 != RAWSTAT:  # (software may set RAWSTAT bits: kbase's
+            g.jm.write32(off & ~3, val)       # interrupt self-test does)
+        elif op == "r":
+            g.jm.read32(off & ~3)
+        elif op == "jc":  # a chain head somewhere in (or near) the garbage
+            g.jm.write32(JS1 + COMMAND_NEXT, 0)
+            g.submit(JS1, BO_VA + (val & 0x3C0) if val & 1 else val << 6,
+                     CONFIG_G52 | (val >> 8 & 0xF))
+        else:
+            g.jm.pump(8)
+    for _ in range(4):
+        g.jm.pump(8)
+    assert not g.jm.read32(RAWSTAT) & ~0x0007_0007
+    for js in range(3):
+        assert g.jm.read32(0x800 + js * 0x80 + STATUS) in PANFROST_NAMED

@@ -90,18 +90,23 @@ def test_random_mappings_translate_exactly(maps, probes, va_bits):
           suppress_health_check=[HealthCheck.large_base_example, HealthCheck.too_slow])
 @given(
     garbage=st.binary(max_size=0x4000),
-    transtab=st.one_of(st.integers(0, 3).map(lambda i: 0x1000_0000 + i * 0x1000),
+    # a table page, with the legacy format's TRANSTAB mode bits (ignored by the AArch64 modes)
+    transtab=st.one_of(st.integers(0, 15).map(lambda i: 0x1000_0000 + (i >> 2) * 0x1000 | i & 3),
                        st.integers(0, (1 << 64) - 1)),
-    transcfg=st.one_of(st.sampled_from([0x420001C6, 0x420005C6, 0x42000406]),
+    transcfg=st.one_of(st.sampled_from([0x420001C6, 0x420005C6, 0x42000406, 0]),
                        st.integers(0, (1 << 64) - 1)),
     vas=st.lists(st.integers(-(1 << 64), 1 << 65), min_size=1, max_size=8),
     access=st.sampled_from(list(Access)),
     cmds=st.lists(st.tuples(st.integers(0, 0xFFF), st.integers(0, 0xFFFFFFFF)), max_size=8),
+    legacy=st.booleans(),
+    strict=st.booleans(),
 )
-def test_garbage_never_raises(garbage, transtab, transcfg, vas, access, cmds):
+def test_garbage_never_raises(garbage, transtab, transcfg, vas, access, cmds, legacy, strict):
+    """Also for a JM part's legacy format (ADRMODE 0) and on the non-strict fast paths."""
     mem = SparseRam()
     mem.add(RamRegion(0x1000_0000, bytearray(garbage.ljust(0x4000, b"\xff"))))
-    mmu = Mmu(mem, IrqBlock("mmu"), as_present=0xFF, va_bits=48, pa_bits=40, strict=True)
+    mmu = Mmu(mem, IrqBlock("mmu"), as_present=0xFF, va_bits=48, pa_bits=40, strict=strict,
+              legacy_lpae=legacy)
     program(mmu, transtab, transcfg)
     for off, val in cmds:
         mmu.write32(off & ~3, val)
