@@ -359,10 +359,15 @@ def _walk_lpae(read_u64: Callable[[int], int], cfg: WalkConfig, va: int) -> Walk
         oa = desc & _OA_MASK_AT[lvl]
         if oa >> pa_bits:
             return _fault(exc.ADDR_SIZE_FAULT_OUT + lvl, lvl)
-        perm = ((PERM_R if desc & LPAE_HAP_READ else 0) | (PERM_W if desc & LPAE_HAP_WRITE else 0)
-                | (0 if desc & LPAE_XN else PERM_X))
-        return (0, lvl, oa, 1 << shift, perm, (desc & 0x1C) >> ATTR_INDX_SHIFT, desc)
+        return (0, lvl, oa, 1 << shift, _lpae_perm(desc), (desc & 0x1C) >> ATTR_INDX_SHIFT,
+                desc)
     raise AssertionError("unreachable: level 3 returns")
+
+
+def _lpae_perm(desc: int) -> int:
+    """PERM_* of a Mali LPAE leaf: HAP read / write, XN."""
+    return ((PERM_R if desc & LPAE_HAP_READ else 0) | (PERM_W if desc & LPAE_HAP_WRITE else 0)
+            | (0 if desc & LPAE_XN else PERM_X))
 
 
 def _leaf_perm(desc: int, tattr: int, cfg: WalkConfig) -> int:
@@ -447,13 +452,7 @@ def collect_leaves(
             oa = desc & OA_MASK & ~(size - 1)
             if oa >> pa_bits:
                 continue
-            perm = PERM_R | PERM_W | PERM_X
-            if desc & AP_RDONLY or (tattr & AP_TABLE_RDONLY and cfg.hier_ap):
-                perm = PERM_R | PERM_X
-            if desc & XN_BITS or (tattr & (PXN_TABLE | UXN_TABLE) and cfg.hier_ap) or (
-                cfg.wxn and perm & PERM_W
-            ):
-                perm &= ~PERM_X
+            perm = _leaf_perm(desc, tattr >> 59, cfg)
             leaves.append(
                 Leaf(va, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, bool(desc & AF), lvl)
             )
@@ -476,6 +475,4 @@ def _lpae_leaf(desc: int, lvl: int, va: int, size: int, pa_bits: int, leaves: li
     oa = desc & OA_MASK & ~(size - 1)
     if oa >> pa_bits:
         return
-    perm = ((PERM_R if desc & LPAE_HAP_READ else 0) | (PERM_W if desc & LPAE_HAP_WRITE else 0)
-            | (0 if desc & LPAE_XN else PERM_X))
-    leaves.append(Leaf(va, oa, size, perm, (desc >> ATTR_INDX_SHIFT) & 7, True, lvl))
+    leaves.append(Leaf(va, oa, size, _lpae_perm(desc), (desc >> ATTR_INDX_SHIFT) & 7, True, lvl))
