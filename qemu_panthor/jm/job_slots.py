@@ -158,20 +158,17 @@ class JobControl:
         # other values: no effect (inferred)
 
     def _command(self, s: JobSlot, cmd: int) -> None:
-        if not s.active or cmd in (R.JsCommand.NOP, R.JsCommand.START):
-            return  # START only through COMMAND_NEXT; a stop of an idle slot does nothing
-        if cmd in (R.JsCommand.SOFT_STOP_0, R.JsCommand.HARD_STOP_0,
-                   R.JsCommand.SOFT_STOP_1, R.JsCommand.HARD_STOP_1):
-            flag = 1 if cmd in (R.JsCommand.SOFT_STOP_1, R.JsCommand.HARD_STOP_1) else 0
-            if bool(s.config & R.JS_CONFIG_JOB_CHAIN_FLAG) != bool(flag):
-                return
-            soft = cmd in (R.JsCommand.SOFT_STOP_0, R.JsCommand.SOFT_STOP_1)
-            cmd = R.JsCommand.SOFT_STOP if soft else R.JsCommand.HARD_STOP
-        if cmd in (R.JsCommand.SOFT_STOP, R.JsCommand.HARD_STOP):
-            # a hard stop overrides a pending soft stop, not the other way round
-            if s.stop != R.JsCommand.HARD_STOP:
-                s.stop = int(cmd)
-            self.kick()
+        # START only through COMMAND_NEXT; a stop of an idle slot does nothing
+        stop = R.JS_STOPS.get(cmd)
+        if stop is None or not s.active:
+            return
+        kind, flag = stop
+        if flag is not None and bool(s.config & R.JS_CONFIG_JOB_CHAIN_FLAG) != bool(flag):
+            return
+        # a hard stop overrides a pending soft stop, not the other way round
+        if s.stop != R.JsCommand.HARD_STOP:
+            s.stop = int(kind)
+        self.kick()
 
     # -- execution ------------------------------------------------------------------------
     def _take_next(self, s: JobSlot) -> None:
@@ -213,12 +210,10 @@ class JobControl:
             if s.stop:
                 self._end(s, _STOPPED if s.stop == R.JsCommand.SOFT_STOP else _TERMINATED)
                 return
-            if s.tail == 0:
-                self._chain_done(s)
-                return
-            self._run_job(s)
-            if not s.active:
-                return
+            if s.tail:
+                self._run_job(s)
+                if not s.active:
+                    return
             if s.tail == 0:  # the chain ended: a stop arriving now finds nothing to stop
                 self._chain_done(s)
                 return

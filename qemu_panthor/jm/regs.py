@@ -71,6 +71,17 @@ class JsCommand(IntEnum):
     HARD_STOP_1 = 7
 
 
+#: the stop commands: (SOFT_STOP or HARD_STOP, the JOB_CHAIN_FLAG a chain must have for it
+#: to act; None: any chain)
+JS_STOPS: dict[int, tuple[JsCommand, int | None]] = {
+    JsCommand.SOFT_STOP: (JsCommand.SOFT_STOP, None),
+    JsCommand.HARD_STOP: (JsCommand.HARD_STOP, None),
+    JsCommand.SOFT_STOP_0: (JsCommand.SOFT_STOP, 0),
+    JsCommand.HARD_STOP_0: (JsCommand.HARD_STOP, 0),
+    JsCommand.SOFT_STOP_1: (JsCommand.SOFT_STOP, 1),
+    JsCommand.HARD_STOP_1: (JsCommand.HARD_STOP, 1),
+}
+
 # JS_CONFIG bits. The low 4 bits are the address space the chain runs in.
 JS_CONFIG_AS_MASK = 0xF
 JS_CONFIG_JOB_CHAIN_FLAG = 1 << 11
