@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def capabilities() -> dict[str, object]:
     from .gpu.models import MODELS
 
-    return {"type": "gpu", "features": ["mali-csf"], "models": sorted(MODELS)}
+    return {"type": "gpu", "features": ["mali-csf", "mali-jm"], "models": sorted(MODELS)}
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -102,9 +102,15 @@ async def _serve_device(args: argparse.Namespace) -> int:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if serving.done() and not serving.cancelled() and serving.exception() is None:
             log.info("the client disconnected; exiting" if once else "server closed")
-        st = device.firmware.stats
-        log.info("command streams ran: %d jobs, %d instructions, %d CS fatal", st["jobs"],
-                 st["cs_instructions"], st["cs_fatal"])
+        if device.firmware is not None:
+            st = device.firmware.stats
+            log.info("command streams ran: %d jobs, %d instructions, %d CS fatal", st["jobs"],
+                     st["cs_instructions"], st["cs_fatal"])
+        if device.gpu.jobs is not None:
+            slots = device.gpu.jobs.slots
+            log.info("job slots ran: %d jobs, %d chains done, %d failed or stopped",
+                     sum(s.jobs_done for s in slots), sum(s.chains_done for s in slots),
+                     sum(s.chains_failed for s in slots))
     finally:
         # The signal handlers stay: another SIGTERM during this short clean-up is a no-op.
         if qmp is not None:

@@ -1,10 +1,12 @@
 """GPU_CONTROL block (0x0000-0x0FFF): identity, GPU_INT, GPU_CMD, power domains, timers, MCU.
 
-What it models (hardware reference §2):
+What it models (hardware reference §2; the Job Manager family's differences in
+docs/reference/mali-g52-jm.md: JS_PRESENT/JS_FEATURES, LATEST_FLUSH_ID at 0x38, quirk and
+performance-counter registers as storage, GPU_CMD as plain command numbers, no MCU):
 
 * identity/feature registers read the :class:`GpuModel` values and ignore writes;
 * GPU_INT is an :class:`IrqBlock` at 0x20;
-* GPU_CMD decodes the command type in bits [7:0]; RESET and FLUSH_CACHES are delegated to the
+* GPU_CMD (CSF) decodes the command type in bits [7:0]; RESET and FLUSH_CACHES are delegated to the
   owner (they touch other blocks) and complete at once, as the driver's 100 ms waits allow;
 * power domains complete transitions inside the PWRON/PWROFF write: PWRTRANS is never seen set,
   READY |= (written & PRESENT) on PWRON, READY &= ~written on PWROFF (§2.4: L2_READY then reads
@@ -18,20 +20,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..register import RegAccess
 from .models import GpuModel
 from .regs import (
+    FAMILY_REGS,
     GPU_CMD_TYPE_MASK,
     GPU_CONTROL,
-    GPU_CONTROL_REGS,
     GPU_INT_BASE,
     POWER_DOMAINS,
     Coherency,
+    Family,
     GpuCmdType,
     GpuIrq,
+    JmGpuCmd,
     ResetPayload,
 )
 
@@ -47,20 +52,33 @@ for _d in POWER_DOMAINS.values():
         _POWER_WORDS[_base] = (_d.name, _kind, 0)
         _POWER_WORDS[_base + 4] = (_d.name, _kind, 1)
 
-
-_KNOWN_WORDS: frozenset[int] = frozenset(w for r in GPU_CONTROL_REGS for w in r.words())
-#: Words software may write (RW and WO registers); writes to anything else are ignored.
-_WRITABLE_WORDS: frozenset[int] = frozenset(
-    w for r in GPU_CONTROL_REGS if r.access != RegAccess.RO for w in r.words()
-)
 #: RW registers with behaviour of their own; every other RW register is plain storage
-#: (reset value 0): L2_CONFIG, PWR_KEY, PWR_OVERRIDE0/1, ASN_HASH0..2.
+#: (reset value 0): L2_CONFIG, PWR_KEY, PWR_OVERRIDE0/1, ASN_HASH0..2, the JM quirk and
+#: performance-counter configuration registers.
 _RW_WITH_BEHAVIOUR = ("GPU_INT_RAWSTAT", "GPU_INT_MASK", "TIMESTAMP_OFFSET",
                       "COHERENCY_PROTOCOL", "MCU_CONTROL")
-_STORAGE_WORDS: frozenset[int] = frozenset(
-    w for r in GPU_CONTROL_REGS
-    if r.access == RegAccess.RW and r.name not in _RW_WITH_BEHAVIOUR for w in r.words()
-)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One family's GPU_CONTROL words, computed once from its register table."""
+
+    known: frozenset[int]
+    writable: frozenset[int]  # RW and WO registers; writes to anything else are ignored
+    storage: frozenset[int]  # RW registers that only store what is written
+
+    @classmethod
+    def of(cls, family: Family) -> _Layout:
+        table = FAMILY_REGS[family]
+        return cls(
+            known=frozenset(w for r in table for w in r.words()),
+            writable=frozenset(w for r in table if r.access != RegAccess.RO for w in r.words()),
+            storage=frozenset(w for r in table if r.access == RegAccess.RW
+                              and r.name not in _RW_WITH_BEHAVIOUR for w in r.words()),
+        )
+
+
+_LAYOUTS = {f: _Layout.of(f) for f in Family}
 
 _GPU_CMD = GPU_CONTROL["GPU_CMD"]
 _GPU_STATUS = GPU_CONTROL["GPU_STATUS"]
@@ -72,12 +90,13 @@ _TIMESTAMP = GPU_CONTROL["TIMESTAMP"]
 _COH_PROTOCOL = GPU_CONTROL["COHERENCY_PROTOCOL"]
 _MCU_CONTROL = GPU_CONTROL["MCU_CONTROL"]
 _MCU_STATUS = GPU_CONTROL["MCU_STATUS"]
+_LATEST_FLUSH_ID = GPU_CONTROL["LATEST_FLUSH_ID"]
 _INT_LO, _INT_HI = GPU_INT_BASE, GPU_INT_BASE + IRQ_BLOCK_SIZE
 
 
 def identity_registers(model: GpuModel) -> dict[str, int]:
     """Name -> value of every identity/feature register of ``model`` (64-bit ones whole)."""
-    return {
+    common = {
         "GPU_ID": model.gpu_id,
         "L2_FEATURES": model.l2_features,
         "CORE_FEATURES": model.core_features,
@@ -85,8 +104,6 @@ def identity_registers(model: GpuModel) -> dict[str, int]:
         "MEM_FEATURES": model.mem_features,
         "MMU_FEATURES": model.mmu_features,
         "AS_PRESENT": model.as_present,
-        "CSF_ID": model.csf_id,
-        "GPU_FEATURES": model.gpu_features,
         "THREAD_MAX_THREADS": model.thread_max_threads,
         "THREAD_MAX_WORKGROUP_SIZE": model.thread_max_workgroup_size,
         "THREAD_MAX_BARRIER_SIZE": model.thread_max_barrier_size,
@@ -95,12 +112,27 @@ def identity_registers(model: GpuModel) -> dict[str, int]:
         "SHADER_PRESENT": model.shader_present,
         "TILER_PRESENT": model.tiler_present,
         "L2_PRESENT": model.l2_present,
-        "GPU_REVID": model.gpu_revid,
         "COHERENCY_FEATURES": model.coherency_features,
+    }
+    if model.family == Family.JM:
+        return {
+            **common,
+            "JS_PRESENT": model.js_present,
+            # slots not present read 0
+            **{f"JS_FEATURES{n}": v for n, v in enumerate(model.js_features)},
+            "AFBC_FEATURES": model.afbc_features,
+            "THREAD_TLS_ALLOC": model.thread_tls_alloc,
+            "STACK_PRESENT": model.stack_present,
+        }
+    return {
+        **common,
+        "CSF_ID": model.csf_id,
+        "GPU_FEATURES": model.gpu_features,
+        "GPU_REVID": model.gpu_revid,
     }
 
 
-_REG_BY_NAME = {r.name: r for r in GPU_CONTROL_REGS}
+_REG_BY_NAME = {r.name: r for table in FAMILY_REGS.values() for r in table}
 
 
 def identity_words(model: GpuModel) -> dict[int, int]:
@@ -118,6 +150,7 @@ class ControlOwner(Protocol):
     """What GPU_CONTROL needs from the device that contains it (``MaliGpu``)."""
 
     mcu_status: int
+    latest_flush_id: int
 
     def gpu_reset_command(self, hard: bool) -> None: ...
     def cache_flush_command(self, command: int) -> None: ...
@@ -139,6 +172,8 @@ class GpuControl:
         stats: Counter[str] | None = None,
     ) -> None:
         self.model = model
+        self.family = model.family
+        self._layout = _LAYOUTS[model.family]
         self.irq = irq
         self.owner = owner
         self._clock = clock
@@ -160,7 +195,7 @@ class GpuControl:
         """What a GPU soft/hard reset returns to its reset value (GPU_INT is the owner's job);
         also the power-on state, so __init__ uses it too."""
         self.ready: dict[str, int] = {"shader": 0, "tiler": 0, "l2": 0}
-        self.storage: dict[int, int] = dict.fromkeys(_STORAGE_WORDS, 0)
+        self.storage: dict[int, int] = dict.fromkeys(self._layout.storage, 0)
         self.coherency_protocol = int(Coherency.NONE)
         self.fault_status = 0
         self.fault_addr = 0
@@ -229,9 +264,8 @@ class GpuControl:
         self.irq.raise_bits(GpuIrq.FAULT)
 
     # -- register interface ---------------------------------------------------------------
-    @staticmethod
-    def known(off: int) -> bool:
-        return off in _KNOWN_WORDS
+    def known(self, off: int) -> bool:
+        return off in self._layout.known
 
     def read32(self, off: int) -> int:
         v = self._ident.get(off)
@@ -245,8 +279,10 @@ class GpuControl:
             if kind == "ready":
                 return (self.ready[domain] >> (32 * half)) & _M32
             return 0  # PWRTRANS/PWRACTIVE read 0; PWRON/PWROFF are write-only
-        if off in _STORAGE_WORDS:
+        if off in self._layout.storage:
             return self.storage[off]
+        if off == _LATEST_FLUSH_ID and self.family == Family.JM:
+            return self.owner.latest_flush_id & _M32
         if off == _MCU_STATUS:
             return self.owner.mcu_status & _M32
         if off == _MCU_CONTROL:
@@ -264,11 +300,12 @@ class GpuControl:
         if _FAULT_ADDR <= off < _FAULT_ADDR + 8:
             return (self.fault_addr >> (8 * (off - _FAULT_ADDR))) & _M32
         if off == _GPU_STATUS:
+            # never busy (JM: PRFCNT_ACTIVE never set, a sample completes at once)
             return 0  # never busy: work completes in the handlers (not read by panthor)
         return 0  # write-only registers (GPU_CMD, PWRON/PWROFF) and unknown offsets
 
     def write32(self, off: int, value: int) -> None:
-        if off not in _WRITABLE_WORDS:
+        if off not in self._layout.writable:
             return  # read-only and unknown registers: writes ignored
         value &= _M32
         if _INT_LO <= off < _INT_HI:
@@ -285,7 +322,7 @@ class GpuControl:
             elif kind == "pwroff":
                 self.power_off(domain, value << (32 * half))
             return  # READY/PWRTRANS/PWRACTIVE are read-only
-        if off in _STORAGE_WORDS:
+        if off in self._layout.storage:
             self.storage[off] = value
             return
         if off == _MCU_CONTROL:
@@ -303,6 +340,9 @@ class GpuControl:
             return
 
     def _command(self, value: int) -> None:
+        if self.family == Family.JM:
+            self._jm_command(value)
+            return
         ctype = value & GPU_CMD_TYPE_MASK
         payload = value >> 8
         if ctype == GpuCmdType.RESET and payload in (ResetPayload.SOFT, ResetPayload.HARD):
@@ -320,3 +360,23 @@ class GpuControl:
             pass
         else:
             self.stats["unknown_gpu_cmds"] += 1  # SET_PROTECTED_MODE, FINISH_HALT, bad payloads
+
+    def _jm_command(self, value: int) -> None:
+        """GPU_CMD of a Job Manager GPU (JmGpuCmd): one number, no payload."""
+        if value in (JmGpuCmd.SOFT_RESET, JmGpuCmd.HARD_RESET):
+            self.owner.gpu_reset_command(value == JmGpuCmd.HARD_RESET)
+        elif value in (JmGpuCmd.CLEAN_CACHES, JmGpuCmd.CLEAN_INV_CACHES):
+            self.owner.cache_flush_command(value)
+            self.irq.raise_bits(GpuIrq.CLEAN_CACHES_COMPLETED)
+        elif value in (JmGpuCmd.CYCLE_COUNT_START, JmGpuCmd.CYCLE_COUNT_STOP):
+            # refcounted by panfrost; the counter is modelled as always running
+            self.cycle_counter_enabled = value == JmGpuCmd.CYCLE_COUNT_START
+        elif value == JmGpuCmd.PERFCNT_SAMPLE:
+            # No counters are modelled: the sample completes without writing a dump
+            # (docs/jm.md); PERFCNT_CLEAR has nothing to clear.
+            self.stats["perfcnt_samples"] += 1
+            self.irq.raise_bits(GpuIrq.PERFCNT_SAMPLE_COMPLETED)
+        elif value in (JmGpuCmd.NOP, JmGpuCmd.PERFCNT_CLEAR):
+            pass
+        else:
+            self.stats["unknown_gpu_cmds"] += 1

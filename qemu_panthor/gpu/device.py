@@ -1,15 +1,20 @@
-"""``MaliGpu``: MMIO decode of the 2 MiB Mali CSF register window (docs/architecture.md).
+"""``MaliGpu``: MMIO decode of the 2 MiB Mali register window (docs/architecture.md).
 
-Layout (hardware reference §11): GPU_CONTROL 0x0000, JOB_INT 0x1000, MMU 0x2000 (forwarded to
-:class:`qemu_panthor.mmu.Mmu`), USER page 0x10000 (LATEST_FLUSH_ID), doorbell pages
-0x80000 + i*0x10000. Real hardware is accessed with 32-bit operations only; this model also
-accepts 1/2/8-byte accesses at any offset: 8-byte ones are two 32-bit operations (LO first,
-sampling the clock once), sub-word reads extract bytes of the containing 32-bit register and
-sub-word writes are read-modify-write of it. No access ever raises out of the model.
+Layout of a CSF part (hardware reference §11): GPU_CONTROL 0x0000, JOB_INT 0x1000, MMU 0x2000
+(forwarded to :class:`qemu_panthor.mmu.Mmu`), USER page 0x10000 (LATEST_FLUSH_ID), doorbell
+pages 0x80000 + i*0x10000. A Job Manager part (``Family.JM``, docs/jm.md) has GPU_CONTROL,
+JOB_CONTROL at 0x1000 (:class:`qemu_panthor.jm.JobControl`: JOB_INT and the job slots) and
+the MMU with the legacy Mali LPAE table format, and nothing above 0x3000.
+
+Real hardware is accessed with 32-bit operations only; this model also accepts 1/2/8-byte
+accesses at any offset: 8-byte ones are two 32-bit operations (LO first, sampling the clock
+once), sub-word reads extract bytes of the containing 32-bit register and sub-word writes are
+read-modify-write of it. No access ever raises out of the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -18,12 +23,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
+from ..jm import JobControl
 from ..memory import PhysMem
 from ..mmu import Mmu
 from .control import GpuControl
 from .models import GpuModel
 from .regs import (
     CSF_DOORBELL_BASE,
+    FAMILY_WORD_NAMES,
     GPU_CONTROL_SIZE,
     JOB_INT_BASE,
     MMU_BASE,
@@ -31,7 +38,7 @@ from .regs import (
     PAGE_SIZE,
     USER_BASE,
     WINDOW_SIZE,
-    WORD_NAMES,
+    Family,
     GpuIrq,
     register_name,
 )
@@ -74,8 +81,11 @@ class MaliGpu:
         clock: Callable[[], int] = time.monotonic_ns,
         timestamp_hz: int | None = None,
         core_clock_hz: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.model = model
+        self.family = model.family
+        self._word_names = FAMILY_WORD_NAMES[model.family]
         self.mem = mem
         self.on_irq = on_irq
         self.trace = trace
@@ -97,6 +107,7 @@ class MaliGpu:
             as_present=model.as_present,
             va_bits=model.va_bits,
             pa_bits=model.pa_bits,
+            legacy_lpae=model.family == Family.JM,
         )
         self.control = GpuControl(
             model,
@@ -107,6 +118,12 @@ class MaliGpu:
             core_clock_hz=core_clock_hz or model.core_clock_hz,
             stats=self.stats,
         )
+        #: the Job Manager (JM parts only): JOB_INT and the job slots
+        self.jobs: JobControl | None = None
+        if model.family == Family.JM:
+            self.jobs = JobControl(self.mmu, self.job_irq, js_present=model.js_present,
+                                   timestamp=self.timestamp, cycle_count=self.cycle_count,
+                                   loop=loop)
         self._store_flush_id()
 
     # -- firmware-model facing state ----------------------------------------------------
@@ -153,15 +170,15 @@ class MaliGpu:
         self._store_flush_id()
 
     @staticmethod
-    def side_effect_free_pages() -> tuple[int, ...]:
+    def side_effect_free_pages(family: Family = Family.CSF) -> tuple[int, ...]:
         """Page offsets a device may back with shared memory instead of trapping.
 
-        Only the USER page qualifies: reads have no side effects, its content
-        (LATEST_FLUSH_ID) is kept up to date in :attr:`user_page` by the model, and hardware
-        ignores writes to it. Every other page has registers computed on read (timers,
-        IRQ status, MMU) or writes with side effects (commands, doorbells).
+        A JM part has none. On a CSF part only the USER page qualifies: reads have no side
+        effects, its content (LATEST_FLUSH_ID) is kept up to date in :attr:`user_page` by the
+        model, and hardware ignores writes to it. Every other page has registers computed on
+        read (timers, IRQ status, MMU) or writes with side effects (commands, doorbells).
         """
-        return (USER_BASE,)
+        return () if family == Family.JM else (USER_BASE,)
 
     def flush_caches(self) -> None:
         """A cache clean/invalidate happened: bump LATEST_FLUSH_ID (wraps in 24 bits, skips 0)."""
@@ -224,7 +241,10 @@ class MaliGpu:
         self.control.reset_state()
         self.mmu.reset()
         self.mmu_irq.reset()
-        self.job_irq.reset()
+        if self.jobs is not None:
+            self.jobs.reset()  # every slot idle, JOB_INT reset with it
+        else:
+            self.job_irq.reset()
 
     def _mcu_hook(
         self, name: str, hook: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
@@ -265,7 +285,7 @@ class MaliGpu:
                 log.warning("bad MMIO read: offset %#x size %r", offset, size)
                 return 0
             if self.trace:
-                trace_log.info("R%d %s = %#x", size * 8, register_name(offset), value)
+                trace_log.info("R%d %s = %#x", size * 8, register_name(offset, self.family), value)
             return value
         except Exception:
             self.stats["errors"] += 1
@@ -279,7 +299,7 @@ class MaliGpu:
             if self.tl is not None:
                 self.tl.mmio(True)
             if self.trace:
-                trace_log.info("W%d %s = %#x", size * 8, register_name(offset), value)
+                trace_log.info("W%d %s = %#x", size * 8, register_name(offset, self.family), value)
             if size == 4 and not offset & 3 and 0 <= offset < WINDOW_SIZE:
                 self._write32(offset, value & _M32)
             elif size in _SIZES and 0 <= offset and offset + size <= WINDOW_SIZE:
@@ -321,7 +341,7 @@ class MaliGpu:
         if count:
             self.stats[kind] += 1
             if self.trace:
-                trace_log.info("%s at %#x (%s)", kind, off, register_name(off))
+                trace_log.info("%s at %#x (%s)", kind, off, register_name(off, self.family))
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("%s at %#x", kind, off)
         return 0
@@ -332,13 +352,20 @@ class MaliGpu:
                 return self.control.read32(off)
             return self._unknown("unknown_reads", off, count)
         if off < MMU_BASE:
+            jobs = self.jobs
+            if jobs is not None:
+                if count and off not in self._word_names:
+                    self._unknown("unknown_reads", off, count)
+                return jobs.read32(off - JOB_INT_BASE)
             if off < _JOB_INT_END:
                 return self.job_irq.read(off - JOB_INT_BASE)
             return self._unknown("unknown_reads", off, count)
         if off < MMU_BASE + MMU_SIZE:
-            if count and off not in WORD_NAMES:
+            if count and off not in self._word_names:
                 self._unknown("unknown_reads", off, count)
             return self.mmu.read32(off - MMU_BASE) & _M32
+        if self.family == Family.JM:
+            return self._unknown("unknown_reads", off, count)
         if USER_BASE <= off < _USER_END:
             if off == USER_BASE:
                 return self._flush_id
@@ -355,15 +382,23 @@ class MaliGpu:
                 self._unknown("unknown_writes", off, True)
             return
         if off < MMU_BASE:
-            if off < _JOB_INT_END:
+            jobs = self.jobs
+            if jobs is not None:
+                if off not in self._word_names:
+                    self._unknown("unknown_writes", off, True)
+                jobs.write32(off - JOB_INT_BASE, value)
+            elif off < _JOB_INT_END:
                 self.job_irq.write(off - JOB_INT_BASE, value)
             else:
                 self._unknown("unknown_writes", off, True)
             return
         if off < MMU_BASE + MMU_SIZE:
-            if off not in WORD_NAMES:
+            if off not in self._word_names:
                 self._unknown("unknown_writes", off, True)
             self.mmu.write32(off - MMU_BASE, value)
+            return
+        if self.family == Family.JM:
+            self._unknown("unknown_writes", off, True)
             return
         if off >= CSF_DOORBELL_BASE and not off & 0xFFFF:
             index = (off - CSF_DOORBELL_BASE) >> 16

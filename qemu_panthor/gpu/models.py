@@ -1,8 +1,10 @@
-"""GPU models: the identity/feature register values a Mali CSF part reports, as data.
+"""GPU models: the identity/feature register values a Mali part reports, as data.
 
-A :class:`GpuModel` holds what the GPU_CONTROL identity registers read (§2.1, §2.8) plus the
-parameters the CSF firmware model publishes in its interface (§7). ``MODELS`` maps the names
-accepted on the command line to models. Values not read from driver source are marked inferred.
+A :class:`GpuModel` holds what the GPU_CONTROL identity registers read (§2.1, §2.8) plus, for
+a CSF part, the parameters the firmware model publishes in its interface (§7), and for a Job
+Manager part (``Family.JM``, panfrost) its job slots' registers
+(docs/reference/mali-g52-jm.md). ``MODELS`` maps the names accepted on the command line to
+models. Values not read from driver source or a real board are marked inferred.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .regs import (
     GPU_FEATURES_RAY_INTERSECTION,
     GPU_ID_FIELDS,
     MMU_FEATURES_FIELDS,
+    Family,
 )
 from .regs import field as _field
 
@@ -45,6 +48,13 @@ class GpuModel:
     tiler_present: int
     l2_present: int
     gpu_revid: int = 0
+    family: Family = Family.CSF
+    # Job Manager parts only (0 / empty on CSF parts, where the offsets hold other registers).
+    js_present: int = 0
+    js_features: tuple[int, ...] = ()  # JS_FEATURES(n) of the slots in js_present
+    stack_present: int = 0
+    thread_tls_alloc: int = 0
+    afbc_features: int = 0
     # Clocks: TIMESTAMP ticks at the guest's CNTFRQ (the driver reports CNTFRQ to userspace as
     # the timestamp frequency): 1 GHz, as QEMU >= 9 runs it for -cpu max and as the arm64 guest
     # sets it for its Neoverse-N1 (cntfrq=1000000000, images/arches.toml).
@@ -108,7 +118,14 @@ class GpuModel:
 
     @property
     def model_name(self) -> str:
+        if self.family == Family.JM:
+            return panfrost_model_name(self.gpu_id)
         return panthor_model_name(self.gpu_id, self.shader_present, self.gpu_features)
+
+    @property
+    def driver(self) -> str:
+        """The Linux driver that binds this GPU."""
+        return "panfrost" if self.family == Family.JM else "panthor"
 
     # -- consistency --------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -116,8 +133,13 @@ class GpuModel:
         out: list[str] = []
         if self.gpu_id == 0:
             out.append("GPU_ID must be non-zero")
-        if not 10 <= self.arch_major <= 13:
-            out.append("arch major must be 10..13 (arch 14 PWR_CONTROL is not modelled)")
+        if self.family == Family.JM:
+            out += self._jm_problems()
+        else:
+            if not 10 <= self.arch_major <= 13:
+                out.append("arch major must be 10..13 (arch 14 PWR_CONTROL is not modelled)")
+            if self.js_present or self.js_features or self.stack_present:
+                out.append("a CSF part has no job slots (JS_PRESENT/JS_FEATURES/STACK_PRESENT)")
         if self.arch_major == 10 and self.gpu_features:
             out.append("GPU_FEATURES does not exist on arch 10 (must read 0)")
         if not 32 <= self.va_bits <= 48:
@@ -153,6 +175,21 @@ class GpuModel:
             out.append("clock rates must be > 0")
         return out
 
+    def _jm_problems(self) -> list[str]:
+        out: list[str] = []
+        if not 6 <= self.arch_major <= 9:
+            out.append("a Job Manager part has arch major 6..9 (Bifrost, Valhall JM)")
+        if panfrost_model_name(self.gpu_id) == UNKNOWN_PANFROST_MODEL:
+            out.append("panfrost has no model for this GPU_ID")
+        if self.csf_id or self.gpu_features:
+            out.append("a Job Manager part has no CSF_ID or GPU_FEATURES")
+        jsp = self.js_present
+        if not jsp & 1 or jsp & (jsp + 1) or jsp >> 16:
+            out.append("JS_PRESENT must be contiguous from bit 0 with 1..16 slots")
+        elif len(self.js_features) != jsp.bit_count():
+            out.append("JS_FEATURES needs one value per slot in JS_PRESENT")
+        return out
+
 
 def panthor_model_name(gpu_id: int, shader_present: int, gpu_features: int) -> str:
     """``get_gpu_model_name`` of panthor 7.2 (§1.5): key = (ARCH_MAJOR << 24) | PROD_MAJOR."""
@@ -184,6 +221,29 @@ def panthor_model_name(gpu_id: int, shader_present: int, gpu_features: int) -> s
             return immortalis
         return big if cores >= threshold else small
     return fixed.get((arch, prod), "(Unknown Mali GPU)")
+
+
+#: panfrost 7.2's gpu_models (panfrost_gpu.c): model id -> name. A GPU_ID's product id
+#: (GPU_ID >> 16) matches as panfrost_model_eq does: ids with bits 15:12 set compare
+#: under the mask 0xF00F (0x7402 is a "g52"), older Midgard ids exactly.
+PANFROST_MODELS: dict[int, str] = {
+    0x600: "t600", 0x620: "t620", 0x720: "t720", 0x750: "t760", 0x820: "t820",
+    0x830: "t830", 0x860: "t860", 0x880: "t880", 0x6000: "g71", 0x6001: "g72",
+    0x7000: "g51", 0x7001: "g76", 0x7002: "g52", 0x7003: "g31", 0x9001: "g57",
+    0x9003: "g57", 0x9093: "g57",
+}
+UNKNOWN_PANFROST_MODEL = "(unknown)"
+
+
+def panfrost_model_name(gpu_id: int) -> str:
+    """The name panfrost prints ("mali-g52") for ``gpu_id``, as its probe looks it up."""
+    pid = gpu_id >> 16
+    if pid == 0x6956:
+        pid = 0x600  # T60x's odd id, fixed up by the driver
+    for mid, name in PANFROST_MODELS.items():
+        if (pid & 0xF00F == mid) if pid & 0xF000 else pid == mid:
+            return f"mali-{name}"
+    return UNKNOWN_PANFROST_MODEL
 
 
 # Mali-G610 MC4 as on RK3588 (§2.8; values from public boot logs / Mesa, inferred).
@@ -241,7 +301,38 @@ G720 = GpuModel(
     aliases=("mali-g720",),
 )
 
-MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720)}
+# Mali-G52 "2EE" as on RK3568/RK3566 (docs/reference/mali-g52-jm.md section 1): GPU_ID,
+# L2/CORE/TILER/MEM/MMU_FEATURES, AS/JS_PRESENT and the present masks from real boot logs;
+# THREAD_*, TEXTURE_FEATURES and JS_FEATURES are kbase's no-mali model values (inferred).
+G52 = GpuModel(
+    key="g52",
+    gpu_id=0x74021000,  # arch 7.4.0, product 2, r1p0 status 0
+    l2_features=0x07110206,
+    core_features=0x00000002,
+    tiler_features=0x00000209,
+    mem_features=0x00000001,
+    mmu_features=0x00002823,  # VA 35, PA 40
+    as_present=0xFF,
+    csf_id=0,
+    thread_max_threads=0x180,
+    thread_max_workgroup_size=0x180,
+    thread_max_barrier_size=0x180,
+    thread_features=0x0A046000,
+    texture_features=(0x000FFFFF, 0x0000FFFF, 0x9F81FFFF, 0),
+    coherency_features=0x1,  # ACE-Lite (inferred); RK3568's DT is not dma-coherent
+    gpu_features=0,
+    shader_present=0x1,
+    tiler_present=0x1,
+    l2_present=0x1,
+    family=Family.JM,
+    js_present=0x7,
+    js_features=(0x20E, 0x1FE, 0x7E),  # fragment; vertex/tiler/compute; compute
+    stack_present=0x1,  # inferred
+    core_clock_hz=594_000_000,  # RK3568's "clock rate = 594000000"
+    aliases=("mali-g52", "rk3568", "rk3566"),
+)
+
+MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720, G52)}
 #: The GPU served when none is named (the RK3588's Mali-G610).
 DEFAULT_MODEL = G610
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
 from ..irqblock import IRQ_REGS
+from ..jm.regs import JOB_INT_JS_STATE, JOB_INT_THROTTLE, JS_BASE, JS_REGS, JS_STRIDE, MAX_JS
 from ..mmu.regs import AS_REGS, MAX_AS, as_reg
 from ..register import Reg, RegAccess
 
@@ -47,10 +48,12 @@ class GpuIrq(IntFlag):
     """GPU_INT_* bits (§2.2)."""
 
     FAULT = 1 << 0
-    PROTM_FAULT = 1 << 1
+    PROTM_FAULT = 1 << 1  # CSF
+    MULTIPLE_FAULT = 1 << 7  # JM: a fault while GPU_FAULT_STATUS held one
     RESET_COMPLETED = 1 << 8
     POWER_CHANGED = 1 << 9
     POWER_CHANGED_ALL = 1 << 10
+    PERFCNT_SAMPLE_COMPLETED = 1 << 16  # JM
     CLEAN_CACHES_COMPLETED = 1 << 17
     DOORBELL_MIRROR = 1 << 18
     MCU_STATUS_CHANGED = 1 << 19
@@ -87,6 +90,24 @@ def GPU_CMD_DEF(type_: int, payload: int) -> int:
 GPU_SOFT_RESET = GPU_CMD_DEF(GpuCmdType.RESET, ResetPayload.SOFT)  # 0x101
 GPU_HARD_RESET = GPU_CMD_DEF(GpuCmdType.RESET, ResetPayload.HARD)  # 0x201
 GPU_CMD_TYPE_MASK = 0xFF
+
+
+class JmGpuCmd(IntEnum):
+    """GPU_CMD of a Job Manager GPU: a plain command number (panfrost_regs.h)."""
+
+    NOP = 0
+    SOFT_RESET = 1
+    HARD_RESET = 2
+    PERFCNT_CLEAR = 3
+    PERFCNT_SAMPLE = 4
+    CYCLE_COUNT_START = 5
+    CYCLE_COUNT_STOP = 6
+    CLEAN_CACHES = 7
+    CLEAN_INV_CACHES = 8
+    SET_PROTECTED_MODE = 9  # kbase (inferred); panfrost never writes it
+
+
+GPU_STATUS_PRFCNT_ACTIVE = 1 << 2  # JM GPU_STATUS
 
 
 # -- MCU (§2.1) ------------------------------------------------------------------------
@@ -142,10 +163,20 @@ def field(value: int, fields: dict[str, tuple[int, int]], name: str) -> int:
     return (value >> shift) & ((1 << width) - 1)
 
 
-# -- GPU_CONTROL register table --------------------------------------------------------
+# -- GPU_CONTROL register tables ---------------------------------------------------------
 _RO, _RW, _WO = RegAccess.RO, RegAccess.RW, RegAccess.WO
 
-GPU_CONTROL_REGS: tuple[Reg, ...] = (
+
+class Family(IntEnum):
+    """How the GPU is driven: CSF firmware (Valhall and later, panthor) or a Job Manager
+    (Midgard/Bifrost, panfrost). GPU_CONTROL differs between them at a few offsets."""
+
+    CSF = 0
+    JM = 1
+
+
+#: Registers both families have at the same offsets (panthor_gpu_regs.h, panfrost_regs.h).
+_COMMON_REGS: tuple[Reg, ...] = (
     Reg("GPU_ID", 0x000),
     Reg("L2_FEATURES", 0x004),
     Reg("CORE_FEATURES", 0x008),
@@ -153,7 +184,6 @@ GPU_CONTROL_REGS: tuple[Reg, ...] = (
     Reg("MEM_FEATURES", 0x010),
     Reg("MMU_FEATURES", 0x014),
     Reg("AS_PRESENT", 0x018),
-    Reg("CSF_ID", 0x01C),
     Reg("GPU_INT_RAWSTAT", 0x020, access=_RW),
     Reg("GPU_INT_CLEAR", 0x024, access=_WO),
     Reg("GPU_INT_MASK", 0x028, access=_RW),
@@ -162,12 +192,9 @@ GPU_CONTROL_REGS: tuple[Reg, ...] = (
     Reg("GPU_STATUS", 0x034),
     Reg("GPU_FAULT_STATUS", 0x03C),
     Reg("GPU_FAULT_ADDR", 0x040, 64),
-    Reg("L2_CONFIG", 0x048, access=_RW),
     Reg("PWR_KEY", 0x050, access=_RW),
     Reg("PWR_OVERRIDE0", 0x054, access=_RW),
     Reg("PWR_OVERRIDE1", 0x058, access=_RW),
-    Reg("GPU_FEATURES", 0x060, 64),
-    Reg("TIMESTAMP_OFFSET", 0x088, 64, _RW),
     Reg("CYCLE_COUNT", 0x090, 64),
     Reg("TIMESTAMP", 0x098, 64),
     Reg("THREAD_MAX_THREADS", 0x0A0),
@@ -193,15 +220,53 @@ GPU_CONTROL_REGS: tuple[Reg, ...] = (
     Reg("SHADER_PWRACTIVE", 0x240, 64),
     Reg("TILER_PWRACTIVE", 0x250, 64),
     Reg("L2_PWRACTIVE", 0x260, 64),
+    Reg("COHERENCY_FEATURES", 0x300),
+    # COHERENCY_ENABLE in panfrost's names: the protocol selected, same register
+    Reg("COHERENCY_PROTOCOL", 0x304, access=_RW),
+)
+
+#: CSF only (panthor_gpu_regs.h, §2.1).
+_CSF_REGS: tuple[Reg, ...] = (
+    Reg("CSF_ID", 0x01C),
+    Reg("L2_CONFIG", 0x048, access=_RW),
+    Reg("GPU_FEATURES", 0x060, 64),
+    Reg("TIMESTAMP_OFFSET", 0x088, 64, _RW),
     Reg("GPU_REVID", 0x280),
     *(Reg(f"ASN_HASH{n}", 0x2C0 + 4 * n, access=_RW) for n in range(3)),
-    Reg("COHERENCY_FEATURES", 0x300),
-    Reg("COHERENCY_PROTOCOL", 0x304, access=_RW),
     Reg("MCU_CONTROL", 0x700, access=_RW),
     Reg("MCU_STATUS", 0x704),
 )
 
-GPU_CONTROL: dict[str, int] = {r.name: r.offset for r in GPU_CONTROL_REGS}
+#: Job Manager only (panfrost_regs.h; docs/reference/mali-g52-jm.md section 1).
+_JM_REGS: tuple[Reg, ...] = (
+    Reg("JS_PRESENT", 0x01C),
+    Reg("LATEST_FLUSH_ID", 0x038),
+    Reg("AFBC_FEATURES", 0x04C),
+    Reg("PRFCNT_BASE", 0x060, 64, _RW),
+    Reg("PRFCNT_CONFIG", 0x068, access=_RW),
+    Reg("PRFCNT_JM_EN", 0x06C, access=_RW),
+    Reg("PRFCNT_SHADER_EN", 0x070, access=_RW),
+    Reg("PRFCNT_TILER_EN", 0x074, access=_RW),
+    Reg("PRFCNT_MMU_L2_EN", 0x07C, access=_RW),
+    *(Reg(f"JS_FEATURES{n}", 0x0C0 + 4 * n) for n in range(16)),
+    Reg("THREAD_TLS_ALLOC", 0x310),
+    Reg("STACK_PRESENT", 0xE00, 64),
+    Reg("JM_CONFIG", 0xF00, access=_RW),
+    Reg("SHADER_CONFIG", 0xF04, access=_RW),
+    Reg("TILER_CONFIG", 0xF08, access=_RW),
+    Reg("L2_MMU_CONFIG", 0xF0C, access=_RW),
+)
+
+#: GPU_CONTROL of each family, sorted by offset.
+FAMILY_REGS: dict[Family, tuple[Reg, ...]] = {
+    Family.CSF: tuple(sorted(_COMMON_REGS + _CSF_REGS, key=lambda r: r.offset)),
+    Family.JM: tuple(sorted(_COMMON_REGS + _JM_REGS, key=lambda r: r.offset)),
+}
+#: The CSF table (what panthor sees).
+GPU_CONTROL_REGS: tuple[Reg, ...] = FAMILY_REGS[Family.CSF]
+
+#: name -> offset of every GPU_CONTROL register of either family (names are unique).
+GPU_CONTROL: dict[str, int] = {r.name: r.offset for r in _COMMON_REGS + _CSF_REGS + _JM_REGS}
 
 
 @dataclass(frozen=True)
@@ -228,7 +293,7 @@ POWER_DOMAINS: dict[str, PowerDomain] = {
     for d in ("shader", "tiler", "l2")
 }
 
-def _word_names() -> dict[int, str]:
+def _word_names(family: Family) -> dict[int, str]:
     names: dict[int, str] = {}
 
     def add(reg: Reg, base: int = 0, prefix: str = "") -> None:
@@ -239,7 +304,7 @@ def _word_names() -> dict[int, str]:
         else:
             names[off] = f"{prefix}{reg.name}"
 
-    for r in GPU_CONTROL_REGS:
+    for r in FAMILY_REGS[family]:
         add(r)
     for blk, base in (("JOB_INT", JOB_INT_BASE), ("MMU_INT", MMU_INT_BASE)):
         for n, o in IRQ_REGS.items():
@@ -247,20 +312,29 @@ def _word_names() -> dict[int, str]:
     for asn in range(MAX_AS):
         for r in AS_REGS:
             add(r, MMU_BASE + as_reg(asn, 0), f"AS{asn}.")
+    if family == Family.JM:
+        names[JOB_CONTROL_BASE + JOB_INT_JS_STATE] = "JOB_INT_JS_STATE"
+        names[JOB_CONTROL_BASE + JOB_INT_THROTTLE] = "JOB_INT_THROTTLE"
+        for js in range(MAX_JS):
+            for r in JS_REGS:
+                add(r, JOB_CONTROL_BASE + JS_BASE + js * JS_STRIDE, f"JS{js}.")
+        return names
     names[CSF_GPU_LATEST_FLUSH_ID] = "CSF_GPU_LATEST_FLUSH_ID"
     for i in range(DOORBELL_COUNT):
         names[CSF_DOORBELL(i)] = f"CSF_DOORBELL({i})"
     return names
 
 
-#: 32-bit word offset -> register name, for every register the model decodes.
-WORD_NAMES: dict[int, str] = _word_names()
+#: family -> 32-bit word offset -> register name, for every register the model decodes.
+FAMILY_WORD_NAMES: dict[Family, dict[int, str]] = {f: _word_names(f) for f in Family}
+#: The CSF window's names.
+WORD_NAMES: dict[int, str] = FAMILY_WORD_NAMES[Family.CSF]
 
 
-def register_name(offset: int) -> str:
+def register_name(offset: int, family: Family = Family.CSF) -> str:
     """Name of the register word containing ``offset`` (or a hex placeholder)."""
     word = offset & ~3
-    name = WORD_NAMES.get(word)
+    name = FAMILY_WORD_NAMES[family].get(word)
     if name is None:
         return f"?{offset:#x}"
     return name if word == offset else f"{name}+{offset - word}"

@@ -4,7 +4,9 @@ Every query reads model state directly (never through MMIO, so it counts no regi
 and latches nothing); ``x-query-mali-translate`` and ``x-query-mali-page-table`` walk the
 page tables with :mod:`qemu_panthor.mmu.introspect`, which fills no TLB and raises no fault.
 Events come from the models' observer hooks: ``Mmu.on_fault`` (MALI_MMU_FAULT),
-``CsfFirmware.on_cs_fatal`` (MALI_CS_FATAL) and ``MaliGpu.on_reset`` (MALI_GPU_RESET).
+``CsfFirmware.on_cs_fatal`` (MALI_CS_FATAL, CSF parts) and ``MaliGpu.on_reset``
+(MALI_GPU_RESET). A Job Manager part has ``query-mali-job-slots`` where a CSF part has
+``query-mali-csg``; each answers the other family with an error.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from .protocol import QmpServer
 from .schema import Arg, Command, CommandTable, generic
 
 if TYPE_CHECKING:
+    from ..csf.mcu import CsfFirmware
     from ..csf.runtime import CsRuntime
     from ..device import MaliPciFunction
     from ..irqblock import IrqBlock
+    from ..jm import JobControl, JobSlot
     from ..mmu.introspect import AsState
     from ..vfio_user import VfioUserServer
 
@@ -66,6 +70,20 @@ class MaliIntrospection:
         self.vfio = vfio
 
     # -- helpers ----------------------------------------------------------------------------
+    def _firmware(self) -> CsfFirmware:
+        fw = self.fw
+        if fw is None:
+            raise generic(f"{self.gpu.model.model_name} is a Job Manager GPU: it has no CSF "
+                          "firmware (see query-mali-job-slots)")
+        return fw
+
+    def _jobs(self) -> JobControl:
+        jobs = self.gpu.jobs
+        if jobs is None:
+            raise generic(f"{self.gpu.model.model_name} is a CSF GPU: it has no job slots "
+                          "(see query-mali-csg)")
+        return jobs
+
     def _as_slots(self) -> list[int]:
         return [n for n in range(mregs.MAX_AS) if self.mmu.as_present >> n & 1]
 
@@ -93,26 +111,31 @@ class MaliIntrospection:
         m = self.gpu.model
         ctl = self.gpu.control
         status = self.gpu.mcu_status
-        return {
+        out: dict[str, Any] = {
             "model": m.key,
             "name": m.model_name,
+            "family": m.family.name.lower(),
+            "driver": m.driver,
             "arch": f"{m.arch_major}.{m.arch_minor}.{m.arch_rev}",
             "identity": identity_registers(m),
             "power": {dom: {"present": ctl.present[dom], "ready": ctl.ready[dom]}
                       for dom in ("l2", "shader", "tiler")},
-            "mcu": {
-                "MCU_CONTROL": ctl.mcu_control,
-                "MCU_STATUS": status,
-                "status": _MCU_STATUS.get(status, f"UNKNOWN_{status}"),
-                "running": self.fw.running,
-                "halted": self.fw.halted,
-                "boots": self.fw.boots,
-            },
             "irq": {"gpu": _irq(self.gpu.gpu_irq), "job": _irq(self.gpu.job_irq),
                     "mmu": _irq(self.gpu.mmu_irq)},
             "fault": {"GPU_FAULTSTATUS": ctl.fault_status, "GPU_FAULTADDRESS": ctl.fault_addr},
             "latest-flush-id": self.gpu.latest_flush_id,
         }
+        fw = self.fw
+        if fw is not None:
+            out["mcu"] = {
+                "MCU_CONTROL": ctl.mcu_control,
+                "MCU_STATUS": status,
+                "status": _MCU_STATUS.get(status, f"UNKNOWN_{status}"),
+                "running": fw.running,
+                "halted": fw.halted,
+                "boots": fw.boots,
+            }
+        return out
 
     # -- query-mali-mmu ------------------------------------------------------------------------
     def _as_info(self, n: int) -> dict[str, Any]:
@@ -216,7 +239,7 @@ class MaliIntrospection:
         return out
 
     def query_csg(self) -> dict[str, Any]:
-        fw = self.fw
+        fw = self._firmware()
         slots = []
         for g in fw.csgs:
             slots.append({
@@ -228,6 +251,35 @@ class MaliIntrospection:
             })
         return {"running": fw.running, "halted": fw.halted, "slots": slots}
 
+    # -- query-mali-job-slots -------------------------------------------------------------------
+    @staticmethod
+    def _slot(s: JobSlot) -> dict[str, Any]:
+        from ..jm import regs as jregs
+
+        queued = s.command_next == jregs.JsCommand.START
+        return {
+            "js": s.js,
+            "state": "running" if s.active else "idle",
+            "HEAD": s.head, "TAIL": s.tail, "AFFINITY": s.affinity, "CONFIG": s.config,
+            "as": s.config & jregs.JS_CONFIG_AS_MASK,
+            "job-chain-flag": bool(s.config & jregs.JS_CONFIG_JOB_CHAIN_FLAG),
+            "STATUS": s.status, "status-name": exception_name(s.status),
+            "next": ({"HEAD": s.head_next, "AFFINITY": s.affinity_next,
+                      "CONFIG": s.config_next, "as": s.config_next & jregs.JS_CONFIG_AS_MASK,
+                      "FLUSH_ID": s.flush_id_next} if queued else None),
+            "jobs-done": s.jobs_done, "chains-done": s.chains_done,
+            "chains-failed": s.chains_failed,
+        }
+
+    def query_job_slots(self) -> dict[str, Any]:
+        jobs = self._jobs()
+        return {
+            "JS_PRESENT": jobs.js_present,
+            "JOB_INT_JS_STATE": jobs.js_state(),
+            "irq": _irq(jobs.irq),
+            "slots": [self._slot(s) for s in jobs.slots if jobs.js_present >> s.js & 1],
+        }
+
     # -- query-mali-stats ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         g = self.gpu.stats
@@ -238,7 +290,6 @@ class MaliIntrospection:
             misses += s["tlb"]["misses"]
             latched += s["faults_latched"]
             dropped += s["faults_dropped"]
-        fw_stats = self.fw.stats
         out: dict[str, Any] = {
             "mmio": {"reads": g["mmio_reads"], "writes": g["mmio_writes"],
                      "unknown-reads": g["unknown_reads"], "unknown-writes": g["unknown_writes"],
@@ -246,15 +297,22 @@ class MaliIntrospection:
             "irqs": {line: g[f"irq_{line}"] for line in ("gpu", "job", "mmu")},
             "tlb": {"hits": hits, "misses": misses},
             "mmu-faults": {"latched": latched, "dropped": dropped},
-            "cs": {"instructions": fw_stats.get("cs_instructions", 0),
-                   "jobs": fw_stats.get("jobs", 0), "fatal": fw_stats.get("cs_fatal", 0),
-                   "faults": fw_stats.get("cs_fault", 0),
-                   "tiler-oom": fw_stats.get("tiler_oom", 0),
-                   "lock-stalls": fw_stats.get("lock_stalls", 0),
-                   "slices": self.fw.sched.slices},
             "gpu": {"resets": g["gpu_resets"], "cache-flushes": g["cache_flushes"],
                     "doorbells": g["doorbells"]},
         }
+        fw, jobs = self.fw, self.gpu.jobs
+        if fw is not None:
+            fw_stats = fw.stats
+            out["cs"] = {"instructions": fw_stats.get("cs_instructions", 0),
+                         "jobs": fw_stats.get("jobs", 0), "fatal": fw_stats.get("cs_fatal", 0),
+                         "faults": fw_stats.get("cs_fault", 0),
+                         "tiler-oom": fw_stats.get("tiler_oom", 0),
+                         "lock-stalls": fw_stats.get("lock_stalls", 0),
+                         "slices": fw.sched.slices}
+        if jobs is not None:
+            out["job-slots"] = {"jobs": sum(s.jobs_done for s in jobs.slots),
+                                "chains-done": sum(s.chains_done for s in jobs.slots),
+                                "chains-failed": sum(s.chains_failed for s in jobs.slots)}
         v = self.vfio
         if v is not None:
             def cmd_name(c: int) -> str:
@@ -310,7 +368,9 @@ class MaliIntrospection:
                          minimum=1, maximum=MAX_PAGE_TABLE_RANGES)),
             "An AS's active page tables as coalesced ranges."))
         table.register(Command("query-mali-csg", self.query_csg, (),
-                               "CSG slots and their command streams."))
+                               "CSG slots and their command streams (CSF GPUs)."))
+        table.register(Command("query-mali-job-slots", self.query_job_slots, (),
+                               "Job slots: current and _NEXT chains, AS, status (JM GPUs)."))
         table.register(Command("query-mali-stats", self.stats, (),
                                "Counters: MMIO, IRQs, TLB, CS, vfio-user; the backend's RSS "
                                "and open fds."))
@@ -351,7 +411,7 @@ class MaliEvents:
         self.device = device
         self.emit = emit
         gpu, mmu, fw = device.gpu, device.gpu.mmu, device.firmware
-        self._prev = (mmu.on_fault, fw.on_cs_fatal, gpu.on_reset)
+        self._prev = (mmu.on_fault, fw.on_cs_fatal if fw is not None else None, gpu.on_reset)
         p_fault, p_fatal, p_reset = self._prev
 
         def on_fault(f: MmuFault, latched: bool) -> None:
@@ -373,12 +433,15 @@ class MaliEvents:
             self.emit("MALI_GPU_RESET", {"kind": kind})
 
         mmu.on_fault = on_fault
-        fw.on_cs_fatal = on_cs_fatal
+        if fw is not None:
+            fw.on_cs_fatal = on_cs_fatal
         gpu.on_reset = on_reset
 
     def detach(self) -> None:
         gpu, mmu, fw = self.device.gpu, self.device.gpu.mmu, self.device.firmware
-        mmu.on_fault, fw.on_cs_fatal, gpu.on_reset = self._prev
+        mmu.on_fault, p_fatal, gpu.on_reset = self._prev
+        if fw is not None:
+            fw.on_cs_fatal = p_fatal
 
 
 def version() -> dict[str, Any]:

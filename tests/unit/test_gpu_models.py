@@ -7,7 +7,18 @@ import dataclasses
 import pytest
 
 from qemu_panthor.csf.iface import FwConfig
-from qemu_panthor.gpu.models import G610, MODELS, GpuModel, lookup_model, panthor_model_name
+from qemu_panthor.gpu.models import (
+    G610,
+    MODELS,
+    GpuModel,
+    lookup_model,
+    panfrost_model_name,
+    panthor_model_name,
+)
+from qemu_panthor.gpu.regs import Family
+
+CSF_MODELS = sorted(k for k, m in MODELS.items() if m.family == Family.CSF)
+JM_MODELS = sorted(k for k, m in MODELS.items() if m.family == Family.JM)
 
 # MODULE_FIRMWARE entries of panthor 7.2 (§1.3).
 MODULE_FIRMWARE = {
@@ -77,7 +88,7 @@ def test_g610_identity_matches_reference_values() -> None:
     assert 1 << 6 == 64 == 1 << (m.l2_features & 0xFF)  # 64-byte cache lines
 
 
-@pytest.mark.parametrize("key", sorted(MODELS))
+@pytest.mark.parametrize("key", CSF_MODELS)
 def test_every_model_is_accepted_by_the_driver_rules(key: str) -> None:
     m = MODELS[key]
     assert 10 <= m.arch_major <= 13
@@ -90,6 +101,53 @@ def test_every_model_is_accepted_by_the_driver_rules(key: str) -> None:
     assert m.model_name != "(Unknown Mali GPU)"
     assert 3 <= m.csg_count <= 31 and 8 <= m.cs_per_csg <= 32
     assert m.csg_suspend_size > 0 and m.csg_protm_suspend_size > 0
+
+
+def test_g52_identity_is_the_rk3568_boot_log() -> None:
+    """The values panfrost prints at boot on a real RK3568 (reference/mali-g52-jm.md §1):
+    "mali-g52 id 0x7402 major 0x1 minor 0x0 status 0x0", "Features: L2:0x07110206
+    Shader:0x00000002 Tiler:0x00000209 Mem:0x1 MMU:0x00002823 AS:0xff JS:0x7",
+    "shader_present=0x1 l2_present=0x1"."""
+    m = MODELS["g52"]
+    assert m.family == Family.JM and m.driver == "panfrost"
+    assert m.gpu_id >> 16 == 0x7402
+    rev = m.gpu_id & 0xFFFF
+    assert ((rev >> 12) & 0xF, (rev >> 4) & 0xFF, rev & 0xF) == (1, 0, 0)
+    assert (m.l2_features, m.core_features, m.tiler_features, m.mem_features) == (
+        0x07110206, 0x2, 0x209, 0x1)
+    assert (m.mmu_features, m.as_present, m.js_present) == (0x2823, 0xFF, 0x7)
+    assert (m.shader_present, m.l2_present) == (0x1, 0x1)
+    assert m.model_name == "mali-g52"
+    assert len(m.js_features) == 3 and m.csf_id == 0
+    assert lookup_model("RK3568") is m
+
+
+def test_panfrost_model_lookup() -> None:
+    """panfrost_model_eq: an id with bits 15:12 set matches a model under mask 0xF00F; older
+    Midgard ids match exactly; T60x's 0x6956 is read as 0x600."""
+    assert panfrost_model_name(0x74021000) == "mali-g52"  # G52 r1 (RK3568)
+    assert panfrost_model_name(0x72120000) == "mali-g52"  # G52 r0: 0x7212 & 0xF00F = 0x7002
+    assert panfrost_model_name(0x70930000) == "mali-g31"
+    assert panfrost_model_name(0x60000000) == "mali-g71"
+    assert panfrost_model_name(0x08600000) == "mali-t860"
+    assert panfrost_model_name(0x69560000) == "mali-t600"
+    assert panfrost_model_name(0x08610000) == "(unknown)"  # Midgard ids match exactly
+    assert panfrost_model_name(0x7FF40000) == "(unknown)"
+
+
+@pytest.mark.parametrize("key", JM_MODELS)
+def test_jm_models_are_consistent(key: str) -> None:
+    m = MODELS[key]
+    assert 6 <= m.arch_major <= 9
+    assert m.js_present & 1 and m.js_present & (m.js_present + 1) == 0
+    assert len(m.js_features) == bin(m.js_present).count("1")
+    assert m.csf_id == 0 and m.gpu_features == 0
+    with pytest.raises(ValueError, match="JS_PRESENT"):
+        dataclasses.replace(m, js_present=0x5)
+    with pytest.raises(ValueError, match="one value per slot"):
+        dataclasses.replace(m, js_features=m.js_features[:-1])
+    with pytest.raises(ValueError, match="no job slots"):
+        dataclasses.replace(G610, js_present=1, js_features=(0x7E,))
 
 
 def test_second_model_is_another_arch_with_its_own_firmware() -> None:
