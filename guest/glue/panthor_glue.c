@@ -3,10 +3,12 @@
  * panthor_glue - let the unmodified panthor platform driver drive the
  * qemu-panthor PCI function.
  *
- * panthor is a platform driver matched by device-tree compatible; the
- * emulated Mali CSF GPU is a PCI function (Arm 0x13b5:0xc5f0, BAR0 = the
- * 2 MiB GPU register window, MSI-X vectors job/mmu/gpu or one shared INTx).
- * For every such function this module:
+ * panthor (and panfrost) are platform drivers matched by device-tree
+ * compatible; the emulated Mali GPU is a PCI function (Arm 0x13b5:0xc5f0,
+ * BAR0 = the 2 MiB GPU register window, MSI-X vectors job/mmu/gpu or one
+ * shared INTx). GPU_ID's architecture says which driver's node to build: a
+ * CSF part (arch >= 10) gets panthor's, a Job Manager part (Midgard,
+ * Bifrost, Valhall JM) panfrost's. For every such function this module:
  *
  *  1. enables it, reads GPU_ID and COHERENCY_FEATURES from BAR0;
  *  2. allocates 3 MSI-X vectors (0 = job, 1 = mmu, 2 = gpu), or falls back
@@ -22,10 +24,12 @@
  *         core-clock                    "fixed-clock", #clock-cells = <0>
  *         opp-table                     "operating-points-v2"
  *           opp-<hz>                    opp-hz = /bits/ 64 <hz>
- *         gpu                           "rockchip,rk3588-mali",
- *                                       "arm,mali-valhall-csf", clocks,
- *                                       clock-names = "core",
- *                                       operating-points-v2, [dma-coherent]
+ *         gpu                           CSF: "rockchip,rk3588-mali",
+ *                                       "arm,mali-valhall-csf", clock-names
+ *                                       = "core"; JM: "rockchip,rk3568-mali",
+ *                                       "arm,mali-bifrost", clock-names =
+ *                                       "gpu"; clocks, operating-points-v2,
+ *                                       dma-coherent or dma-noncoherent
  *  4. registers the fixed-rate clock and its OF provider (runtime nodes
  *     only: a boot device tree's "fixed-clock" is registered at boot);
  *  5. registers a platform device "qemu-panthor.<id>" on the gpu node, child
@@ -58,6 +62,8 @@
 
 /* GPU_CONTROL registers read before the nodes are built (docs/reference/gpu-registers.md). */
 #define QP_GPU_ID			0x000
+#define QP_GPU_ARCH_MAJOR(id)		((id) >> 28)
+#define QP_GPU_FIRST_CSF_ARCH		10	/* Valhall CSF; older parts have a Job Manager */
 #define QP_COHERENCY_FEATURES		0x300
 #define QP_COHERENCY_ACE_LITE		BIT(0)
 #define QP_PROBE_MAP_LEN		0x1000
@@ -95,6 +101,7 @@ struct qp_glue {
 	u32 gpu_id;
 	u32 coherency;
 	bool coherent;
+	bool jm;		/* a Job Manager GPU: panfrost's node */
 
 	bool irqs_allocated;
 	bool msix;
@@ -124,10 +131,21 @@ struct qp_glue {
 	char clk_name[64];
 };
 
+/* The generic compatible each driver matches (checked on boot device-tree nodes too). */
+static const char *qp_driver_compatible(const struct qp_glue *g)
+{
+	return g->jm ? "arm,mali-bifrost" : "arm,mali-valhall-csf";
+}
+
 #ifdef CONFIG_OF_DYNAMIC
-static const char * const qp_gpu_compatible[] = {
+/* As on the boards: RK3588's Mali-G610 (panthor), RK3568's Mali-G52 (panfrost). */
+static const char * const qp_csf_compatible[] = {
 	"rockchip,rk3588-mali",
 	"arm,mali-valhall-csf",
+};
+static const char * const qp_jm_compatible[] = {
+	"rockchip,rk3568-mali",
+	"arm,mali-bifrost",
 };
 
 /* Serialises phandle allocation with changeset application. */
@@ -205,15 +223,26 @@ static int qp_dt_build(struct qp_glue *g, phandle clk_ph, phandle opp_ph)
 	qp_chk(&err, of_changeset_add_prop_u32_array(&g->ocs, g->opp_entry_np, "opp-hz",
 						     opp_hz, ARRAY_SIZE(opp_hz)));
 
-	qp_chk(&err, of_changeset_add_prop_string_array(&g->ocs, g->gpu_np, "compatible",
-							qp_gpu_compatible,
-							ARRAY_SIZE(qp_gpu_compatible)));
+	if (g->jm)
+		qp_chk(&err, of_changeset_add_prop_string_array(&g->ocs, g->gpu_np, "compatible",
+								qp_jm_compatible,
+								ARRAY_SIZE(qp_jm_compatible)));
+	else
+		qp_chk(&err, of_changeset_add_prop_string_array(&g->ocs, g->gpu_np, "compatible",
+								qp_csf_compatible,
+								ARRAY_SIZE(qp_csf_compatible)));
 	qp_chk(&err, of_changeset_add_prop_u32(&g->ocs, g->gpu_np, "clocks", clk_ph));
-	qp_chk(&err, of_changeset_add_prop_string(&g->ocs, g->gpu_np, "clock-names", "core"));
+	/* panthor asks for "core"; panfrost takes the first clock, named "gpu" on RK3568 */
+	qp_chk(&err, of_changeset_add_prop_string(&g->ocs, g->gpu_np, "clock-names",
+						  g->jm ? "gpu" : "core"));
 	qp_chk(&err, of_changeset_add_prop_u32(&g->ocs, g->gpu_np, "operating-points-v2",
 					       opp_ph));
-	if (g->coherent)
-		qp_chk(&err, of_changeset_add_prop_bool(&g->ocs, g->gpu_np, "dma-coherent"));
+	/*
+	 * Say which, explicitly: of_dma_is_coherent() walks up to the root, and QEMU's virt
+	 * machine marks its root node dma-coherent, which would make the GPU coherent.
+	 */
+	qp_chk(&err, of_changeset_add_prop_bool(&g->ocs, g->gpu_np,
+						g->coherent ? "dma-coherent" : "dma-noncoherent"));
 	return err;
 }
 
@@ -381,12 +410,13 @@ static int qp_dt_find_boot(struct qp_glue *g)
 		of_node_put(np);
 		return -ENODEV;
 	}
-	if (!of_device_is_compatible(np, "arm,mali-valhall-csf"))
-		pci_warn(g->pdev, "%pOF is not compatible with \"arm,mali-valhall-csf\"\n", np);
+	if (!of_device_is_compatible(np, qp_driver_compatible(g)))
+		pci_warn(g->pdev, "%pOF is not compatible with \"%s\" (GPU_ID %#010x)\n", np,
+			 qp_driver_compatible(g), g->gpu_id);
 	if (of_property_read_bool(np, "dma-coherent") &&
 	    !(g->coherency & QP_COHERENCY_ACE_LITE))
 		pci_warn(g->pdev,
-			 "%pOF is dma-coherent but COHERENCY_FEATURES lacks ACE-Lite: panthor will refuse it\n",
+			 "%pOF is dma-coherent but COHERENCY_FEATURES lacks ACE-Lite: the driver will refuse it\n",
 			 np);
 	g->gpu_np = np;
 	g->boot_dt = true;
@@ -478,7 +508,8 @@ static int qp_read_ids(struct qp_glue *g)
 		return -ENODEV;
 	}
 	if (g->gpu_id == 0)
-		pci_warn(g->pdev, "GPU_ID reads 0: panthor will refuse this GPU\n");
+		pci_warn(g->pdev, "GPU_ID reads 0: the driver will refuse this GPU\n");
+	g->jm = QP_GPU_ARCH_MAJOR(g->gpu_id) < QP_GPU_FIRST_CSF_ARCH;
 
 	g->coherent = allow_coherent && (g->coherency & QP_COHERENCY_ACE_LITE);
 	return 0;
@@ -611,8 +642,9 @@ static int qp_probe(struct pci_dev *pdev, const struct pci_device_id *ent)
 	else
 		snprintf(nodes_desc, sizeof(nodes_desc), "runtime nodes, clock %lu Hz", clock_hz);
 
-	pr_info("bound %s (BAR0 %pa size %#llx, GPU_ID %#010x, COHERENCY_FEATURES %#x%s, irqs: %s), created platform device %s on %pOF (%s)\n",
+	pr_info("bound %s (BAR0 %pa size %#llx, GPU_ID %#010x (%s), COHERENCY_FEATURES %#x%s, irqs: %s), created platform device %s on %pOF (%s)\n",
 		pci_name(pdev), &bar_start, (unsigned long long)bar_len, g->gpu_id,
+		g->jm ? "Job Manager: panfrost" : "CSF: panthor",
 		g->coherency, g->coherent ? " dma-coherent" : "", irq_desc,
 		dev_name(&g->plat->dev), g->gpu_np, nodes_desc);
 	return 0;
@@ -650,5 +682,5 @@ module_pci_driver(qp_pci_driver);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("qemu-panthor");
-MODULE_DESCRIPTION("Bind the panthor platform driver to the qemu-panthor PCI GPU function");
+MODULE_DESCRIPTION("Bind the panthor (or panfrost) platform driver to the qemu-panthor PCI GPU function");
 MODULE_SOFTDEP("post: panthor");

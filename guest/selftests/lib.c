@@ -15,9 +15,10 @@
 #include "qp.h"
 
 /* -- environment ------------------------------------------------------------------ */
-bool qp_env(const char *key, uint64_t *val)
+/* the value text of KEY in /etc/qp/gpu.env (up to the newline), or NULL */
+static const char *env_value(const char *key)
 {
-	static char env[4096];
+	static char env[8192];
 	static bool loaded;
 	if (!loaded) {
 		if (qp_read_file("/etc/qp/gpu.env", env, sizeof(env)))
@@ -25,14 +26,33 @@ bool qp_env(const char *key, uint64_t *val)
 		loaded = true;
 	}
 	size_t klen = strlen(key);
-	for (const char *p = env; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-		if (!strncmp(p, key, klen) && p[klen] == '=') {
-			char *end;
-			*val = strtoull(p + klen + 1, &end, 0);
-			return end != p + klen + 1;
-		}
-	}
-	return false;
+	for (const char *p = env; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, key, klen) && p[klen] == '=')
+			return p + klen + 1;
+	return NULL;
+}
+
+bool qp_env(const char *key, uint64_t *val)
+{
+	const char *v = env_value(key);
+	if (!v)
+		return false;
+	char *end;
+	*val = strtoull(v, &end, 0);
+	return end != v;
+}
+
+bool qp_env_str(const char *key, char *buf, size_t len)
+{
+	const char *v = env_value(key);
+	if (!v || !len)
+		return false;
+	size_t n = strcspn(v, "\n");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return true;
 }
 
 uint64_t qp_env_or(const char *key, uint64_t dflt)

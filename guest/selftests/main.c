@@ -57,6 +57,18 @@ const struct qp_test qp_tests[] = {
 };
 const size_t qp_ntests = sizeof(qp_tests) / sizeof(qp_tests[0]);
 
+/* panfrost (a Job Manager GPU, --gpu g52): pf.c */
+const struct qp_test qp_pf_tests[] = {
+	T(pf_modules), T(gpu_pci_function), T(glue_bound), T(pf_probed), T(pf_render_node),
+	T(pf_get_param), T(pf_get_param_invalid), T(pf_timestamp), T(pf_bo_create_mmap),
+	T(pf_write_value_chain), T(pf_null_flush_fragment_jobs), T(pf_submit_deps),
+	T(pf_submit_invalid), T(pf_per_fd_address_spaces, 120), T(pf_jm_ctx),
+	T(pf_runtime_pm_cycles, 60),
+	/* faults and the reset path, then the kernel log check */
+	T(pf_job_fault, 60), T(pf_mmu_fault, 60), T(pf_job_loop_reset, 60), T(pf_kmsg_clean),
+};
+const size_t qp_pf_ntests = sizeof(qp_pf_tests) / sizeof(qp_pf_tests[0]);
+
 struct shared {
 	char skip_reason[256];
 	int skipped;
@@ -197,9 +209,21 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* the driver the GPU model names (/etc/qp/gpu.env DRIVER; panthor when absent) */
+	char driver[32] = "panthor";
+	qp_env_str("DRIVER", driver, sizeof(driver));
+	const struct qp_test *tests = qp_tests;
+	size_t ntests = qp_ntests;
+	if (!strcmp(driver, "panfrost")) {
+		tests = qp_pf_tests;
+		ntests = qp_pf_ntests;
+	} else if (strcmp(driver, "panthor")) {
+		fprintf(stderr, "%s: no selftests for driver %s\n", argv[0], driver);
+		return 2;
+	}
 	if (list) {
-		for (size_t i = 0; i < qp_ntests; i++)
-			printf("%s\n", qp_tests[i].name);
+		for (size_t i = 0; i < ntests; i++)
+			printf("%s\n", tests[i].name);
 		return 0;
 	}
 	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -208,17 +232,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int n = 0;
-	for (size_t i = 0; i < qp_ntests; i++)
-		n += selected(only, suite, &qp_tests[i]);
+	for (size_t i = 0; i < ntests; i++)
+		n += selected(only, suite, &tests[i]);
 	printf("KTAP version 1\n1..%d\n", n);
 	if (only && n == 0)
 		qp_diag("--only %s selects no test", only);
 	int failed = 0, num = 0;
 	double t0 = qp_now();
-	for (size_t i = 0; i < qp_ntests; i++) {
-		if (!selected(only, suite, &qp_tests[i]))
+	for (size_t i = 0; i < ntests; i++) {
+		if (!selected(only, suite, &tests[i]))
 			continue;
-		failed += run_one(&qp_tests[i], ++num) == QP_FAIL;
+		failed += run_one(&tests[i], ++num) == QP_FAIL;
 	}
 	qp_diag("suite: %d tests in %.1f s, %d failed", num, qp_now() - t0, failed);
 	return failed ? 1 : 0;

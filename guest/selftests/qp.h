@@ -28,8 +28,12 @@ struct qp_test {
 	bool slow;     /* waits on a driver or firmware timer: the "long" suite (--suite) */
 };
 
+/* the suites: panthor's (CSF GPUs) and panfrost's (Job Manager GPUs, pf.c); the runner
+ * picks by the DRIVER the GPU model names in /etc/qp/gpu.env */
 extern const struct qp_test qp_tests[];
 extern const size_t qp_ntests;
+extern const struct qp_test qp_pf_tests[];
+extern const size_t qp_pf_ntests;
 
 /* -- reporting ------------------------------------------------------------------------ */
 void qp_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -68,6 +72,8 @@ int qp_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* -- environment -------------------------------------------------------------------- */
 /* /etc/qp/gpu.env value for KEY (hex or decimal); false if absent */
 bool qp_env(const char *key, uint64_t *val);
+/* /etc/qp/gpu.env string value for KEY into buf; false if absent */
+bool qp_env_str(const char *key, char *buf, size_t len);
 uint64_t qp_env_or(const char *key, uint64_t dflt);
 double qp_now(void);               /* CLOCK_MONOTONIC seconds */
 void qp_sleep_ms(unsigned ms);     /* used only inside bounded polls */
@@ -312,5 +318,24 @@ int test_bench_job_latency(void);
 /* t_repro.c: driver-bug reproducers (MANUAL) */
 int test_repro_submit_bogus_signal_syncobj(void);
 int test_repro_vm_bind_bogus_signal_syncobj(void);
+/* pf.c: panfrost */
+int test_pf_modules(void);
+int test_pf_probed(void);
+int test_pf_render_node(void);
+int test_pf_get_param(void);
+int test_pf_get_param_invalid(void);
+int test_pf_timestamp(void);
+int test_pf_bo_create_mmap(void);
+int test_pf_write_value_chain(void);
+int test_pf_null_flush_fragment_jobs(void);
+int test_pf_submit_deps(void);
+int test_pf_submit_invalid(void);
+int test_pf_job_fault(void);
+int test_pf_mmu_fault(void);
+int test_pf_per_fd_address_spaces(void);
+int test_pf_jm_ctx(void);
+int test_pf_runtime_pm_cycles(void);
+int test_pf_job_loop_reset(void);
+int test_pf_kmsg_clean(void);
 
 #endif

@@ -157,6 +157,18 @@ int test_query_gpu_info(void)
 		DRM_PANTHOR_ARCH_REV(gi.gpu_id), gi.csf_id, DRM_PANTHOR_MMU_VA_BITS(gi.mmu_features),
 		(unsigned long long)gi.shader_present);
 	CHECK(bad == 0, "%d of %d GPU_INFO fields differ from the GPU model", bad, checked);
+	/* panthor 1.7+ reports the coherency it selected: ACE-Lite only on a dma-coherent
+	 * device tree (boot --coherent), none otherwise, as on RK3588 */
+	int maj, min, pat;
+	CHECK_OK(qp_driver_version(fd, &maj, &min, &pat));
+	if (min >= 7) {
+		char cmdline[4096] = "";
+		qp_read_file("/proc/cmdline", cmdline, sizeof(cmdline));
+		uint32_t want = strstr(cmdline, "qp.coherent=1") ? DRM_PANTHOR_GPU_COHERENCY_ACE_LITE
+								 : DRM_PANTHOR_GPU_COHERENCY_NONE;
+		CHECK(gi.selected_coherency == want, "selected_coherency %u, want %u",
+		      gi.selected_coherency, want);
+	}
 	/* a user buffer larger than the kernel's object is zero-filled past it */
 	if (q.size < sizeof(gi) + 16) {
 		uint8_t big[sizeof(gi) + 16];

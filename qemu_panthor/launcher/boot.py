@@ -42,7 +42,7 @@ from ..setup.tree import boot_images
 from . import suites
 from .console import DEFAULT_CAP_BYTES, ConsoleFilter
 from .dtb import build_boot_dtb
-from .guestfiles import firmware_files, guest_files
+from .guestfiles import firmware_files, gpu_driver, guest_files
 from .procs import describe_status, with_parent_death_signal
 from .qemu import QemuConfig, machine_argv, qemu_argv
 from .report import report
@@ -249,7 +249,7 @@ class Boot:
             init_script=recipes.GUEST_DIR / "init", glue_ko=self.images.glue_ko,
             firmware=model_fw,
             extra_files=guest_files(self.images, self.gpu) | self.extra_files,
-            shares=bool(self.shares),
+            shares=bool(self.shares), driver=gpu_driver(self.gpu),
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
@@ -273,7 +273,7 @@ class Boot:
 
             cfg.dtb = await build_boot_dtb(
                 self.images.qemu, machine_argv(self.images.qemu, cfg), self.run_dir / "boot.dtb",
-                coherent=self.coherent,
+                coherent=self.coherent, driver=gpu_driver(self.gpu),
             )
         argv = qemu_argv(self.images.qemu, cfg)
         async with aiofiles.open(self.run_dir / "qemu.cmdline", "w") as fh:

@@ -22,11 +22,22 @@ CLOCK_HZ = 800_000_000
 MICROVOLT = 800_000
 
 
-def gpu_fragment(*, coherent: bool, node_id: int = GPU_NODE_ID, clock_hz: int = CLOCK_HZ) -> str:
+#: the gpu node's compatible and clock name for each driver (as the glue builds them)
+_GPU_NODE = {
+    "panthor": ('"rockchip,rk3588-mali", "arm,mali-valhall-csf"', "core"),
+    "panfrost": ('"rockchip,rk3568-mali", "arm,mali-bifrost"', "gpu"),
+}
+
+
+def gpu_fragment(*, coherent: bool, driver: str = "panthor", node_id: int = GPU_NODE_ID,
+                 clock_hz: int = CLOCK_HZ) -> str:
     """The glue's nodes, plus a fixed "mali" supply (a root-level regulator-fixed device, so
     it is populated at boot; 6.12's panthor requires the supply, 7.2's tolerates its absence).
+    The gpu node says dma-coherent or dma-noncoherent: QEMU's virt root node is dma-coherent
+    and would otherwise make the GPU coherent.
     """
     nid = f"{node_id:x}"
+    compatible, clock_name = _GPU_NODE[driver]
     return f"""
 / {{
     qp_vdd_{nid}: qemu-panthor-vdd-{nid} {{
@@ -51,12 +62,12 @@ def gpu_fragment(*, coherent: bool, node_id: int = GPU_NODE_ID, clock_hz: int = 
             }};
         }};
         gpu {{
-            compatible = "rockchip,rk3588-mali", "arm,mali-valhall-csf";
+            compatible = {compatible};
             clocks = <&qp_clk_{nid}>;
-            clock-names = "core";
+            clock-names = "{clock_name}";
             operating-points-v2 = <&qp_opp_{nid}>;
             mali-supply = <&qp_vdd_{nid}>;
-            {"dma-coherent;" if coherent else ""}
+            {"dma-coherent;" if coherent else "dma-noncoherent;"}
         }};
     }};
 }};
@@ -75,13 +86,13 @@ async def _run(argv: list[str], what: str, stdin: bytes | None = None) -> bytes:
 
 
 async def build_boot_dtb(root: ToolRoot, machine_argv: list[str], out: Path, *,
-                         coherent: bool) -> Path:
+                         coherent: bool, driver: str = "panthor") -> Path:
     """``machine_argv``: the QEMU command line without the GPU device and QMP."""
     raw = out.with_suffix(".qemu.dtb")
     await _run([*machine_argv, "-machine", f"dumpdtb={raw}"], "QEMU dumpdtb")
     dtc = root.run_argv("usr/bin/dtc")
     dts = await _run([*dtc, "-q", "-I", "dtb", "-O", "dts", str(raw)], "dtc (decompile)")
-    dts += gpu_fragment(coherent=coherent).encode()
+    dts += gpu_fragment(coherent=coherent, driver=driver).encode()
     await _run([*dtc, "-q", "-I", "dts", "-O", "dtb", "-o", str(out), "-"], "dtc (compile)",
                stdin=dts)
     return out

@@ -11,12 +11,23 @@ USERLAND_TAG = "qpuserland"
 
 
 def firmware_files(gpu: str) -> dict[str, bytes]:
-    """Our firmware image, at the path panthor requests for this GPU's architecture."""
+    """Our firmware image, at the path panthor requests for this GPU's architecture (none
+    for a Job Manager GPU: panfrost loads no firmware)."""
     from ..csf.fwimage import build_image
     from ..gpu.models import MODELS
+    from ..gpu.regs import Family
 
     model = MODELS[gpu]
+    if model.family != Family.CSF:
+        return {}
     return {model.firmware_path: build_image(model=model)}
+
+
+def gpu_driver(gpu: str) -> str:
+    """The Linux driver that binds this GPU model (panthor or panfrost)."""
+    from ..gpu.models import MODELS
+
+    return MODELS[gpu].driver
 
 
 def gpu_expectations(gpu: str) -> bytes:
@@ -25,7 +36,7 @@ def gpu_expectations(gpu: str) -> bytes:
 
     m = MODELS[gpu]
     values = {
-        "GPU_MODEL": m.key, "GPU_NAME": m.model_name, "GPU_ID": m.gpu_id,
+        "GPU_MODEL": m.key, "GPU_NAME": m.model_name, "DRIVER": m.driver, "GPU_ID": m.gpu_id,
         "GPU_REV": m.gpu_revid, "CSF_ID": m.csf_id, "L2_FEATURES": m.l2_features,
         "TILER_FEATURES": m.tiler_features, "MEM_FEATURES": m.mem_features,
         "MMU_FEATURES": m.mmu_features, "THREAD_FEATURES": m.thread_features,
@@ -34,9 +45,13 @@ def gpu_expectations(gpu: str) -> bytes:
         "COHERENCY_FEATURES": m.coherency_features, "AS_PRESENT": m.as_present,
         "SHADER_PRESENT": m.shader_present, "L2_PRESENT": m.l2_present,
         "TILER_PRESENT": m.tiler_present, "CORE_FEATURES": m.core_features,
-        "TEXTURE_FEATURES0": m.texture_features[0], "CSG_COUNT": m.csg_count,
+        "CSG_COUNT": m.csg_count,
         "CS_PER_CSG": m.cs_per_csg, "CS_REG_COUNT": m.cs_reg_count,
         "SCOREBOARDS": m.scoreboards, "TIMESTAMP_HZ": m.timestamp_hz,
+        "JS_PRESENT": m.js_present, "STACK_PRESENT": m.stack_present,
+        "THREAD_TLS_ALLOC": m.thread_tls_alloc, "AFBC_FEATURES": m.afbc_features,
+        **{f"JS_FEATURES{n}": v for n, v in enumerate(m.js_features)},
+        **{f"TEXTURE_FEATURES{n}": v for n, v in enumerate(m.texture_features)},
     }
     lines = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in values.items()]
     return ("\n".join(lines) + "\n").encode()
@@ -58,5 +73,5 @@ def userland_guest_files(runner: str) -> dict[str, tuple[bytes, int]]:
             "lib/qp/userland.sh": ((recipes.GUEST_DIR / "userland.sh").read_bytes(), 0o644)}
 
 
-__all__ = ["USERLAND_TAG", "firmware_files", "gpu_expectations", "guest_files",
+__all__ = ["USERLAND_TAG", "firmware_files", "gpu_driver", "gpu_expectations", "guest_files",
            "userland_guest_files"]

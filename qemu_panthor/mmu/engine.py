@@ -67,10 +67,12 @@ class AsSlot:
         "faults_dropped",
         "faults_latched",
         "faultstatus",
+        "last_table",
         "lockaddr",
         "locked",
         "memattr",
         "nr",
+        "table_switches",
         "tlb",
         "transcfg",
         "transtab",
@@ -84,6 +86,10 @@ class AsSlot:
         self.faults = 0
         self.faults_latched = 0
         self.faults_dropped = 0
+        #: UPDATEs that latched a page-table base other than the last one this slot served
+        #: (the slot was handed to another address space); kept across resets
+        self.table_switches = 0
+        self.last_table = 0
         self.reset(cfg)
 
     def reset(self, cfg: WalkConfig) -> None:
@@ -289,6 +295,11 @@ class Mmu:
         if cmd == regs.AsCommand.UPDATE:
             st.cfg = self._cfg(st.transtab, st.transcfg, st.memattr)
             st.tlb.flush()
+            table = st.cfg.transtab if st.cfg.enabled else 0
+            if table and table != st.last_table:
+                if st.last_table:
+                    st.table_switches += 1
+                st.last_table = table
         elif cmd == regs.AsCommand.LOCK:
             st.locked.append(regs.decode_lock_region(st.lockaddr))
             self.locked_ases |= 1 << st.nr

@@ -79,6 +79,7 @@ AsState = TypedDict("AsState", {
     "faults_latched": int,
     "faults_dropped": int,
     "commands": dict[str, int],
+    "table_switches": int,
     "bad_commands": int,
     "tlb": TlbCounters,
 })
@@ -127,6 +128,7 @@ def as_state(mmu: Mmu, as_nr: int) -> AsState | AbsentAs:
         "faults_latched": st.faults_latched,
         "faults_dropped": st.faults_dropped,
         "commands": {c.name: st.commands[c] for c in regs.AsCommand},
+        "table_switches": st.table_switches,
         "bad_commands": st.bad_commands,
         "tlb": {
             "entries": len(tlb),

@@ -160,6 +160,9 @@ class MaliIntrospection:
             "faults": {"seen": s["faults"], "latched": s["faults_latched"],
                        "dropped": s["faults_dropped"]},
             "commands": dict(s["commands"]),
+            # UPDATEs that gave the slot a page table other than the one it served last:
+            # the slot was reused by another address space (panfrost's per-file AS LRU)
+            "table-switches": s["table_switches"],
             "tlb": dict(s["tlb"]),
         }
 

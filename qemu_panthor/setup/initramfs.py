@@ -1,5 +1,5 @@
-"""The guest initramfs: a newc cpio written here (busybox, the panthor module chain in
-dependency order, the glue module, our firmware file, /init)."""
+"""The guest initramfs: a newc cpio written here (busybox, the GPU driver's module chain in
+dependency order, the glue module, our firmware file for a CSF GPU, /init)."""
 
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ class InitramfsSpec:
     firmware: dict[str, bytes] = field(default_factory=dict)  # /lib/firmware relative path
     extra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> data, mode
     shares: bool = False  # the guest mounts virtio-9p shares: load share_modules too
+    driver: str = "panthor"  # whose module chain to load (images/initramfs.toml [drivers])
 
 
 def build_initramfs(spec: InitramfsSpec) -> bytes:
@@ -128,7 +129,8 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
     builtin = ({module_name(p) for p in builtin_file.read_text().split()}
                if builtin_file.is_file() else set())
     optional = [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in known]
-    wanted = recipe["modules"] + (recipe["share_modules"] if spec.shares else [])
+    wanted = (recipes.driver_modules(spec.driver)
+              + (recipe["share_modules"] if spec.shares else []))
     roots = [m for m in wanted if m.replace("-", "_") not in builtin]
     order = load_order(deps, optional + roots)
     w = CpioWriter()

@@ -124,6 +124,15 @@ def initramfs_recipe() -> dict[str, Any]:
     return dict(_load("initramfs.toml"))
 
 
+def driver_modules(driver: str) -> list[str]:
+    """The module roots of a GPU driver's chain (images/initramfs.toml [drivers])."""
+    drivers: dict[str, list[str]] = initramfs_recipe()["drivers"]
+    if driver not in drivers:
+        raise UserError(f"no module chain for driver {driver!r} in images/initramfs.toml; "
+                        f"known: {', '.join(sorted(drivers))}")
+    return list(drivers[driver])
+
+
 def version_tuple(v: str) -> tuple[int, ...]:
     """Leading numeric components of a version: '1:11.1.3+ds-1' -> (11, 1, 3)."""
     v = v.split(":", 1)[-1]

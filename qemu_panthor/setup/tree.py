@@ -148,7 +148,8 @@ def _installed_tree(path: Path, releases: list[str]) -> Tree:
 # -- the module chain ----------------------------------------------------------------------
 def chain_modules_dep(tree: Tree) -> str:
     """modules.dep text (absolute paths) for the recipe's module roots and their
-    dependencies, from a build directory's modules.order and the modules' depends= fields."""
+    dependencies, from a build directory's modules.order and the modules' depends= fields.
+    panthor's chain is required; another driver's (panfrost) is added when the tree built it."""
     by_name: dict[str, Path] = {}
     order = (tree.path / "modules.order").read_text().split() \
         if (tree.path / "modules.order").is_file() else []
@@ -156,7 +157,10 @@ def chain_modules_dep(tree: Tree) -> str:
         ko = tree.path / (entry.removesuffix(".o").removesuffix(".ko") + ".ko")
         by_name[module_name(ko.name)] = ko
     recipe = recipes.initramfs_recipe()
-    roots = [m for m in recipe["modules"] if not _builtin(tree, m)]
+    roots = [m for m in recipes.driver_modules("panthor") if not _builtin(tree, m)]
+    roots += [m for driver in recipe["drivers"] if driver != "panthor"
+              for m in recipes.driver_modules(driver)
+              if not _builtin(tree, m) and m.replace("-", "_") in by_name]
     roots += [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in by_name]
     lines: dict[str, list[str]] = {}
     todo = [r.replace("-", "_") for r in roots]

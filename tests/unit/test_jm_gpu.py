@@ -308,3 +308,28 @@ async def test_csf_gpu_refuses_the_job_slot_query(tmp_path: Path) -> None:
         await qmp.disconnect()
         events.detach()
         await srv.close()
+
+
+def test_table_switches_count_the_slot_changing_hands() -> None:
+    """An AS slot handed from one file's page tables to another's (panfrost's LRU reuse)
+    counts a switch; re-enabling the tables it last served (after a reset, say) does not."""
+    g = G52()
+    g.device_reset()
+    vm1, vm2 = g.vm(), g.vm()
+    assert vm1.transtab != vm2.transtab
+    st = g.gpu.mmu.slot(2)
+    assert st is not None
+    g.enable_as(2, vm1)
+    g.enable_as(2, vm1)
+    assert st.table_switches == 0
+    g.enable_as(2, vm2)
+    assert st.table_switches == 1
+    g.soft_reset()  # the driver forgets every assignment: the slot reads TRANSTAB 0 again
+    g.enable_as(2, vm2)
+    assert st.table_switches == 1
+    g.enable_as(2, vm1)
+    assert st.table_switches == 2
+    # disabling (TRANSCFG UNMAPPED after a fault) is not a switch
+    g.w64(as_reg(2, AS_TRANSCFG), 1)
+    g.w(as_reg(2, AS_COMMAND), AS_CMD_UPDATE)
+    assert st.table_switches == 2

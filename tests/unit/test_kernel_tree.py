@@ -49,7 +49,7 @@ def fake_ko(name: str, depends: str) -> bytes:
             + b"vermagic=7.2.13-qp SMP preempt mod_unload aarch64\0" + f"name={name}\0".encode())
 
 
-def make_build_dir(tmp: Path, **changes: str) -> Path:
+def make_build_dir(tmp: Path, chain: dict[str, str] | None = None, **changes: str) -> Path:
     d = tmp / "out"
     (d / "arch/arm64/boot").mkdir(parents=True)
     (d / "arch/arm64/boot/Image").write_bytes(b"ARM\x64")
@@ -58,7 +58,7 @@ def make_build_dir(tmp: Path, **changes: str) -> Path:
     (d / "include/config/kernel.release").write_text("7.2.13-qp\n")
     (d / ".config").write_text(kconfig.render_fragment(base_values(**changes)))
     order = []
-    for rel, deps in CHAIN.items():
+    for rel, deps in (CHAIN if chain is None else chain).items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_bytes(fake_ko(Path(rel).stem, deps))
         order.append(rel.removesuffix(".ko") + ".o")
@@ -126,6 +126,32 @@ def test_initramfs_from_a_staged_build_directory(tmp_path) -> None:
     assert listed[-1] == "panthor" and set(listed) == {"drm", "drm_exec", "gpu_sched",
                                                        "drm_gpuvm", "panthor"}
     assert listed.index("drm") < listed.index("gpu_sched")
+
+
+def test_a_tree_with_panfrost_serves_the_job_manager_gpu(tmp_path) -> None:
+    """panfrost's chain joins panthor's when the tree built it; an initramfs for a JM GPU
+    (--gpu g52) loads panfrost's chain and not panthor."""
+    chain = CHAIN | {"drivers/gpu/drm/drm_shmem_helper.ko": "drm",
+                     "drivers/gpu/drm/panfrost/panfrost.ko": "drm,gpu-sched,drm_shmem_helper"}
+    d = make_build_dir(tmp_path, chain)
+    names = {Path(p).name for p in parse_modules_dep(chain_modules_dep(find_tree(str(d))))}
+    assert {"panfrost.ko", "drm_shmem_helper.ko", "panthor.ko"} <= names
+    assert "unrelated.ko" not in names
+    staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"bb")
+    init = tmp_path / "init"
+    init.write_text("#!/bin/sh\n")
+    cpio = build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
+                                         driver="panfrost"))
+    order = cpio.split(b"etc/qp/modules\0", 1)[1]
+    body = order[order.index(b"drm"):]
+    listed = body[:body.index(b"070701")].rstrip(b"\0").decode().split()  # up to the next entry
+    assert listed[-1] == "panfrost" and "panthor" not in listed
+    assert listed.index("drm_shmem_helper") < listed.index("panfrost")
+    with pytest.raises(UserError, match="no module chain for driver 'nouveau'"):
+        build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
+                                      driver="nouveau"))
 
 
 def test_builtin_panthor_loads_nothing(tmp_path) -> None:
