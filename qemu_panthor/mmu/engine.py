@@ -3,10 +3,9 @@
 Models (reference §4, §5.3):
 * per-AS registers for every slot in AS_PRESENT (absent slots read 0 and ignore writes);
 * AS_COMMAND executed synchronously (AS_STATUS.AS_ACTIVE reads 0 unless the test port made a
-  command hang, docs/test-port.md): UPDATE latches
-  TRANSTAB/MEMATTR/TRANSCFG into the active configuration the walker uses and flushes the AS's
-  TLB; LOCK records AS_LOCKADDR's region; UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the
-  locked region in the TLB and unlock;
+  command hang, docs/test-port.md): UPDATE latches TRANSTAB/MEMATTR/TRANSCFG into the active
+  configuration the walker uses and flushes the AS's TLB; LOCK records AS_LOCKADDR's region;
+  UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the locked region in the TLB and unlock;
 * GPU accesses through an AS: a TLB lookup, a table walk on a miss, then the guest-RAM access;
   faults come back as :class:`MmuFault` values and, for GPU accesses (``report=True``), are
   latched into AS_FAULTSTATUS/AS_FAULTADDRESS with MMU_INT bit ``as_nr`` raised; while that
@@ -86,10 +85,8 @@ class AsSlot:
         self.faults = 0
         self.faults_latched = 0
         self.faults_dropped = 0
-        #: UPDATEs that latched a page-table base other than the last one this slot served
-        #: (the slot was handed to another address space); kept across resets
-        self.table_switches = 0
-        self.last_table = 0
+        #: UPDATEs latching a page table other than the last one served (kept across resets)
+        self.table_switches = self.last_table = 0
         self.reset(cfg)
 
     def reset(self, cfg: WalkConfig) -> None:
@@ -297,8 +294,7 @@ class Mmu:
             st.tlb.flush()
             table = st.cfg.transtab if st.cfg.enabled else 0
             if table and table != st.last_table:
-                if st.last_table:
-                    st.table_switches += 1
+                st.table_switches += bool(st.last_table)  # the slot changed hands
                 st.last_table = table
         elif cmd == regs.AsCommand.LOCK:
             st.locked.append(regs.decode_lock_region(st.lockaddr))
