@@ -62,7 +62,8 @@ const struct qp_test qp_pf_tests[] = {
 	T(pf_modules), T(gpu_pci_function), T(glue_bound), T(pf_probed), T(pf_render_node),
 	T(pf_get_param), T(pf_get_param_invalid), T(pf_timestamp), T(pf_bo_create_mmap),
 	T(pf_write_value_chain), T(pf_null_flush_fragment_jobs), T(pf_submit_deps),
-	T(pf_submit_invalid), T(pf_per_fd_address_spaces, 120), T(pf_jm_ctx),
+	T(pf_submit_invalid), T(pf_per_fd_address_spaces, 120), T(pf_heap_grow_on_fault, 60),
+	T(pf_jm_ctx),
 	T(pf_runtime_pm_cycles, 60),
 	/* faults and the reset path, then the kernel log check */
 	T(pf_job_fault, 60), T(pf_mmu_fault, 60), T(pf_job_loop_reset, 60), T(pf_kmsg_clean),

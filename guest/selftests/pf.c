@@ -2,8 +2,8 @@
  * (<drm/panfrost_drm.h>, no libdrm). Probe and identity against /etc/qp/gpu.env, BOs, job
  * chains of Write Value / Null / Cache Flush jobs (genxml v7 job header, as IGT's
  * lib/igt_panfrost.c builds them), dependencies through syncobjs, a job fault, an MMU fault,
- * per-file address spaces with more open files than AS slots, JM contexts, runtime PM and the
- * timeout/reset path of an endless job loop. docs/panfrost.md has the facts relied on. */
+ * per-file address spaces with more open files than AS slots, a heap BO growing on fault, JM
+ * contexts, runtime PM and the timeout/reset path of an endless job loop. docs/panfrost.md has the facts relied on. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -510,6 +510,37 @@ static int pf_fault_case(bool mmu)
 	CHECK_OK(pf_wait(fd, sync, 5000, &st));
 	CHECK(st == 1 && *(volatile uint32_t *)((char *)bo.map + 0x2000) == 7,
 	      "the job after the fault: status %d", st);
+	close(fd);
+	return QP_PASS;
+}
+
+/* a heap BO grows on fault: the job's write into its unbacked pages stalls on the MMU fault,
+ * panfrost maps 2 MiB of the heap and restarts the AS, the job completes */
+int test_pf_heap_grow_on_fault(void)
+{
+	int fd = pf_open();
+	int kfd = qp_kmsg_open(true);
+	struct qp_bo bo, heap;
+	CHECK_OK(pf_bo(fd, 16 << 10, 0, &bo));
+	CHECK_OK(pf_bo(fd, 8 << 20, PANFROST_BO_HEAP | PANFROST_BO_NOEXEC, &heap));
+	uint32_t handles[2] = { bo.handle, heap.handle }, sync;
+	int st;
+	for (unsigned i = 0; i < 3; i++) { /* the first 2 MiB twice, then the next 2 MiB */
+		uint64_t target = heap.va + (i == 2 ? (2u << 20) + 0x40 : 0x1000u * (i + 1));
+		uint64_t jc = pf_job(&bo, i * PF_JOB_SIZE, PF_JOB_WRITE_VALUE, 1, 0, target,
+				     PF_WV_IMM32, 0xfeed0000u + i);
+		CHECK_OK(qp_syncobj_create(fd, &sync, false));
+		CHECK_OK(pf_submit_ex(fd, jc, handles, 2, NULL, 0, sync, 0, 0));
+		CHECK_OK(pf_wait(fd, sync, 5000, &st));
+		CHECK(st == 1, "write %u into the heap: fence status %d", i, st);
+		CHECK(pf_job_at(&bo, i * PF_JOB_SIZE)->exception_status == PF_EXC_DONE,
+		      "write %u: job status 0x%x", i, pf_job_at(&bo, i * PF_JOB_SIZE)->exception_status);
+	}
+	static char log[1 << 16];
+	qp_kmsg_drain(kfd, log, sizeof(log));
+	close(kfd);
+	CHECK(qp_kmsg_count(log, "Unhandled Page fault") == 0 && qp_kmsg_count(log, "js fault") == 0,
+	      "the heap's faults were not handled");
 	close(fd);
 	return QP_PASS;
 }

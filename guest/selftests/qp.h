@@ -330,6 +330,7 @@ int test_pf_write_value_chain(void);
 int test_pf_null_flush_fragment_jobs(void);
 int test_pf_submit_deps(void);
 int test_pf_submit_invalid(void);
+int test_pf_heap_grow_on_fault(void);
 int test_pf_job_fault(void);
 int test_pf_mmu_fault(void);
 int test_pf_per_fd_address_spaces(void);

@@ -124,6 +124,8 @@ class MaliGpu:
             self.jobs = JobControl(self.mmu, self.job_irq, js_present=model.js_present,
                                    timestamp=self.timestamp, cycle_count=self.cycle_count,
                                    loop=loop)
+            # jobs stalled on an MMU fault wait for the driver's AS commands
+            self.mmu.on_as_update = self.jobs.on_as_update
         self._store_flush_id()
 
     # -- firmware-model facing state ----------------------------------------------------

@@ -14,7 +14,12 @@ Models (docs/jm.md; facts in docs/reference/mali-g52-jm.md section 3):
   fault pointer; the slot then stays stopped and the _NEXT set waits for a new START;
 * COMMAND SOFT_STOP stops a chain between jobs (STOPPED, TAIL = the job to resume at),
   HARD_STOP ends it (TERMINATED); the _0/_1 forms act only on a chain whose JOB_CHAIN_FLAG
-  matches; JOB_INT_JS_STATE shows which slots run and which hold a _NEXT job.
+  matches; JOB_INT_JS_STATE shows which slots run and which hold a _NEXT job;
+* an MMU fault stalls the job (the MMU latches it and raises MMU_INT): an AS command that
+  restarts stalled transactions (UPDATE, UNLOCK, FLUSH_PT, FLUSH_MEM) retries the job if
+  the AS still translates (the driver mapped the page: a heap BO growing on fault), and ends
+  it with JOB_BUS_FAULT if the driver disabled the AS (panfrost's answer to an unhandled
+  fault; the header is then not written, the AS being gone); a hard stop ends a stalled job.
 
 A chain is executed in slices of ``budget`` jobs on the event loop (a job loop never ends by
 itself, as on hardware: the driver's timeout soft-stops it), so MMIO replies are never held.
@@ -31,6 +36,7 @@ from ..eventloop import running_loop
 from ..exceptions import ExceptionType
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..mmu import Mmu, MmuFault
+from ..mmu.types import AsBinding
 from ..register import RegAccess
 from . import regs as R
 
@@ -68,6 +74,9 @@ class JobSlot:
     active: bool = False
     #: the stop COMMAND waiting to act at the next job boundary (0: none)
     stop: int = 0
+    #: the MMU fault the job at TAIL is stalled on, and the AS binding when it stalled
+    stalled: MmuFault | None = None
+    stalled_binding: AsBinding | None = None
     jobs_done: int = 0
     chains_done: int = 0
     chains_failed: int = 0
@@ -88,7 +97,7 @@ class JobControl:
         self.cycle_count = cycle_count
         self._loop = loop
         self._task: asyncio.Task[None] | None = None
-        self.stats = {"unknown_reads": 0, "unknown_writes": 0}
+        self.stats = {"unknown_reads": 0, "unknown_writes": 0, "mmu_stalls": 0}
 
     # -- registers ------------------------------------------------------------------------
     def _slot(self, off: int) -> tuple[JobSlot, int] | None:
@@ -165,6 +174,9 @@ class JobControl:
         kind, flag = stop
         if flag is not None and bool(s.config & R.JS_CONFIG_JOB_CHAIN_FLAG) != bool(flag):
             return
+        if s.stalled is not None and kind == R.JsCommand.HARD_STOP:
+            self._end(s, _TERMINATED)  # a stalled job cannot reach a boundary: killed
+            return
         # a hard stop overrides a pending soft stop, not the other way round
         if s.stop != R.JsCommand.HARD_STOP:
             s.stop = int(kind)
@@ -197,13 +209,34 @@ class JobControl:
             await asyncio.sleep(0)
 
     def pump(self, budget: int = SLICE_JOBS) -> bool:
-        """Run up to ``budget`` jobs on every active slot; True while a slot is still active."""
+        """Run up to ``budget`` jobs on every active slot; True while a slot can still run
+        (a slot stalled on an MMU fault waits for :meth:`on_as_update`)."""
         busy = False
         for s in self.slots:
-            if s.active:
+            if s.active and s.stalled is None:
                 self._run_slot(s, budget)
-                busy = busy or s.active
+                busy = busy or (s.active and s.stalled is None)
         return busy
+
+    def on_as_update(self, as_nr: int) -> None:
+        """The driver issued an AS command on ``as_nr`` or cleared its MMU_INT bit: a job
+        stalled in that AS retries if the command restarts stalled transactions, or fails
+        with JOB_BUS_FAULT if the AS no longer translates (the MMU's on_as_update hook)."""
+        binding = self.mmu.binding(as_nr)
+        woke = False
+        for s in self.slots:
+            if s.stalled is None or s.stalled.as_nr != as_nr:
+                continue
+            then = s.stalled_binding
+            if then is not None and binding.restarts == then.restarts:
+                continue  # MMU_INT_CLEAR alone restarts nothing
+            s.stalled = s.stalled_binding = None
+            if binding.enabled:
+                woke = True  # retried from the job's start (jobs are atomic here)
+            else:
+                self._fail(s, _JOB_BUS_FAULT, s.tail)
+        if woke:
+            self.kick()
 
     def _run_slot(self, s: JobSlot, budget: int) -> None:
         for _ in range(max(1, budget)):
@@ -212,7 +245,7 @@ class JobControl:
                 return
             if s.tail:
                 self._run_job(s)
-                if not s.active:
+                if not s.active or s.stalled is not None:
                     return
             if s.tail == 0:  # the chain ended: a stop arriving now finds nothing to stop
                 self._chain_done(s)
@@ -225,7 +258,7 @@ class JobControl:
         s.head = va
         raw = self.mmu.read(as_nr, va, R.JOB_HEADER_SIZE)
         if isinstance(raw, MmuFault):
-            self._fail(s, _fault_code(raw), va, write_back=False)
+            self._mmu_fault(s, raw, va, write_back=False)
             return
         _status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
         jtype = control >> R.HDR_TYPE_SHIFT & R.HDR_TYPE_MASK
@@ -233,24 +266,27 @@ class JobControl:
             self._fail(s, _JOB_CONFIG_FAULT, va)
             return
         if jtype == R.JobType.WRITE_VALUE:
-            code = self._write_value(as_nr, va)
-            if code:
-                self._fail(s, code, va)
+            res = self._write_value(as_nr, va)
+            if isinstance(res, MmuFault):
+                self._mmu_fault(s, res, va)
+                return
+            if res:
+                self._fail(s, res, va)
                 return
         # NULL, CACHE_FLUSH (caches are coherent here) and the shader jobs: nothing to do
         if not s.config & R.JS_CONFIG_DISABLE_DESCRIPTOR_WR_BK:
             f = self.mmu.write_u32(as_nr, va + R.HDR_EXCEPTION_STATUS, _DONE)
             if f is not None:
-                self._fail(s, _fault_code(f), va, write_back=False)
+                self._mmu_fault(s, f, va, write_back=False)
                 return
         s.jobs_done += 1
         s.tail = nxt
 
-    def _write_value(self, as_nr: int, job: int) -> int:
-        """The Write Value payload at job+32; 0 or the fault code."""
+    def _write_value(self, as_nr: int, job: int) -> int | MmuFault:
+        """The Write Value payload at job+32: 0, a job fault code, or the MMU fault."""
         raw = self.mmu.read(as_nr, job + R.JOB_HEADER_SIZE, R.WRITE_VALUE_PAYLOAD.size)
         if isinstance(raw, MmuFault):
-            return _fault_code(raw)
+            return raw
         address, wtype, _pad, imm = R.WRITE_VALUE_PAYLOAD.unpack(raw)
         size = R.WRITE_VALUE_SIZE.get(wtype)
         if size is None:
@@ -263,7 +299,19 @@ class JobControl:
             imm = self.timestamp()
         data = (imm & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         f = self.mmu.write(as_nr, address, data)
-        return 0 if f is None else _fault_code(f)
+        return 0 if f is None else f
+
+    def _mmu_fault(self, s: JobSlot, f: MmuFault, job: int, *, write_back: bool = True) -> None:
+        """A job's access faulted: a bus fault, or a fault in an AS that does not translate,
+        fails the job at once (JOB_BUS_FAULT); a translation/permission fault stalls it until
+        the driver restarts or disables the AS (on_as_update)."""
+        if f.bus or not self.mmu.binding(f.as_nr).enabled:
+            self._fail(s, _JOB_BUS_FAULT, job, write_back=write_back)
+            return
+        s.stalled = f
+        s.stalled_binding = self.mmu.binding(f.as_nr)
+        self.stats["mmu_stalls"] += 1
+        log.debug("JS%d: job %#x stalled on %s", s.js, job, f)
 
     def _fail(self, s: JobSlot, code: int, job: int, *, write_back: bool = True) -> None:
         """The job at ``job`` failed with ``code``: its header records it (when it can be
@@ -280,6 +328,7 @@ class JobControl:
         s.status = code
         s.active = False
         s.stop = 0
+        s.stalled = s.stalled_binding = None
         s.chains_failed += 1
         self.irq.raise_bits(R.JOB_INT_FAILED(s.js))
 
@@ -299,12 +348,6 @@ class JobControl:
         self._task = None
         self.slots = [JobSlot(js) for js in range(R.MAX_JS)]
         self.irq.reset()
-
-
-def _fault_code(f: MmuFault) -> int:
-    """JS_STATUS for a job whose memory access faulted: the MMU's code, or JOB_BUS_FAULT for a
-    bus fault (no RAM behind the access or a table), as a CS gets CS_BUS_FAULT (inferred)."""
-    return _JOB_BUS_FAULT if f.bus else f.exception_type
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

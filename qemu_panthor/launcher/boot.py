@@ -150,7 +150,7 @@ class Boot:
                  shares: list[tuple[str, Path]] | None = None,
                  extra_files: dict[str, tuple[bytes, int]] | None = None,
                  keep_logs: bool = False, timeline: Path | None = None,
-                 suite: str = "default") -> None:
+                 suite: str = "default", late_modules: list[str] | None = None) -> None:
         self.images = images
         #: which selftests (--run selftests): default, long or all
         self.suite = suite
@@ -160,6 +160,8 @@ class Boot:
         self.shares = shares or []
         #: more files for the initramfs (path -> data, mode)
         self.extra_files = extra_files or {}
+        #: modules the guest loads after the GPU's device (a suite's, when the kernel has them)
+        self.late_modules = late_modules or []
         #: keep the run directory's logs (and results) after a clean run too
         self.keep_logs = keep_logs
         #: mark the GPU dma-coherent in the guest's device tree (RK3588's is not)
@@ -250,6 +252,7 @@ class Boot:
             firmware=model_fw,
             extra_files=guest_files(self.images, self.gpu) | self.extra_files,
             shares=bool(self.shares), driver=gpu_driver(self.gpu),
+            late_modules=self.late_modules,
         )
         initrd = self.run_dir / "initramfs.cpio"
         await _write(initrd, await _in_daemon_thread(lambda: build_initramfs(spec)))
@@ -655,6 +658,7 @@ def boot_main(args: argparse.Namespace) -> int:
                     coherent=args.coherent,
                     shares=plan.shares() if plan else None,
                     extra_files=plan.guest_files() if plan else None,
+                    late_modules=plan.late_modules() if plan else None,
                     keep_logs=plan is not None,
                     timeline=Path(args.timeline).resolve() if args.timeline else None,
                     suite=args.suite)

@@ -1,4 +1,5 @@
-"""``boot --run igt``: IGT's panthor tests in the guest, and their results in CI formats.
+"""``boot --run igt``: IGT's tests of the GPU's driver (panthor, or panfrost for a Job Manager
+GPU) in the guest, and their results in CI formats.
 
 The guest side is ``guest/igt`` (one subtest per process, as IGT's runner runs them); it
 reports KTAP with each subtest's stdout, stderr, kernel log and exit status as diagnostic
@@ -73,6 +74,7 @@ class IgtPlan:
 
     userland: Userland
     build: Path | None = None
+    driver: str = "panthor"  # whose tests: IGT's tests/<driver>/<driver>_* programs
     tests: str = ""  # extended regex over binary@subtest ("" = all)
     expectations: Expectations | None = None
     timeout_s: int = SUBTEST_TIMEOUT_S
@@ -85,11 +87,19 @@ class IgtPlan:
 
     def guest_files(self) -> dict[str, tuple[bytes, int]]:
         skips = self.expectations.skips_regex() if self.expectations else ""
-        env = {"IGT_PROGRAMS": " ".join(self.userland.programs),
+        env = {"IGT_PROGRAMS": " ".join(driver_programs(self.userland.programs, self.driver)),
+               "IGT_DRIVER": self.driver,
                "IGT_BUILD": "1" if self.build is not None else "0",
                "IGT_TESTS": self.tests, "IGT_SKIPS": skips, "IGT_TIMEOUT": str(self.timeout_s)}
         text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
         return {"etc/qp/igt.env": (text.encode(), 0o644), **userland_guest_files("igt")}
+
+    def late_modules(self) -> list[str]:
+        """A display device after the GPU (images/initramfs.toml igt_late_modules): IGT's
+        prime tests import its dumb buffers."""
+        from ..setup import recipes
+
+        return list(recipes.initramfs_recipe().get("igt_late_modules", []))
 
     def report(self, result: BootResult, code: int) -> int:
         """results.json, junit.xml and failures.csv in the run directory, the failing
@@ -118,14 +128,20 @@ class IgtPlan:
         return 0 if code == 1 and result.rc == 1 else code
 
 
-def check_build_libs(build: Path, land: Userland) -> None:
-    """Every shared library the build's panthor programs and its ``lib/`` need must be in
-    ``lib/`` or in the userland: said before booting, not as 127 exits in the guest."""
+def driver_programs(programs: tuple[str, ...] | list[str], driver: str) -> list[str]:
+    """The userland's IGT programs of one driver (``.../<driver>/<driver>_*``)."""
+    return [p for p in programs if Path(p).name.startswith(f"{driver}_")
+            and Path(p).parent.name == driver]
+
+
+def check_build_libs(build: Path, land: Userland, driver: str = "panthor") -> None:
+    """Every shared library the build's programs of ``driver`` and its ``lib/`` need must be
+    in ``lib/`` or in the userland: said before booting, not as 127 exits in the guest."""
     from ..setup.elf import elf_deps, is_elf
 
     have = {p.name for d in (build / "lib", land.path / "usr/lib" / land.arch.triplet,
                              land.path / "usr/lib") if d.is_dir() for p in d.iterdir()}
-    files = build_programs(build)
+    files = build_programs(build, driver)
     if (build / "lib").is_dir():
         files += [p for p in (build / "lib").iterdir() if ".so" in p.name and p.is_file()]
     missing: dict[str, str] = {}
@@ -149,21 +165,21 @@ def check_build_libs(build: Path, land: Userland) -> None:
                         "in images/userlands.toml")
 
 
-def build_programs(build: Path) -> list[Path]:
-    """The panthor_* programs of an IGT build the guest runs: executable files, not links
+def build_programs(build: Path, driver: str = "panthor") -> list[Path]:
+    """The <driver>_* programs of an IGT build the guest runs: executable files, not links
     (guest/igt's ``find -type f`` does not follow them)."""
-    return [p for p in build.rglob("panthor_*")
+    return [p for p in build.rglob(f"{driver}_*")
             if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o111]
 
 
-def check_build_dir(path: str) -> Path:
-    """``--igt-build DIR``: an IGT build (or install) tree holding panthor_* programs."""
+def check_build_dir(path: str, driver: str = "panthor") -> Path:
+    """``--igt-build DIR``: an IGT build (or install) tree holding <driver>_* programs."""
     d = Path(path).expanduser().resolve()
     if not d.is_dir():
         raise UserError(f"--igt-build {path}: no such directory")
-    if not build_programs(d):
-        raise UserError(f"--igt-build {path}: no panthor_* test programs in it (an IGT "
-                        "build directory holds tests/panthor/panthor_query, ...)")
+    if not build_programs(d, driver):
+        raise UserError(f"--igt-build {path}: no {driver}_* test programs in it (an IGT "
+                        f"build directory holds tests/{driver}/{driver}_..., ...)")
     return d
 
 
@@ -195,8 +211,20 @@ def _lines(path: Path) -> list[str]:
     return out
 
 
-def load_expectations(path: str) -> Expectations:
-    """Every ``*fails.txt``, ``*flakes.txt`` and ``*skips.txt`` in the directory."""
+def default_expectations(driver: str) -> str:
+    """The project's expectations for a driver's IGT tests (images/igt-expectations/<driver>,
+    drm-ci's format, each entry with its reason), or "" when it has none."""
+    from ..setup import recipes
+
+    d = recipes.IMAGES_DIR / "igt-expectations" / driver
+    return str(d) if d.is_dir() else ""
+
+
+def load_expectations(path: str) -> Expectations | None:
+    """Every ``*fails.txt``, ``*flakes.txt`` and ``*skips.txt`` in the directory (None for
+    no directory)."""
+    if not path:
+        return None
     d = Path(path).expanduser()
     if not d.is_dir():
         raise UserError(f"--igt-expectations {path}: no such directory")
@@ -465,16 +493,22 @@ def prepare(args: argparse.Namespace, arch_name: str) -> IgtPlan:
         raise UserError(f"--run igt: Debian builds IGT for amd64 only, so the suite runs in "
                         f"the {land_arch} guest (--arch {land_arch}, the default for --run "
                         f"igt), not {arch_name}")
-    build = check_build_dir(args.igt_build) if args.igt_build else None
-    exp = load_expectations(args.igt_expectations) if args.igt_expectations else None
+    from ..gpu.models import MODELS
+
+    driver = MODELS[args.gpu].driver
+    build = check_build_dir(args.igt_build, driver) if args.igt_build else None
+    exp = load_expectations(args.igt_expectations or default_expectations(driver))
     if args.igt_tests:
         check_ere(args.igt_tests, "--igt-tests")
     if args.igt_timeout <= 0:
         raise UserError("--igt-timeout must be positive")
     land = ensure_userland("igt")
+    if not driver_programs(land.programs, driver):
+        raise UserError(f"--run igt: the IGT userland has no {driver} tests; images/"
+                        f"userlands.toml must keep usr/libexec/igt-gpu-tools/{driver}/*")
     if build is not None:
-        check_build_libs(build, land)
-    return IgtPlan(land, build=build, tests=args.igt_tests, expectations=exp,
+        check_build_libs(build, land, driver)
+    return IgtPlan(land, build=build, driver=driver, tests=args.igt_tests, expectations=exp,
                    timeout_s=args.igt_timeout)
 
 

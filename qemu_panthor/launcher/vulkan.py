@@ -70,6 +70,9 @@ class VulkanPlan:
     def shares(self) -> list[tuple[str, Path]]:
         return [(USERLAND_TAG, self.userland.path)]
 
+    def late_modules(self) -> list[str]:
+        return []
+
     def guest_files(self) -> dict[str, tuple[bytes, int]]:
         return userland_guest_files("vulkaninfo")
 

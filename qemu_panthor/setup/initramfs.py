@@ -119,6 +119,22 @@ class InitramfsSpec:
     extra_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> data, mode
     shares: bool = False  # the guest mounts virtio-9p shares: load share_modules too
     driver: str = "panthor"  # whose module chain to load (images/initramfs.toml [drivers])
+    #: modules /init loads after the glue (the GPU's device exists by then), when the kernel
+    #: has them; their dependencies not already loaded come first
+    late_modules: list[str] = field(default_factory=list)
+
+
+def _module_bytes(modules_dir: Path, path: str) -> bytes:
+    """A module file as the kernel loads it (xz and gzip decompressed)."""
+    data = (modules_dir / path).read_bytes()
+    if path.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.endswith(".gz"):
+        return gzip.decompress(data)
+    if path.endswith(".zst"):
+        raise UserError(f"{path}: zstd-compressed modules are not supported; build with "
+                        "CONFIG_MODULE_COMPRESS_NONE or _XZ")
+    return data
 
 
 def build_initramfs(spec: InitramfsSpec) -> bytes:
@@ -132,6 +148,10 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
     wanted = (recipes.driver_modules(spec.driver)
               + (recipe["share_modules"] if spec.shares else []))
     roots = [m for m in wanted if m.replace("-", "_") not in builtin]
+    for m in recipes.driver_modules(spec.driver):
+        if m.replace("-", "_") not in builtin and m.replace("-", "_") not in known:
+            raise UserError(f"this kernel has no {m} module (CONFIG_DRM_{spec.driver.upper()}"
+                            f"), which the GPU model's driver {spec.driver} needs")
     order = load_order(deps, optional + roots)
     w = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc/qp", "lib/modules", "lib/firmware",
@@ -147,17 +167,19 @@ def build_initramfs(spec: InitramfsSpec) -> bytes:
     names = []
     for path in order:
         name = module_name(path)
-        data = (spec.modules_dir / path).read_bytes()
-        if path.endswith(".xz"):
-            data = lzma.decompress(data)
-        elif path.endswith(".gz"):
-            data = gzip.decompress(data)
-        elif path.endswith(".zst"):
-            raise UserError(f"{path}: zstd-compressed modules are not supported; build with "
-                            "CONFIG_MODULE_COMPRESS_NONE or _XZ")
-        w.add_file(f"lib/modules/{name}.ko", data)
+        w.add_file(f"lib/modules/{name}.ko", _module_bytes(spec.modules_dir, path))
         names.append(name)
     w.add_file("etc/qp/modules", ("\n".join(names) + "\n").encode())
+    late_roots = [m for m in spec.late_modules
+                  if m.replace("-", "_") in known and m.replace("-", "_") not in builtin]
+    late = []
+    for path in load_order(deps, late_roots) if late_roots else []:
+        name = module_name(path)
+        if name in names:
+            continue
+        w.add_file(f"lib/modules/{name}.ko", _module_bytes(spec.modules_dir, path))
+        late.append(name)
+    w.add_file("etc/qp/late-modules", "".join(f"{n}\n" for n in late).encode())
     if spec.glue_ko is not None:
         w.add_file("lib/modules/panthor_glue.ko", spec.glue_ko.read_bytes())
     for rel, data in spec.firmware.items():

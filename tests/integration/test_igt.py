@@ -29,13 +29,16 @@ def userland() -> Userland:
     return ensure_userland("igt")
 
 
-def listed_subtests(land: Userland) -> list[str]:
-    """binary@subtest for every subtest the userland's programs list (run on the host)."""
+def listed_subtests(land: Userland, driver: str = "panthor") -> list[str]:
+    """binary@subtest for every subtest the userland's programs of ``driver`` list (run on
+    the host)."""
     out = []
     for prog in land.programs:
+        if Path(prog).parent.name != driver:
+            continue
         p = subprocess.run(["chroot", str(land.path), prog, "--list-subtests"],
                            capture_output=True, text=True, check=True, timeout=60)
-        name = "panthor/" + Path(prog).name
+        name = f"{driver}/" + Path(prog).name
         out += [f"{name}@{s}" for s in p.stdout.split()]
     return out
 
@@ -81,6 +84,43 @@ def test_every_debian_igt_panthor_subtest_passes(userland: Userland) -> None:
         suites = ET.parse(run_dir / "junit.xml").getroot()
         assert suites.get("tests") == str(len(expected)) and suites.get("failures") == "0"
         assert (run_dir / "failures.csv").read_text() == ""
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(BOOT_TIMEOUT_S + 120)
+def test_every_debian_igt_panfrost_subtest_passes_on_the_g52(userland: Userland) -> None:
+    """[panfrost] IGT's panfrost tests against the Mali-G52 model: panfrost built with
+    COMPILE_TEST in the x86_64 kernel, per-file address spaces, a job that faults, IGT's
+    endless job loop through the driver's timeout and reset."""
+    expected = listed_subtests(userland, "panfrost")
+    assert {"panfrost/panfrost_submit@pan-reset",
+            "panfrost/panfrost_submit@pan-unhandled-pagefault"} <= set(expected), expected
+    # the one expected failure, with its reason: images/igt-expectations/panfrost
+    stale = "panfrost/panfrost_submit@pan-submit-error-bad-requirements"
+    p, run_dir = boot_igt("--gpu", "g52")
+    tail = _tail(p)
+    assert run_dir is not None, tail
+    try:
+        assert re.search(rf"^igt: {len(expected) - 1} passed, 1 failed, 0 skipped "
+                         r"\(1 expected failures\)$", p.stdout, re.M), tail
+        assert f"igt expected-fail {stale}" in p.stderr, tail
+        assert p.returncode == 0, tail
+        results = json.loads((run_dir / "results.json").read_text())
+        assert sorted(results["tests"]) == sorted(f"igt@{n}".lower() for n in expected)
+        for key, entry in results["tests"].items():
+            if key == f"igt@{stale}":
+                # the kernel accepts requirements = 2 (JD_REQ_CYCLE_COUNT since uAPI 1.3)
+                assert entry["result"] == "fail" and "0 != -1" in entry["err"], entry
+                continue
+            assert entry["result"] == "pass", (key, entry)
+        assert "panthor" not in " ".join(results["tests"])
+        # prime: a dumb buffer of the display device (vkms, card1) imported into panfrost
+        prime = results["tests"]["igt@panfrost/panfrost_prime@gem-prime-import"]
+        assert re.search(r"^Subtest gem-prime-import: SUCCESS", prime["out"], re.M), prime
+        # the job loop: the scheduler's timeout and panfrost's reset, then the next job runs
+        assert "gpu sched timeout" in results["tests"][
+            "igt@panfrost/panfrost_submit@pan-reset"]["dmesg"]
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -224,8 +224,10 @@ def test_write_value_job_in_a_legacy_lpae_address_space() -> None:
 
 
 def test_unmapped_target_faults_the_as_and_fails_the_job() -> None:
-    """IGT pan-unhandled-pagefault: a Write Value to 0xdeadbeef0000 faults in the AS (MMU_INT
-    bit as) and the job ends FAILED with a fault code, not DONE."""
+    """IGT pan-unhandled-pagefault through panfrost's MMU IRQ thread: the fault is latched
+    (MMU_INT bit as) and the job stalls; the driver clears MMU_INT, disables the AS
+    (panfrost_mmu_disable) and masks it; the job then ends FAILED with JOB_BUS_FAULT and its
+    header unwritten, as IGT's test describes hardware."""
     g = G52()
     g.device_reset()
     g.enable_as(0, g.vm())
@@ -235,8 +237,20 @@ def test_unmapped_target_faults_the_as_and_fails_the_job() -> None:
     assert g.r(MMU_INT_RAWSTAT) == 1 << 0
     assert g.r(as_reg(0, AS_FAULTSTATUS)) & 0xFF >= 0xC0
     assert g.r(as_reg(0, AS_FAULTADDRESS)) == 0xBEEF0000
+    assert g.r(JOB_INT_RAWSTAT) == 0 and g.r(JOB_INT_JS_STATE) == 1 << 1
+    g.w(MMU_INT_CLEAR, 1 << 0)
+    g.w64(as_reg(0, AS_LOCKADDR), 0x3F)
+    g.w(as_reg(0, AS_COMMAND), AS_CMD_LOCK)
+    g.w(as_reg(0, AS_COMMAND), AS_CMD_FLUSH_MEM)
+    g.w64(as_reg(0, AS_TRANSTAB), 0)
+    g.w64(as_reg(0, AS_MEMATTR), 0)
+    g.w64(as_reg(0, AS_TRANSCFG), 1)  # UNMAPPED
+    g.w(as_reg(0, AS_COMMAND), AS_CMD_UPDATE)
+    g.w(MMU_INT_MASK, 0xFFFF_FFFE)
+    g.dev.gpu.jobs.pump()  # type: ignore[union-attr]
     assert g.r(JOB_INT_RAWSTAT) == 1 << 17  # FAILED(1)
-    assert g.r(js(1, JS_STATUS)) > 0x3F and g.u32(BO_VA) != DONE
+    assert g.r(js(1, JS_STATUS)) == 0x48 and g.u32(BO_VA) == 0  # JOB_BUS_FAULT
+    assert g.r(JOB_INT_JS_STATE) == 0
 
 
 def test_soft_reset_idles_the_slots_and_forgets_the_address_spaces() -> None:

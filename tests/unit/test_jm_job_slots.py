@@ -45,7 +45,7 @@ class Gpu:
 
     def __init__(self) -> None:
         self.ram = ptw.TableRam(base=BASE, size=4 << 20, tables=1 << 20)
-        w = ptw.LpaeWriter(self.ram, ias=35, oas=40, mali=True)
+        w = self.vm = ptw.LpaeWriter(self.ram, ias=35, oas=40, mali=True)
         w.map(BO_VA, BO_PA, BO_SIZE, ptw.IOMMU_READ | ptw.IOMMU_WRITE | ptw.IOMMU_CACHE)
         self.mmu = Mmu(self.ram.mem, IrqBlock("mmu"), as_present=0xFF, va_bits=35, pa_bits=40,
                        legacy_lpae=True)
@@ -56,6 +56,7 @@ class Gpu:
         self.jm = JobControl(self.mmu, IrqBlock("job"), js_present=0x7,
                              timestamp=lambda: TIMESTAMP)
         self.jm.write32(MASK, 0x70007)
+        self.mmu.on_as_update = self.jm.on_as_update  # as MaliGpu wires a JM part
 
     def off(self, va: int) -> int:
         return va - BO_VA + (BO_PA - BASE)
@@ -176,27 +177,95 @@ def test_withdrawn_next_does_not_run() -> None:
     assert g.u64(BO_VA + 0x8000) == 0 and g.jm.slots[1].chains_done == 1
 
 
-def test_page_fault_fails_the_job_and_reports_the_mmu_fault() -> None:
+def _disable_as(g: Gpu) -> None:
+    """panfrost_mmu_disable after an unhandled fault: LOCK + FLUSH_MEM over the whole VA, then
+    TRANSTAB 0, MEMATTR 0, TRANSCFG UNMAPPED and UPDATE."""
+    g.mmu.write32(ASB + 0x10, 0x3F)
+    g.mmu.write32(ASB + 0x14, 0)
+    g.mmu.write32(ASB + 0x18, 2)  # LOCK
+    g.mmu.write32(ASB + 0x18, 5)  # FLUSH_MEM (restarts: the retry faults again)
+    g.jm.pump()
+    for off, v in ((0x00, 0), (0x08, 0), (0x30, 1)):
+        g.mmu.write32(ASB + off, v)
+        g.mmu.write32(ASB + off + 4, 0)
+    g.mmu.write32(ASB + 0x18, 1)  # UPDATE
+
+
+def test_page_fault_stalls_the_job_until_the_driver_disables_the_as() -> None:
     """IGT pan-unhandled-pagefault: a write value to 0xdeadbeef0000. The MMU latches the fault
-    (MMU_INT bit AS), the chain fails with the fault code in JS_STATUS, the job's header holds
-    it (exception status != DONE) with the fault pointer."""
+    (MMU_INT bit AS) and the job stalls, still active; clearing MMU_INT restarts nothing;
+    panfrost's answer, disabling the AS, ends it with JOB_BUS_FAULT, and the header is not
+    written (IGT: "it's not reflected in the job header because the MMU mapping is disabled
+    (to kill the job immediately) before the job manager has a chance to update the
+    exception status")."""
+    g = Gpu()
+    j = g.write_value(BO_VA, 0xDEAD_BEEF_0000, ZERO)
+    g.submit(JS1, j)
+    assert not g.jm.pump()  # stalled: nothing left to run
+    assert g.mmu.irq.rawstat == 1 << AS
+    assert g.mmu.read32(ASB + 0x20) == 0xBEEF_0000 and g.mmu.read32(ASB + 0x1C) & 0xFF == 0xC0
+    assert g.jm.read32(RAWSTAT) == 0 and g.jm.read32(JS_STATE) == 1 << 1
+    g.mmu.write32(0x4, 1 << AS)  # MMU_INT_CLEAR
+    g.jm.pump()
+    assert g.jm.read32(RAWSTAT) == 0 and g.jm.read32(JS_STATE) == 1 << 1
+    _disable_as(g)
+    g.jm.pump()
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x48
+    assert g.u32(j) == 0 and g.u64(j + 8) == 0  # the header was not written
+    assert g.jm.read32(JS1 + HEAD) == j and g.jm.read32(JS_STATE) == 0
+
+
+def test_page_fault_retries_when_the_driver_maps_the_page() -> None:
+    """A heap BO growing on fault: the driver maps the page, then LOCK + UNLOCK (a restart
+    command) on the AS; the stalled job retries and completes."""
+    g = Gpu()
+    target = BO_VA + 0x40_0000  # beyond the BO: unmapped
+    j = g.write_value(BO_VA, target, IMM32, 0x1234_5678)
+    g.submit(JS1, j)
+    g.jm.pump()
+    assert g.jm.read32(JS_STATE) == 1 << 1 and g.jm.read32(RAWSTAT) == 0
+    g.vm.map(target, BO_PA + 0x8000, 0x1000, ptw.IOMMU_READ | ptw.IOMMU_WRITE)
+    g.mmu.write32(0x4, 1 << AS)  # the fault handler clears MMU_INT first
+    g.jm.pump()
+    assert g.jm.read32(JS_STATE) == 1 << 1  # a clear is not a restart
+    g.mmu.write32(ASB + 0x10, (target & ~0xFFF) | 11)
+    g.mmu.write32(ASB + 0x18, 2)  # LOCK
+    g.mmu.write32(ASB + 0x18, 3)  # UNLOCK: restarts the stalled access
+    g.jm.pump()
+    assert g.jm.read32(RAWSTAT) == 1 << 1 and g.jm.read32(JS1 + STATUS) == 1
+    assert g.u32(BO_VA + 0x8000) == 0x1234_5678 and g.u32(j) == 1
+    assert g.jm.stats["mmu_stalls"] == 1
+
+
+def test_hard_stop_kills_a_stalled_job() -> None:
     g = Gpu()
     j = g.write_value(BO_VA, 0xDEAD_BEEF_0000, ZERO)
     g.submit(JS1, j)
     g.jm.pump()
-    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0xC0
-    assert g.u32(j) == 0xC0 and g.u64(j + 8) == j
-    assert g.jm.read32(JS1 + HEAD) == j and g.jm.read32(JS_STATE) == 0
-    assert g.mmu.irq.rawstat == 1 << AS
-    assert g.mmu.read32(ASB + 0x20) == 0xBEEF_0000 and g.mmu.read32(ASB + 0x1C) & 0xFF == 0xC0
+    g.jm.write32(JS1 + COMMAND, 2)  # SOFT_STOP: waits for a boundary the job cannot reach
+    g.jm.pump()
+    assert g.jm.read32(JS_STATE) == 1 << 1
+    g.jm.write32(JS1 + COMMAND, 3)  # HARD_STOP
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x04
+    assert g.jm.read32(JS_STATE) == 0
 
 
-def test_unreadable_chain_head_fails_without_write_back() -> None:
+def test_unreadable_chain_head_stalls_then_fails_without_write_back() -> None:
     g = Gpu()
     g.submit(JS1, 0x1000_0000)  # nothing mapped there
     g.jm.pump()
-    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) & 0xF8 == 0xC0
+    assert g.jm.read32(RAWSTAT) == 0 and g.mmu.irq.rawstat == 1 << AS
+    _disable_as(g)
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x48
     assert g.jm.read32(JS1 + HEAD) == 0x1000_0000
+
+
+def test_a_job_in_a_disabled_as_fails_at_once() -> None:
+    g = Gpu()
+    j = g.write_value(BO_VA, BO_VA + 0x8000, IMM32, 1)
+    g.submit(JS1, j, config=CONFIG_G52 | 5)  # AS5 was never enabled
+    g.jm.pump()
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x48
 
 
 @pytest.mark.parametrize("jtype,is_64b", [(0, True), (11, True), (0x7F, True), (NULL, False)])

@@ -329,3 +329,15 @@ def test_an_x86_64_guest_boots_no_debian_line() -> None:
         boot_images("6.12", "x86_64")
     with pytest.raises(UserError, match="unknown guest architecture 'riscv64'"):
         boot_images(None, "riscv64")
+
+
+def test_a_tree_without_panfrost_says_so_for_a_job_manager_gpu(tmp_path) -> None:
+    d = make_build_dir(tmp_path)
+    staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"bb")
+    init = tmp_path / "init"
+    init.write_text("#!/bin/sh\n")
+    with pytest.raises(UserError, match=r"no panfrost module \(CONFIG_DRM_PANFROST\)"):
+        build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
+                                      driver="panfrost"))
