@@ -119,7 +119,14 @@ bool qp_module_loaded(const char *name)
 
 int qp_panthor_sysfs(char *buf, size_t len)
 {
-	DIR *d = opendir("/sys/bus/platform/drivers/panthor");
+	return qp_driver_sysfs("panthor", buf, len);
+}
+
+int qp_driver_sysfs(const char *driver, char *buf, size_t len)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/bus/platform/drivers/%s", driver);
+	DIR *d = opendir(path);
 	if (!d)
 		return -errno;
 	struct dirent *e;

@@ -166,19 +166,7 @@ int test_pf_modules(void)
 
 static int pf_sysfs(char *buf, size_t len)
 {
-	DIR *d = opendir("/sys/bus/platform/drivers/panfrost");
-	if (!d)
-		return -errno;
-	struct dirent *e;
-	int ret = -ENOENT;
-	while ((e = readdir(d)))
-		if (!strncmp(e->d_name, "qemu-panthor", 12)) {
-			snprintf(buf, len, "/sys/bus/platform/devices/%s", e->d_name);
-			ret = 0;
-			break;
-		}
-	closedir(d);
-	return ret;
+	return qp_driver_sysfs("panfrost", buf, len);
 }
 
 int test_pf_probed(void)

@@ -83,6 +83,8 @@ bool qp_module_loaded(const char *name);
 int qp_kernel_major(void); /* the running kernel's major version (uname); 0 if unknown */
 /* the panthor platform device directory in sysfs, e.g. /sys/bus/platform/devices/qemu-panthor.16 */
 int qp_panthor_sysfs(char *buf, size_t len);
+/* the same for another platform driver (e.g. panfrost) */
+int qp_driver_sysfs(const char *driver, char *buf, size_t len);
 /* the panthor device's runtime-PM control (power/control: "on" keeps it out of runtime
  * suspend, "auto" lets it suspend): read into buf without the newline, or write. The test
  * runner restores the value after every test, whatever the test did or how it ended. */

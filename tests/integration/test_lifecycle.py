@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KERNEL_LINE
+from support.guest_runs import until
 from support.processes import alive, wait_for
 
 from qemu_panthor.launcher.boot import EXIT_BACKEND, EXIT_NO_RESULT, Boot
@@ -195,18 +196,6 @@ def test_launcher_sigkilled_takes_qemu_and_backend_along(
         assert took < 5.0
 
 
-async def _until(pred: Callable[[], bool], timeout: float, what: str,
-                 task: asyncio.Task[object]) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if task.done():
-            task.result()
-            raise AssertionError(f"the run ended before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_standalone_serve_takes_a_second_guest(images, tmp_path: Path) -> None:
     """A standalone `serve` outlives its client: a second QEMU gets the GPU, panthor probes
     it again; SIGTERM then ends the server cleanly."""
@@ -244,7 +233,7 @@ async def test_system_reset_reprobes_the_gpu(images) -> None:
              append="qp.hold=8", echo=False)
     task = asyncio.create_task(b.run())
     try:
-        await _until(lambda: any("phase=hold" in line for line in b.result.console), 240,
+        await until(lambda: any("phase=hold" in line for line in b.result.console), 240,
                      "the first boot's hold", task)
         assert b.qemu_qmp is not None
         await b.qemu_qmp.execute("set-action", {"reboot": "reset"})
@@ -275,7 +264,7 @@ async def test_device_del_unbinds_the_driver(images) -> None:
              append="qp.hold=20 ignore_loglevel", echo=False, hotplug=True)
     task = asyncio.create_task(b.run())
     try:
-        await _until(lambda: any("phase=hold" in line for line in b.result.console), 240,
+        await until(lambda: any("phase=hold" in line for line in b.result.console), 240,
                      "the hold", task)
         assert b.qemu_qmp is not None
         await b.qemu_qmp.execute("device_del", {"id": "gpu0"})

@@ -6,12 +6,11 @@ spaces are visible as AS slots changing hands."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from pathlib import Path
 
 import pytest
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecuteError
+from support.guest_runs import qmp_session, until
 
 from qemu_panthor.launcher.boot import Boot
 from qemu_panthor.launcher.ktap import parse_ktap
@@ -61,17 +60,6 @@ async def test_g52_selftests_pass_on_612(boot_guest_612) -> None:
     _check_suite(r, skipped_ok=NEWER_UAPI)
 
 
-async def _until(pred, timeout: float, what: str, task: asyncio.Task) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if task.done():
-            task.result()
-            raise AssertionError(f"the guest ended before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_per_file_address_spaces_through_qmp(request, tmp_path: Path) -> None:
     """20 open files, each submitting in turn, share the 8 AS slots: every slot is used and
     slots change hands (table-switches), each file's jobs ran in its own tables, and the job
@@ -81,15 +69,12 @@ async def test_per_file_address_spaces_through_qmp(request, tmp_path: Path) -> N
     boot = Boot(images, gpu="g52", run="selftests", qmp=str(sock), trace=False, timeout=300,
                 append="qp.only=pf_per_fd_address_spaces qp.hold=8", echo=False, keep=False)
     task = asyncio.create_task(boot.run())
-    qmp = QMPClient("integration")
-    try:
-        await _until(sock.exists, 60, "the backend's QMP socket", task)
-        await qmp.connect(str(sock))
+    async with qmp_session(sock, task) as qmp:
         gpu = await qmp.execute("query-mali-gpu")
         assert (gpu["family"], gpu["name"]) == ("jm", "mali-g52")  # type: ignore[index]
         console = boot.result.console
-        await _until(lambda: any("phase=hold" in line for line in console), 240,
-                     "the selftest's end (hold)", task)
+        await until(lambda: any("phase=hold" in line for line in console), 240,
+                    "the selftest's end (hold)", task)
         assert any(line.startswith("ok 1 pf_per_fd_address_spaces") for line in console), \
             _tail(console)
         ases = await qmp.execute("query-mali-mmu")
@@ -102,13 +87,7 @@ async def test_per_file_address_spaces_through_qmp(request, tmp_path: Path) -> N
         assert js1["chains-done"] >= 60 and js1["chains-failed"] == 0, js1
         stats = await qmp.execute("query-mali-stats")
         assert stats["job-slots"]["jobs"] >= 60 and "cs" not in stats  # type: ignore[index]
-        with pytest.raises(Exception, match="Job Manager GPU"):
+        with pytest.raises(ExecuteError, match="Job Manager GPU"):
             await qmp.execute("query-mali-csg")
         result = await task
-    finally:
-        if qmp.runstate.name != "IDLE":
-            with contextlib.suppress(Exception):
-                await qmp.disconnect()
-        if not task.done():
-            task.cancel()
     assert result.rc == 0, _tail(result.console)

@@ -13,13 +13,12 @@ guest/selftests/t_jobs.c stores to).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from pathlib import Path
 
 import pytest
-from qemu.qmp import QMPClient
+from support.guest_runs import qmp_session, until
 
 from qemu_panthor.launcher.boot import Boot
 
@@ -30,17 +29,6 @@ KERNEL_FAULT = re.compile(r"Unhandled Page fault in AS(\d+) at VA 0x([0-9a-fA-F]
 BIND2M = re.compile(r"# qp-info: bind2m_va=0x([0-9a-f]+) bind2m_runs=(\S+)")
 FAULT_VA = 0x7654320  # test_job_mmu_fault's never-mapped store target
 HOLD_S = 10
-
-
-async def _until(pred, timeout: float, what: str, task: asyncio.Task) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if task.done():
-            task.result()  # raise the boot's own error, if any
-            raise AssertionError(f"the guest ended before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _find(lines: list[str], rx: re.Pattern[str]) -> re.Match[str] | None:
@@ -58,17 +46,14 @@ async def test_qmp_finds_the_job_as_and_reports_the_mmu_fault(request, tmp_path:
                 append=f"qp.only=job_store_deadbeef,job_mmu_fault qp.hold={HOLD_S}",
                 echo=False, keep=False)
     task = asyncio.create_task(boot.run())
-    qmp = QMPClient("integration")
-    try:
-        await _until(sock.exists, 60, "the backend's QMP socket", task)
-        await qmp.connect(str(sock))
+    async with qmp_session(sock, task) as qmp:
         gpu = await qmp.execute("query-mali-gpu")
         assert gpu["identity"]["GPU_ID"] == 0xA8670005
 
         console = boot.result.console
         # qp-hold: the job has run and its VM, BOs and group stay alive for HOLD_S seconds.
-        await _until(lambda: any("qp-hold:" in line for line in console), 300,
-                     "the job's qp-hold line", task)
+        await until(lambda: any("qp-hold:" in line for line in console), 300,
+                    "the job's qp-hold line", task)
         m = _find(console, QP_INFO)
         assert m is not None
         va, pa = int(m.group(1), 16), int(m.group(2), 16)
@@ -125,14 +110,6 @@ async def test_qmp_finds_the_job_as_and_reports_the_mmu_fault(request, tmp_path:
         assert fault["exception-name"].startswith("TRANSLATION_FAULT_")
         assert fault["as"] != 0
         result = await task
-    finally:
-        if qmp.runstate.name != "IDLE":
-            # The backend may already have closed QMP (guest powered off): disconnect()
-            # re-raises what ended the session, which is not a failure here.
-            with contextlib.suppress(Exception):
-                await qmp.disconnect()
-        if not task.done():
-            task.cancel()
     assert result.rc == 0, "\n".join(result.console[-40:])
     # panthor logs the AS and VA it read from AS_FAULTSTATUS/FAULTADDRESS: the same as ours.
     k = _find(result.console, KERNEL_FAULT)

@@ -11,13 +11,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ExecuteError
 from support import pgtable_writer as ptw
+from support.qmp_local import qmp_client
 
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.memory import RamRegion
-from qemu_panthor.qmp import build_server
 
 # panfrost_regs.h
 GPU_ID, L2_FEATURES, CORE_FEATURES, TILER_FEATURES, MEM_FEATURES = 0x0, 0x4, 0x8, 0xC, 0x10
@@ -268,14 +268,8 @@ def test_soft_reset_idles_the_slots_and_forgets_the_address_spaces() -> None:
 @pytest.fixture
 async def qmp_g52(tmp_path: Path):
     g = G52()
-    srv, events = build_server(g.dev)
-    await srv.start(tmp_path / "qmp.sock")
-    qmp = QMPClient("test")
-    await qmp.connect(srv.path)
-    yield g, qmp
-    await qmp.disconnect()
-    events.detach()
-    await srv.close()
+    async with qmp_client(g.dev, tmp_path / "qmp.sock") as qmp:
+        yield g, qmp
 
 
 async def test_qmp_shows_job_slots_and_refuses_csf_queries(qmp_g52) -> None:
@@ -308,20 +302,11 @@ async def test_qmp_shows_job_slots_and_refuses_csf_queries(qmp_g52) -> None:
 
 
 async def test_csf_gpu_refuses_the_job_slot_query(tmp_path: Path) -> None:
-    dev = MaliPciFunction(MODELS["g610"])
-    srv, events = build_server(dev)
-    await srv.start(tmp_path / "qmp.sock")
-    qmp = QMPClient("test")
-    await qmp.connect(srv.path)
-    try:
+    async with qmp_client(MaliPciFunction(MODELS["g610"]), tmp_path / "qmp.sock") as qmp:
         with pytest.raises(ExecuteError, match="CSF GPU"):
             await qmp.execute("query-mali-job-slots")
         info = await qmp.execute("query-mali-gpu")
         assert info["family"] == "csf" and "mcu" in info
-    finally:
-        await qmp.disconnect()
-        events.detach()
-        await srv.close()
 
 
 def test_table_switches_count_the_slot_changing_hands() -> None:

@@ -99,6 +99,15 @@ def test_recommended_options_only_warn() -> None:
     assert any("CONFIG_UDMABUF" in w for w in bc.warnings)
 
 
+def _initramfs_inputs(tmp: Path) -> tuple[Path, Path]:
+    """A stand-in busybox and /init for building an initramfs."""
+    busybox = tmp / "busybox"
+    busybox.write_bytes(b"bb")
+    init = tmp / "init"
+    init.write_text("#!/bin/sh\n")
+    return busybox, init
+
+
 def test_module_chain_of_a_build_directory(tmp_path) -> None:
     d = make_build_dir(tmp_path)
     tree = find_tree(str(d))
@@ -116,10 +125,7 @@ def test_module_chain_of_a_build_directory(tmp_path) -> None:
 def test_initramfs_from_a_staged_build_directory(tmp_path) -> None:
     d = make_build_dir(tmp_path)
     staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
-    busybox = tmp_path / "busybox"
-    busybox.write_bytes(b"bb")
-    init = tmp_path / "init"
-    init.write_text("#!/bin/sh\n")
+    busybox, init = _initramfs_inputs(tmp_path)
     cpio = build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init))
     order = cpio.split(b"etc/qp/modules\0", 1)[1]
     listed = order[order.index(b"drm"):].split(b"\0", 1)[0].decode().split()
@@ -138,10 +144,7 @@ def test_a_tree_with_panfrost_serves_the_job_manager_gpu(tmp_path) -> None:
     assert {"panfrost.ko", "drm_shmem_helper.ko", "panthor.ko"} <= names
     assert "unrelated.ko" not in names
     staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
-    busybox = tmp_path / "busybox"
-    busybox.write_bytes(b"bb")
-    init = tmp_path / "init"
-    init.write_text("#!/bin/sh\n")
+    busybox, init = _initramfs_inputs(tmp_path)
     cpio = build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
                                          driver="panfrost"))
     order = cpio.split(b"etc/qp/modules\0", 1)[1]
@@ -334,10 +337,7 @@ def test_an_x86_64_guest_boots_no_debian_line() -> None:
 def test_a_tree_without_panfrost_says_so_for_a_job_manager_gpu(tmp_path) -> None:
     d = make_build_dir(tmp_path)
     staged = stage_modules(Cache(tmp_path / "cache"), find_tree(str(d)))
-    busybox = tmp_path / "busybox"
-    busybox.write_bytes(b"bb")
-    init = tmp_path / "init"
-    init.write_text("#!/bin/sh\n")
+    busybox, init = _initramfs_inputs(tmp_path)
     with pytest.raises(UserError, match=r"no panfrost module \(CONFIG_DRM_PANFROST\)"):
         build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
                                       driver="panfrost"))

@@ -12,6 +12,7 @@ import pytest
 from qemu.qmp import ExecuteError, QMPClient
 from support import csf_host
 from support import pgtable_writer as ptw
+from support.qmp_local import qmp_client
 
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
@@ -55,15 +56,9 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path):
     r = Rig()
-    srv, events = build_server(r.dev)
-    await srv.start(tmp_path / "qmp.sock")
-    qmp = QMPClient("test")
-    await qmp.connect(srv.path)
-    r.qmp = qmp  # type: ignore[attr-defined]
-    yield r
-    await qmp.disconnect()
-    events.detach()
-    await srv.close()
+    async with qmp_client(r.dev, tmp_path / "qmp.sock") as qmp:
+        r.qmp = qmp  # type: ignore[attr-defined]
+        yield r
 
 
 async def test_query_mali_gpu_identity_power_irq(rig: Rig) -> None:
