@@ -150,7 +150,8 @@ class Boot:
                  shares: list[tuple[str, Path]] | None = None,
                  extra_files: dict[str, tuple[bytes, int]] | None = None,
                  keep_logs: bool = False, timeline: Path | None = None,
-                 suite: str = "default", late_modules: list[str] | None = None) -> None:
+                 suite: str = "default", late_modules: list[str] | None = None,
+                 display: bool = False) -> None:
         self.images = images
         #: which selftests (--run selftests): default, long or all
         self.suite = suite
@@ -162,6 +163,8 @@ class Boot:
         self.extra_files = extra_files or {}
         #: modules the guest loads after the GPU's device (a suite's, when the kernel has them)
         self.late_modules = late_modules or []
+        #: the machine's display controller beside the GPU (images/arches.toml `display`)
+        self.display = display
         #: keep the run directory's logs (and results) after a clean run too
         self.keep_logs = keep_logs
         #: mark the GPU dma-coherent in the guest's device tree (RK3588's is not)
@@ -268,7 +271,8 @@ class Boot:
         cfg = QemuConfig(kernel=self.images.kernel_image, initrd=initrd,
                          append=f"{append} {self.append}".strip(), qmp_socket=qmp_sock,
                          gpu_socket=gpu_sock, interactive=self.interactive,
-                         hotplug=self.hotplug, arch=self.images.arch, shares=self.shares)
+                         hotplug=self.hotplug, arch=self.images.arch, shares=self.shares,
+                         display=self.display)
         if self.images.needs_boot_dtb and self.with_gpu:
             if self.hotplug:
                 raise UserError("hotplug: the boot device tree names the GPU at 00:02.0; "
@@ -659,6 +663,7 @@ def boot_main(args: argparse.Namespace) -> int:
                     shares=plan.shares() if plan else None,
                     extra_files=plan.guest_files() if plan else None,
                     late_modules=plan.late_modules() if plan else None,
+                    display=bool(plan and plan.late_modules()),
                     keep_logs=plan is not None,
                     timeline=Path(args.timeline).resolve() if args.timeline else None,
                     suite=args.suite)

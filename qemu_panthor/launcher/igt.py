@@ -95,8 +95,9 @@ class IgtPlan:
         return {"etc/qp/igt.env": (text.encode(), 0o644), **userland_guest_files("igt")}
 
     def late_modules(self) -> list[str]:
-        """A display device after the GPU (images/initramfs.toml igt_late_modules): IGT's
-        prime tests import its dumb buffers."""
+        """The display controller's driver, loaded after the GPU (images/initramfs.toml
+        igt_late_modules; the machine then has its display, images/arches.toml): IGT's prime
+        tests import its dumb buffers."""
         from ..setup import recipes
 
         return list(recipes.initramfs_recipe().get("igt_late_modules", []))

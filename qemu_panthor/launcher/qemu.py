@@ -12,6 +12,7 @@ from .dtb import GPU_PCI_ADDR
 
 HOTPLUG_PORT = "gpu-port"
 SHARE_SLOT = 0x10  # first PCI slot of the virtio-9p shares
+DISPLAY_SLOT = 0x3  # the display controller's slot, beside the GPU's (02.0)
 
 
 @dataclass
@@ -31,6 +32,8 @@ class QemuConfig:
     hotplug: bool = False
     # Host directories shared read-only into the guest with virtio-9p: (mount tag, path).
     shares: list[tuple[str, Path]] = field(default_factory=list)
+    # The arch's display controller (images/arches.toml `display`) at DISPLAY_SLOT.
+    display: bool = False
 
 
 def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
@@ -56,6 +59,8 @@ def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
     ]
     if cfg.dtb is not None:
         argv += ["-dtb", str(cfg.dtb)]
+    if cfg.display and cfg.arch.display:
+        argv += ["-device", f"{cfg.arch.display},addr={DISPLAY_SLOT:#x}.0"]
     for i, (tag, path) in enumerate(cfg.shares):
         # slots from SHARE_SLOT on: clear of the GPU's fixed slot
         # QEMU's option syntax: a comma in a value is written twice

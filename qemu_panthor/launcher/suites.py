@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 class GuestSuite(Protocol):
     def shares(self) -> list[tuple[str, Path]]: ...  # virtio-9p (mount tag, host directory)
     def guest_files(self) -> dict[str, tuple[bytes, int]]: ...  # initramfs path -> data, mode
-    def late_modules(self) -> list[str]: ...  # loaded after the GPU's device, if present
+    # loaded after the GPU's device, if present; a suite with some gets the arch's display
+    def late_modules(self) -> list[str]: ...
     def report(self, result: BootResult, code: int) -> int: ...  # prints; the exit code
 
 

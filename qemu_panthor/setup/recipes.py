@@ -93,6 +93,9 @@ class GuestArch:
     args: tuple[str, ...]  # more QEMU arguments for this machine
     console: str
     dtb: bool
+    #: a display controller beside the GPU when a suite asks for one (QEMU -device driver;
+    #: "" none): IGT's prime tests import its dumb buffers
+    display: str = ""
 
     @property
     def make_vars(self) -> list[str]:
@@ -103,7 +106,8 @@ def guest_arches() -> dict[str, GuestArch]:
     return {name: GuestArch(name, d["debian"], d["triplet"], d["kernel_arch"],
                             d["cross_compile"], d["cc"], d["kernel_target"], d["kernel_image"],
                             d["kernel_config"], d["qemu"], d["machine"], d["cpu"],
-                            tuple(d["args"]), d["console"], bool(d["dtb"]))
+                            tuple(d["args"]), d["console"], bool(d["dtb"]),
+                            str(d.get("display", "")))
             for name, d in _load("arches.toml")["arch"].items()}
 
 

@@ -161,7 +161,8 @@ def chain_modules_dep(tree: Tree) -> str:
     roots += [m for driver in recipe["drivers"] if driver != "panthor"
               for m in recipes.driver_modules(driver)
               if not _builtin(tree, m) and m.replace("-", "_") in by_name]
-    roots += [m for m in recipe.get("optional_modules", []) if m.replace("-", "_") in by_name]
+    roots += [m for m in recipe.get("optional_modules", []) + recipe.get("igt_late_modules", [])
+              if m.replace("-", "_") in by_name]
     lines: dict[str, list[str]] = {}
     todo = [r.replace("-", "_") for r in roots]
     while todo:

@@ -88,6 +88,13 @@ def test_every_debian_igt_panthor_subtest_passes(userland: Userland) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+# What panfrost logs at KERN_ERR for a job timeout and an unhandled page fault (its
+# multi-line fault report included)
+PANFROST_EXPECTED_WARNING = re.compile(
+    r"gpu sched timeout|Unhandled Page fault|js fault|Reason: |raw fault status|"
+    r"decoded fault status|exception type|access type|source id")
+
+
 @pytest.mark.timeout(BOOT_TIMEOUT_S + 120)
 def test_every_debian_igt_panfrost_subtest_passes_on_the_g52(userland: Userland) -> None:
     """[panfrost] IGT's panfrost tests against the Mali-G52 model: panfrost built with
@@ -113,14 +120,24 @@ def test_every_debian_igt_panfrost_subtest_passes_on_the_g52(userland: Userland)
                 # the kernel accepts requirements = 2 (JD_REQ_CYCLE_COUNT since uAPI 1.3)
                 assert entry["result"] == "fail" and "0 != -1" in entry["err"], entry
                 continue
-            assert entry["result"] == "pass", (key, entry)
+            # pan-reset's and pan-submit-and-close's endless jobs time out and
+            # pan-unhandled-pagefault faults on purpose: panfrost logs those at KERN_ERR, which
+            # IGT's runner rules make a dmesg-warn (a timeout may land in the next subtest's
+            # log); nothing else may be logged
+            assert entry["result"] in ("pass", "dmesg-warn"), (key, entry)
+            unexpected = [w for w in entry.get("dmesg-warnings", "").splitlines()
+                          if not PANFROST_EXPECTED_WARNING.search(w)]
+            assert not unexpected, (key, unexpected)
         assert "panthor" not in " ".join(results["tests"])
-        # prime: a dumb buffer of the display device (vkms, card1) imported into panfrost
+        # prime: a dumb buffer of the display controller (cirrus-qemu, card1) into panfrost
         prime = results["tests"]["igt@panfrost/panfrost_prime@gem-prime-import"]
         assert re.search(r"^Subtest gem-prime-import: SUCCESS", prime["out"], re.M), prime
-        # the job loop: the scheduler's timeout and panfrost's reset, then the next job runs
-        assert "gpu sched timeout" in results["tests"][
-            "igt@panfrost/panfrost_submit@pan-reset"]["dmesg"]
+        # the job loop: the scheduler's timeout and panfrost's reset, then the next job runs;
+        # the page fault: the job ends with JOB_BUS_FAULT once panfrost disables the AS
+        tests = results["tests"]
+        assert "gpu sched timeout" in tests["igt@panfrost/panfrost_submit@pan-reset"]["dmesg"]
+        fault = tests["igt@panfrost/panfrost_submit@pan-unhandled-pagefault"]["dmesg"]
+        assert "Unhandled Page fault" in fault and "status=JOB_BUS_FAULT" in fault, fault
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

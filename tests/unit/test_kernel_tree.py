@@ -138,7 +138,9 @@ def test_a_tree_with_panfrost_serves_the_job_manager_gpu(tmp_path) -> None:
     """panfrost's chain joins panthor's when the tree built it; an initramfs for a JM GPU
     (--gpu g52) loads panfrost's chain and not panthor."""
     chain = CHAIN | {"drivers/gpu/drm/drm_shmem_helper.ko": "drm",
-                     "drivers/gpu/drm/panfrost/panfrost.ko": "drm,gpu-sched,drm_shmem_helper"}
+                     "drivers/gpu/drm/panfrost/panfrost.ko": "drm,gpu-sched,drm_shmem_helper",
+                     "drivers/gpu/drm/drm_kms_helper.ko": "drm",
+                     "drivers/gpu/drm/tiny/cirrus-qemu.ko": "drm,drm_kms_helper,drm_shmem_helper"}
     d = make_build_dir(tmp_path, chain)
     names = {Path(p).name for p in parse_modules_dep(chain_modules_dep(find_tree(str(d))))}
     assert {"panfrost.ko", "drm_shmem_helper.ko", "panthor.ko"} <= names
@@ -152,6 +154,15 @@ def test_a_tree_with_panfrost_serves_the_job_manager_gpu(tmp_path) -> None:
     listed = body[:body.index(b"070701")].rstrip(b"\0").decode().split()  # up to the next entry
     assert listed[-1] == "panfrost" and "panthor" not in listed
     assert listed.index("drm_shmem_helper") < listed.index("panfrost")
+    assert "cirrus_qemu" not in listed  # not asked for
+    # an IGT run's late modules: vkms and what it needs beyond the driver's chain, in order
+    cpio = build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
+                                         driver="panfrost",
+                                         late_modules=["cirrus-qemu", "absent"]))
+    late = cpio.split(b"etc/qp/late-modules\0", 1)[1]
+    late = late[late.index(b"drm_kms_helper"):]
+    assert late[:late.index(b"070701")].rstrip(b"\0").decode().split() == [
+        "drm_kms_helper", "cirrus_qemu"]
     with pytest.raises(UserError, match="no module chain for driver 'nouveau'"):
         build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
                                       driver="nouveau"))
