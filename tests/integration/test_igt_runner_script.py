@@ -74,7 +74,7 @@ def test_guest_runner_output_parses_into_igt_results(tmp_path: Path) -> None:
     prog.write_text(FAKE)
     prog.chmod(0o755)
     (root / "etc/qp/igt.env").write_text(
-        "IGT_PROGRAMS=/usr/libexec/panthor/panthor_fake\nIGT_BUILD=0\n"
+        "IGT_PROGRAMS=/usr/libexec/panthor/panthor_fake\nIGT_DRIVER=panthor\nIGT_BUILD=0\n"
         "IGT_TESTS=''\nIGT_SKIPS='@nothing$'\nIGT_TIMEOUT=2\n")
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     p = subprocess.run([chroot, str(root), "/bin/sh", "/bin/qp-igt"], capture_output=True,
