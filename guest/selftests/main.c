@@ -45,6 +45,10 @@ const struct qp_test qp_tests[] = {
 	SLOW(ping_timeout_reset, 60), SLOW(reset_in_flight, 90), T(lock_region_stall, 60),
 	/* heap pressure and recoverable faults (after the kmsg check: they log CS_FAULTs) */
 	T(tiler_oom_grow, 60), SLOW(tiler_oom_fail, 60), T(cs_fault_recoverable, 60),
+	/* alloc-on-fault BOs (the 7.2-aof kernel; skipped elsewhere): after the kmsg check, the
+	 * last one ends in an unhandled fault on purpose */
+	T(alloc_on_fault_store, 60), T(alloc_on_fault_granule, 60), T(alloc_on_fault_many, 120),
+	T(alloc_on_fault_out_of_bo, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */

@@ -119,6 +119,16 @@ int qp_ioctl(int fd, unsigned long req, void *arg); /* 0 or -errno (EINTR/EAGAIN
 int qp_query(int fd, uint32_t type, void *out, uint32_t size);
 int qp_driver_version(int fd, int *major, int *minor, int *patch);
 
+/* drm_panthor_bo_create as the ABI lays it out: its last u32 is `pad` (MBZ) in Debian's 7.2
+ * header and `alloc_on_fault_granularity` with the alloc-on-fault port (t_aof.c), so tests
+ * that set it do not depend on which header they are built against */
+struct qp_bo_create_abi {
+	uint64_t size;
+	uint32_t flags, exclusive_vm_id, handle, last;
+};
+_Static_assert(sizeof(struct qp_bo_create_abi) == sizeof(struct drm_panthor_bo_create),
+	       "drm_panthor_bo_create layout");
+
 struct qp_bo {
 	uint32_t handle;
 	uint64_t size;
@@ -317,6 +327,11 @@ int test_soak_vms(void);
 int test_soak_runtime_pm(void);
 /* t_bench.c */
 int test_bench_job_latency(void);
+/* t_aof.c: alloc-on-fault BOs (skipped without the port's uAPI) */
+int test_alloc_on_fault_store(void);
+int test_alloc_on_fault_granule(void);
+int test_alloc_on_fault_many(void);
+int test_alloc_on_fault_out_of_bo(void);
 /* t_repro.c: driver-bug reproducers (MANUAL) */
 int test_repro_submit_bogus_signal_syncobj(void);
 int test_repro_vm_bind_bogus_signal_syncobj(void);

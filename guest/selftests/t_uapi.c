@@ -89,8 +89,8 @@ int test_gem_invalid(void)
 	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &c), EINVAL);
 	c = (struct drm_panthor_bo_create){ .size = 4096, .flags = 1u << 7 };
 	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &c), EINVAL);
-	c = (struct drm_panthor_bo_create){ .size = 4096, .pad = 1 };
-	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &c), EINVAL);
+	struct qp_bo_create_abi padded = { .size = 4096, .last = 1 };  /* pad / granularity */
+	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &padded), EINVAL);
 	c = (struct drm_panthor_bo_create){ .size = 4096, .exclusive_vm_id = 31 };
 	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &c), EINVAL);
 	struct drm_panthor_bo_mmap_offset mo = { .handle = 0x7fff };

@@ -322,6 +322,19 @@ def build_config(config: str, arch: GuestArch, *, jobs: int | None = None) -> Pa
     return build(cache, p, jobs=jobs or os.cpu_count() or 1)
 
 
+def build_named(name: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
+    """The cached build of a patched kernel named in images/kernel/builds.toml (e.g.
+    ``7.2-aof``), built first if missing; its O= directory."""
+    from .recipes import patched_builds
+
+    b = patched_builds()[name]
+    cache = Cache()
+    root, info = ensure_kbuild_root(cache)
+    p = plan(cache, source=None, configs=list(b.configs), patches=[str(x) for x in b.patches],
+             gcc=gcc_version(root, info, arch), arch=arch)
+    return build(cache, p, jobs=jobs or os.cpu_count() or 1)
+
+
 def kernel_build_main(args: argparse.Namespace) -> int:
     cache = Cache()
     root, info = ensure_kbuild_root(cache)

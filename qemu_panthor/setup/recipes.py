@@ -128,6 +128,23 @@ def initramfs_recipe() -> dict[str, Any]:
     return dict(_load("initramfs.toml"))
 
 
+@dataclass(frozen=True)
+class PatchedBuild:
+    """A kernel built here from Debian's source with this project's patches
+    (images/kernel/builds.toml), booted by name."""
+
+    name: str
+    configs: tuple[str, ...]  # images/kernel/<name>.config fragments
+    patches: tuple[Path, ...]
+
+
+def patched_builds() -> dict[str, PatchedBuild]:
+    data = _load("kernel/builds.toml").get("builds", {})
+    return {name: PatchedBuild(name, tuple(d.get("config", [])),
+                               tuple(IMAGES_DIR / "kernel" / p for p in d.get("patches", [])))
+            for name, d in data.items()}
+
+
 def driver_modules(driver: str) -> list[str]:
     """The module roots of a GPU driver's chain (images/initramfs.toml [drivers])."""
     drivers: dict[str, list[str]] = initramfs_recipe()["drivers"]

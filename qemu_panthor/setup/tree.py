@@ -344,8 +344,9 @@ def tree_images(arg: str, *, cache: Cache | None = None) -> Images:
 
 def boot_images(kernel: str | None, arch: str | None = None) -> Images:
     """``boot --kernel K --arch A``: K is a kernel line (7.2, 6.12: Debian's arm64 kernels),
-    a config built here from Debian's source (``default``, ``debug``; built once, cached), or
-    a kernel tree's PATH. Without K: the default line on arm64, ``default`` elsewhere."""
+    a config built here from Debian's source (``default``, ``debug``; built once, cached), a
+    patched build named in images/kernel/builds.toml (``7.2-aof``), or a kernel tree's PATH.
+    Without K: the default line on arm64, ``default`` elsewhere."""
     garch = recipes.guest_arch(arch)
     native = garch == recipes.guest_arch()
     if kernel is None:
@@ -354,6 +355,10 @@ def boot_images(kernel: str | None, arch: str | None = None) -> Images:
         from .kernel import build_config  # the kbuild machinery only when a build is asked for
 
         return tree_images(str(build_config(kernel, garch)))
+    if kernel in recipes.patched_builds() and not Path(kernel).is_dir():
+        from .kernel import build_named
+
+        return tree_images(str(build_named(kernel, garch)))
     if is_tree_arg(kernel):
         images = tree_images(kernel)
         if arch is not None and images.arch != garch:
