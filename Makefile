@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 KERNEL ?= 7.2
 GPU    ?= g610
 # KERNEL: a Debian kernel line (7.2, 6.12); `debug` or `default`, a kernel built from
-# images/kernel/<name>.config into the cache (once; docs/kernel-dev.md); or a kernel tree's path
+# images/kernel/<name>.config into the cache (once; docs/kernel-dev.md); a patched build named
+# in images/kernel/builds.toml (7.2-aof: docs/alloc-on-fault.md); or a kernel tree's path
 # (the arm64 guest's: the selftests).
 LINES  := 7.2 6.12
 SETUP_KERNEL := $(if $(filter $(KERNEL),$(LINES)),$(KERNEL),7.2)

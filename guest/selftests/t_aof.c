@@ -143,9 +143,9 @@ int test_alloc_on_fault_store(void)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &bad[i]), EINVAL);
-	/* an alloc-on-fault BO has no CPU mapping */
+	/* an alloc-on-fault BO has no CPU mapping: it is NO_MMAP (EPERM, as any NO_MMAP BO) */
 	struct drm_panthor_bo_mmap_offset mo = { .handle = aof.handle };
-	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_MMAP_OFFSET, &mo), EINVAL);
+	CHECK_ERR(qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_MMAP_OFFSET, &mo), EPERM);
 	/* one store into each of the 16 granules: 16 faults, each handled, every value lands */
 	unsigned idx[16];
 	for (unsigned i = 0; i < 16; i++)

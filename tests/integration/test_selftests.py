@@ -99,6 +99,9 @@ SKIPPABLE_612 = {
     "vm_bind_async_failure_unusable": "ignores a failed flush LOCK",
     # 6.12 remaps as an unmap and a map flushed separately: a GPU load between them faults
     "lock_region_stall": "each flushed on its own",
+    # the alloc-on-fault port's uAPI (the 7.2-aof kernel): skipped on every Debian kernel
+    **dict.fromkeys(("alloc_on_fault_store", "alloc_on_fault_granule", "alloc_on_fault_many",
+                     "alloc_on_fault_out_of_bo"), "no alloc-on-fault BOs"),
 }
 
 
