@@ -312,17 +312,21 @@ int qp_vm_state(int fd, uint32_t vm_id, uint32_t *state)
 	return r;
 }
 
-int qp_bo_create(int fd, uint64_t size, uint32_t flags, uint32_t excl_vm, struct qp_bo *bo)
+int qp_bo_create_raw(int fd, struct qp_bo_create_abi *a, struct qp_bo *bo)
 {
-	struct drm_panthor_bo_create a = { .size = size, .flags = flags,
-					   .exclusive_vm_id = excl_vm };
 	memset(bo, 0, sizeof(*bo));
-	int r = qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &a);
+	int r = qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, a);
 	if (!r) {
-		bo->handle = a.handle;
-		bo->size = a.size;
+		bo->handle = a->handle;
+		bo->size = a->size;
 	}
 	return r;
+}
+
+int qp_bo_create(int fd, uint64_t size, uint32_t flags, uint32_t excl_vm, struct qp_bo *bo)
+{
+	struct qp_bo_create_abi a = { .size = size, .flags = flags, .exclusive_vm_id = excl_vm };
+	return qp_bo_create_raw(fd, &a, bo);
 }
 
 int qp_bo_mmap(int fd, struct qp_bo *bo)

@@ -140,6 +140,8 @@ int qp_vm_create(int fd, uint32_t *vm_id);
 int qp_vm_destroy(int fd, uint32_t vm_id);
 int qp_vm_state(int fd, uint32_t vm_id, uint32_t *state);
 int qp_bo_create(int fd, uint64_t size, uint32_t flags, uint32_t excl_vm, struct qp_bo *bo);
+/* BO_CREATE with every field given (the last u32 too: t_aof.c's granularity) */
+int qp_bo_create_raw(int fd, struct qp_bo_create_abi *a, struct qp_bo *bo);
 int qp_bo_mmap(int fd, struct qp_bo *bo);
 int qp_bo_close(int fd, uint32_t handle);
 /* a memfd-backed dma-buf (udmabuf) imported into panthor: bo->map is the memfd mapping,

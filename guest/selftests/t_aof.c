@@ -20,13 +20,7 @@ static int aof_bo(int fd, uint64_t size, uint32_t granule, struct qp_bo *bo)
 {
 	struct qp_bo_create_abi a = { .size = size, .flags = DRM_PANTHOR_BO_NO_MMAP | AOF_FLAG,
 				      .last = granule };
-	memset(bo, 0, sizeof(*bo));
-	int r = qp_ioctl(fd, DRM_IOCTL_PANTHOR_BO_CREATE, &a);
-	if (!r) {
-		bo->handle = a.handle;
-		bo->size = a.size;
-	}
-	return r;
+	return qp_bo_create_raw(fd, &a, bo);
 }
 
 /* the reason to skip when this panthor has no alloc-on-fault, else NULL */
@@ -121,6 +115,29 @@ static int aof_store_granules(struct qp_ctx *c, uint32_t granule, const unsigned
 	return 0;
 }
 
+/* touch idx[0..count) (granule indices) in one job: every value reads back and the file's
+ * resident memory grows by exactly `growth` bytes */
+static int aof_touch(struct qp_ctx *c, uint32_t granule, const unsigned *idx, unsigned count,
+		     long long growth)
+{
+	long long before = resident(c->fd);
+	if (before < 0) {
+		qp_diag("no drm-resident-memory in fdinfo");
+		return -EIO;
+	}
+	int r = aof_store_granules(c, granule, idx, count);
+	if (r)
+		return r;
+	long long after = resident(c->fd);
+	qp_diag("%u granules of %u bytes touched: drm-resident-memory %lld -> %lld", count,
+		granule, before, after);
+	if (after - before != growth) {
+		qp_diag("resident grew by %lld bytes, want %lld", after - before, growth);
+		return -EIO;
+	}
+	return 0;
+}
+
 int test_alloc_on_fault_store(void)
 {
 	int fd = qp_open();
@@ -131,7 +148,6 @@ int test_alloc_on_fault_store(void)
 	struct qp_ctx c;
 	struct qp_bo aof;
 	CHECK_OK(aof_setup(&c, fd, 1 << 20, 65536, &aof));
-	long long before = resident(fd);
 	/* the invalid forms: no NO_MMAP, a granule below a page or not a power of two, bigger
 	 * than the BO, a granule without the flag */
 	struct qp_bo_create_abi bad[] = {
@@ -150,11 +166,7 @@ int test_alloc_on_fault_store(void)
 	unsigned idx[16];
 	for (unsigned i = 0; i < 16; i++)
 		idx[i] = i;
-	CHECK_OK(aof_store_granules(&c, 65536, idx, 16));
-	long long after = resident(fd);
-	qp_diag("drm-resident-memory %lld -> %lld bytes", before, after);
-	CHECK(after - before == 16 * 65536, "resident grew by %lld bytes, want %d",
-	      after - before, 16 * 65536);
+	CHECK_OK(aof_touch(&c, 65536, idx, 16, 16 * 65536));
 	static char log[65536];
 	qp_kmsg_drain(kfd, log, sizeof(log));
 	close(kfd);
@@ -176,18 +188,12 @@ int test_alloc_on_fault_granule(void)
 	struct qp_ctx c;
 	struct qp_bo aof;
 	CHECK_OK(aof_setup(&c, fd, 1 << 20, 65536, &aof));
-	long long before = resident(fd);
-	/* binding populated nothing */
-	CHECK(before >= 0, "no drm-resident-memory in fdinfo");
+	/* binding populated nothing; 3 granules touched: 3 granules of pages */
 	unsigned some[] = { 0, 5, 9 };
-	CHECK_OK(aof_store_granules(&c, 65536, some, 3));
-	long long mid = resident(fd);
-	CHECK(mid - before == 3 * 65536, "3 granules touched, resident grew by %lld", mid - before);
+	CHECK_OK(aof_touch(&c, 65536, some, 3, 3 * 65536));
 	/* the same granules again: no new pages; one more granule: one more */
 	unsigned again[] = { 5, 0, 9, 15 };
-	CHECK_OK(aof_store_granules(&c, 65536, again, 4));
-	long long after = resident(fd);
-	CHECK(after - mid == 65536, "1 new granule, resident grew by %lld", after - mid);
+	CHECK_OK(aof_touch(&c, 65536, again, 4, 65536));
 	CHECK_OK(qp_ctx_fini(&c));
 	close(fd);
 	return QP_PASS;
@@ -203,14 +209,10 @@ int test_alloc_on_fault_many(void)
 	struct qp_bo aof;
 	/* 4 KiB granules: 256 faults in one stream, each retried in place */
 	CHECK_OK(aof_setup(&c, fd, 1 << 20, 4096, &aof));
-	long long before = resident(fd);
 	unsigned idx[256];
 	for (unsigned i = 0; i < 256; i++)
 		idx[i] = (i * 37) % 256; /* not in address order */
-	CHECK_OK(aof_store_granules(&c, 4096, idx, 256));
-	long long after = resident(fd);
-	CHECK(after - before == 256 * 4096, "resident grew by %lld, want %d", after - before,
-	      256 * 4096);
+	CHECK_OK(aof_touch(&c, 4096, idx, 256, 256 * 4096));
 	CHECK_OK(qp_ctx_fini(&c));
 	close(fd);
 	return QP_PASS;

@@ -6,15 +6,13 @@ still does, and the kernel's bug finders report nothing."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.guest_runs import check_debug_suite
 
-from qemu_panthor.launcher.kernel_reports import check_console
-from qemu_panthor.launcher.ktap import parse_ktap
 from qemu_panthor.setup.kernel import build_named
 from qemu_panthor.setup.recipes import guest_arch
 
@@ -35,17 +33,8 @@ def test_the_suite_passes_on_the_alloc_on_fault_kernel(aof_kernel: Path) -> None
     p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--kernel", "7.2-aof",
                         "--timeout", "1100"], capture_output=True, text=True, timeout=1200,
                        stdin=subprocess.DEVNULL)
-    console = p.stdout.splitlines()
-    tail = "\n".join(console[-60:]) + "\n" + p.stderr[-4000:]
-    assert any("kernel=" in line and "-qp-debug" in line for line in console), tail
-    assert "kernel bug finders active: kasan, lockdep, kmemleak" in p.stderr, tail
-    verdict = check_console(console)
-    assert not verdict.failing, "\n".join(verdict.lines())
-    s = parse_ktap(console)
-    assert not s.failed, f"failed: {s.failed}\n{tail}"
+    s, tail = check_debug_suite(p)
     missing = AOF_TESTS - set(s.passed)
     assert not missing, f"not passed: {sorted(missing)} (skipped: {s.skipped})\n{tail}"
-    assert re.search(r"^selftests: \d+ passed, 0 failed", p.stdout, re.M), tail
-    assert p.returncode == 0, tail
     # the driver reports the port's uAPI version
-    assert any("panthor 1.9" in line or "1.9.0" in line for line in console), tail
+    assert "driver panthor 1.9" in p.stdout, tail

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import QMPClient
+
+from qemu_panthor.launcher.kernel_reports import check_console
+from qemu_panthor.launcher.ktap import KtapSummary, parse_ktap
 
 
 async def until(pred: Callable[[], bool], timeout: float, what: str,
@@ -43,3 +48,21 @@ async def qmp_session(sock: Path, task: asyncio.Task[Any],
                 await qmp.disconnect()
         if not task.done():
             task.cancel()
+
+
+def check_debug_suite(p: subprocess.CompletedProcess[str]) -> tuple[KtapSummary, str]:
+    """A `qemu-panthor boot` of the selftests on a kernel built here with the debug fragment:
+    the debug release booted, its bug finders active and silent, no test failed, exit 0.
+    Returns the KTAP summary and the output's tail (for the caller's own messages)."""
+    console = p.stdout.splitlines()
+    tail = "\n".join(console[-60:]) + "\n" + p.stderr[-4000:]
+    assert any("kernel=" in line and "-qp-debug" in line for line in console), tail
+    assert "kernel bug finders active: kasan, lockdep, kmemleak" in p.stderr, tail
+    verdict = check_console(console)
+    assert not verdict.failing, "\n".join(verdict.lines())
+    assert any("@qp status phase=kmemleak-done" in line for line in console), tail
+    s = parse_ktap(console)
+    assert not s.failed, f"failed: {s.failed}\n{tail}"
+    assert re.search(r"^selftests: \d+ passed, 0 failed", p.stdout, re.M), tail
+    assert p.returncode == 0, tail
+    return s, tail
