@@ -107,10 +107,9 @@ async def _serve_device(args: argparse.Namespace) -> int:
             log.info("command streams ran: %d jobs, %d instructions, %d CS fatal", st["jobs"],
                      st["cs_instructions"], st["cs_fatal"])
         if device.gpu.jobs is not None:
-            slots = device.gpu.jobs.slots
+            totals = device.gpu.jobs.totals()
             log.info("job slots ran: %d jobs, %d chains done, %d failed or stopped",
-                     sum(s.jobs_done for s in slots), sum(s.chains_done for s in slots),
-                     sum(s.chains_failed for s in slots))
+                     totals["jobs"], totals["chains-done"], totals["chains-failed"])
     finally:
         # The signal handlers stay: another SIGTERM during this short clean-up is a no-op.
         if qmp is not None:

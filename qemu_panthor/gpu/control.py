@@ -300,8 +300,9 @@ class GpuControl:
         if _FAULT_ADDR <= off < _FAULT_ADDR + 8:
             return (self.fault_addr >> (8 * (off - _FAULT_ADDR))) & _M32
         if off == _GPU_STATUS:
-            # never busy (JM: PRFCNT_ACTIVE never set, a sample completes at once)
-            return 0  # never busy: work completes in the handlers (not read by panthor)
+            # never busy: work completes in the handlers (not read by panthor); on a JM part
+            # PRFCNT_ACTIVE is never set either, a sample completes at once
+            return 0
         return 0  # write-only registers (GPU_CMD, PWRON/PWROFF) and unknown offsets
 
     def write32(self, off: int, value: int) -> None:

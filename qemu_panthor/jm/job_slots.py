@@ -218,6 +218,12 @@ class JobControl:
                 busy = busy or (s.active and s.stalled is None)
         return busy
 
+    def totals(self) -> dict[str, int]:
+        """Jobs run, chains completed and chains failed or stopped, over every slot."""
+        return {"jobs": sum(s.jobs_done for s in self.slots),
+                "chains-done": sum(s.chains_done for s in self.slots),
+                "chains-failed": sum(s.chains_failed for s in self.slots)}
+
     def on_as_update(self, as_nr: int) -> None:
         """The driver issued an AS command on ``as_nr`` or cleared its MMU_INT bit: a job
         stalled in that AS retries if the command restarts stalled transactions, or fails
@@ -305,11 +311,12 @@ class JobControl:
         """A job's access faulted: a bus fault, or a fault in an AS that does not translate,
         fails the job at once (JOB_BUS_FAULT); a translation/permission fault stalls it until
         the driver restarts or disables the AS (on_as_update)."""
-        if f.bus or not self.mmu.binding(f.as_nr).enabled:
+        binding = self.mmu.binding(f.as_nr)
+        if f.bus or not binding.enabled:
             self._fail(s, _JOB_BUS_FAULT, job, write_back=write_back)
             return
         s.stalled = f
-        s.stalled_binding = self.mmu.binding(f.as_nr)
+        s.stalled_binding = binding
         self.stats["mmu_stalls"] += 1
         log.debug("JS%d: job %#x stalled on %s", s.js, job, f)
 

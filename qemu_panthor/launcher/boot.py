@@ -652,6 +652,7 @@ def boot_main(args: argparse.Namespace) -> int:
         # a userland suite runs where Debian builds it (IGT: x86_64) unless --arch says
         arch = args.arch or suites.suite_arch(args.run)
         plan = suites.prepare(args, arch)
+        late = plan.late_modules() if plan else []
         # a kernel line, a config built here, or a kernel tree's PATH; on the guest arch
         images = boot_images(args.kernel, arch)
         setup_s = time.monotonic() - t0
@@ -662,8 +663,7 @@ def boot_main(args: argparse.Namespace) -> int:
                     coherent=args.coherent,
                     shares=plan.shares() if plan else None,
                     extra_files=plan.guest_files() if plan else None,
-                    late_modules=plan.late_modules() if plan else None,
-                    display=bool(plan and plan.late_modules()),
+                    late_modules=late, display=bool(late),
                     keep_logs=plan is not None,
                     timeline=Path(args.timeline).resolve() if args.timeline else None,
                     suite=args.suite)

@@ -313,9 +313,7 @@ class MaliIntrospection:
                          "lock-stalls": fw_stats.get("lock_stalls", 0),
                          "slices": fw.sched.slices}
         if jobs is not None:
-            out["job-slots"] = {"jobs": sum(s.jobs_done for s in jobs.slots),
-                                "chains-done": sum(s.chains_done for s in jobs.slots),
-                                "chains-failed": sum(s.chains_failed for s in jobs.slots)}
+            out["job-slots"] = jobs.totals()
         v = self.vfio
         if v is not None:
             def cmd_name(c: int) -> str:

@@ -315,11 +315,7 @@ def gcc_version(root: ToolRoot, root_info: dict[str, str], arch: GuestArch) -> s
 def build_config(config: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
     """The cached build of Debian's source with a named config (``default``, ``debug``) for
     ``arch``, built first if missing; its O= directory."""
-    cache = Cache()
-    root, info = ensure_kbuild_root(cache)
-    p = plan(cache, source=None, configs=[config], patches=[], gcc=gcc_version(root, info, arch),
-             arch=arch)
-    return build(cache, p, jobs=jobs or os.cpu_count() or 1)
+    return _build_debian_source([config], [], arch, jobs)
 
 
 def build_named(name: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
@@ -328,9 +324,16 @@ def build_named(name: str, arch: GuestArch, *, jobs: int | None = None) -> Path:
     from .recipes import patched_builds
 
     b = patched_builds()[name]
+    return _build_debian_source(list(b.configs), [str(x) for x in b.patches], arch, jobs)
+
+
+def _build_debian_source(configs: list[str], patches: list[str], arch: GuestArch,
+                         jobs: int | None) -> Path:
+    """Debian's source with ``configs`` and ``patches``, built for ``arch`` into the cache
+    (once); its O= directory."""
     cache = Cache()
     root, info = ensure_kbuild_root(cache)
-    p = plan(cache, source=None, configs=list(b.configs), patches=[str(x) for x in b.patches],
+    p = plan(cache, source=None, configs=configs, patches=patches,
              gcc=gcc_version(root, info, arch), arch=arch)
     return build(cache, p, jobs=jobs or os.cpu_count() or 1)
 
