@@ -5,7 +5,8 @@ Models (reference §4, §5.3):
 * AS_COMMAND executed synchronously (AS_STATUS.AS_ACTIVE reads 0 unless the test port made a
   command hang, docs/test-port.md): UPDATE latches TRANSTAB/MEMATTR/TRANSCFG into the active
   configuration the walker uses and flushes the AS's TLB; LOCK records AS_LOCKADDR's region;
-  UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the locked region in the TLB and unlock;
+  UNLOCK, FLUSH_PT and FLUSH_MEM invalidate the locked region in the TLB and unlock (those
+  two in :mod:`.as_regs`);
 * GPU accesses through an AS: a TLB lookup, a table walk on a miss, then the guest-RAM access;
   faults come back as :class:`MmuFault` values and, for GPU accesses (``report=True``), are
   latched into AS_FAULTSTATUS/AS_FAULTADDRESS with MMU_INT bit ``as_nr`` raised; while that
@@ -20,15 +21,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import exceptions as exc
-from ..irqblock import IRQ_BLOCK_SIZE, IRQ_CLEAR, IrqBlock
+from ..irqblock import IrqBlock
 from ..memory import BusError, PhysMem, SparseRam
 from . import regs
+from .as_regs import AsRegisters, AsSlot
 from .tlb import DEFAULT_CAPACITY, Tlb, TlbEntry
 from .types import BUS_CODES, RESTART_COMMANDS, Access, AsBinding, MmuFault, Translation
 from .views import PageViews
-
-if TYPE_CHECKING:
-    from ..timeline import Timeline
 from .walker import (
     NEED,
     PAGE_SHIFT,
@@ -37,10 +36,12 @@ from .walker import (
     PERM_W,
     PERM_X,
     WALK_SHIFT,
-    WalkConfig,
     walk,
     walk_fast,
 )
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -53,56 +54,7 @@ _U32_UNPACK = _U32.unpack_from
 _U64_UNPACK = _U64.unpack_from
 
 
-class AsSlot:
-    """One address space: its registers, the latched (UPDATE'd) walk config, lock and TLB."""
-
-    __slots__ = (
-        "bad_commands",
-        "cfg",
-        "commands",
-        "faultaddress",
-        "faultextra",
-        "faults",
-        "faults_dropped",
-        "faults_latched",
-        "faultstatus",
-        "last_table",
-        "lockaddr",
-        "locked",
-        "memattr",
-        "nr",
-        "table_switches",
-        "tlb",
-        "transcfg",
-        "transtab",
-    )
-
-    def __init__(self, nr: int, cfg: WalkConfig, tlb_capacity: int) -> None:
-        self.nr = nr
-        self.tlb = Tlb(tlb_capacity)
-        self.commands = [0] * len(regs.AsCommand)
-        self.bad_commands = 0
-        self.faults = 0
-        self.faults_latched = 0
-        self.faults_dropped = 0
-        #: UPDATEs latching a page table other than the last one served (kept across resets)
-        self.table_switches = self.last_table = 0
-        self.reset(cfg)
-
-    def reset(self, cfg: WalkConfig) -> None:
-        self.transtab = 0
-        self.memattr = 0
-        self.lockaddr = 0
-        self.transcfg = 0
-        self.faultstatus = 0
-        self.faultaddress = 0
-        self.faultextra = 0
-        self.cfg = cfg
-        self.locked: list[tuple[int, int]] = []
-        self.tlb.flush()
-
-
-class Mmu:
+class Mmu(AsRegisters):
     """MMU register block (relative to GPU offset 0x2000) plus GPU-VA access services."""
 
     def __init__(
@@ -183,152 +135,6 @@ class Mmu:
         for st in self._slots:
             if st is not None:
                 st.tlb.drop_views()
-
-    def _cfg(self, transtab: int, transcfg: int, memattr: int) -> WalkConfig:
-        return WalkConfig(
-            transtab, transcfg, memattr, hw_va_bits=self.va_bits, hw_pa_bits=self.pa_bits,
-            legacy=self.legacy_lpae,
-        )
-
-    # -- registers ----------------------------------------------------------------------------
-    def read32(self, off: int) -> int:
-        if off < IRQ_BLOCK_SIZE and not off & 3 and off >= 0:
-            return self.irq.read(off)
-        st = self._reg_slot(off)
-        if st is None:
-            self.stats["unknown_reads"] += 1
-            return 0
-        reg = off & (regs.AS_STRIDE - 1)
-        sh = (reg & 4) << 3
-        base = reg & ~4
-        if base == regs.AS_TRANSTAB:
-            return (st.transtab >> sh) & _M32
-        if base == regs.AS_MEMATTR:
-            return (st.memattr >> sh) & _M32
-        if base == regs.AS_LOCKADDR:
-            return (st.lockaddr >> sh) & _M32
-        if reg == regs.AS_FAULTSTATUS:
-            return st.faultstatus
-        if base == regs.AS_FAULTADDRESS:
-            return (st.faultaddress >> sh) & _M32
-        if base == regs.AS_TRANSCFG:
-            return (st.transcfg >> sh) & _M32
-        if base == regs.AS_FAULTEXTRA:
-            return (st.faultextra >> sh) & _M32
-        # AS_COMMAND is write-only; AS_STATUS: commands complete synchronously, never ACTIVE
-        # (unless the test port made a command hang).
-        if reg == regs.AS_STATUS:
-            if not self.as_active >> st.nr & 1:
-                return 0
-            left = self.as_hold[st.nr]
-            if left > 0:  # a hang that lasts a number of reads (one driver poll)
-                self.as_hold[st.nr] = left - 1
-                if left == 1:
-                    self.as_active &= ~(1 << st.nr)
-            return regs.AS_STATUS_AS_ACTIVE
-        return 0
-
-    def write32(self, off: int, value: int) -> None:
-        value &= _M32
-        if off < IRQ_BLOCK_SIZE and not off & 3 and off >= 0:
-            before = self.irq.rawstat
-            self.irq.write(off, value)
-            if off == IRQ_CLEAR:
-                cleared = before & ~self.irq.rawstat
-                cleared = (cleared | cleared >> regs.MMU_INT_BUS_FAULT_SHIFT) & self.as_present
-                for n in range(regs.MAX_AS):
-                    if cleared >> n & 1:
-                        self._notify(n)
-            return
-        st = self._reg_slot(off)
-        if st is None:
-            self.stats["unknown_writes"] += 1
-            return
-        reg = off & (regs.AS_STRIDE - 1)
-        sh = (reg & 4) << 3
-        base = reg & ~4
-        keep = ~(_M32 << sh) & _M64
-        if base == regs.AS_TRANSTAB:
-            st.transtab = (st.transtab & keep) | value << sh
-        elif base == regs.AS_MEMATTR:
-            st.memattr = (st.memattr & keep) | value << sh
-        elif base == regs.AS_LOCKADDR:
-            st.lockaddr = (st.lockaddr & keep) | value << sh
-        elif base == regs.AS_TRANSCFG:
-            st.transcfg = (st.transcfg & keep) | value << sh
-        elif reg == regs.AS_COMMAND:
-            self._command(st, value)
-        # FAULTSTATUS / FAULTADDRESS / STATUS / FAULTEXTRA are read-only.
-
-    def _reg_slot(self, off: int) -> AsSlot | None:
-        if off & 3 or not regs.AS_BASE <= off < regs.AS_END:
-            return None
-        return self._slots[(off - regs.AS_BASE) // regs.AS_STRIDE]
-
-    def _command(self, st: AsSlot, cmd: int) -> None:
-        if cmd >= len(regs.AsCommand):
-            st.bad_commands += 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("AS%d: unknown AS_COMMAND %#x ignored", st.nr, cmd)
-            return
-        if self.as_active or self.as_cmd_hook is not None:  # test port only
-            if self.as_active >> st.nr & 1:
-                return  # written while AS_ACTIVE: the MMU is wedged, the command is lost
-            hold = self.as_cmd_hook(st.nr, cmd) if self.as_cmd_hook is not None else 0
-            if hold:
-                self.as_active |= 1 << st.nr  # hung: never executed, AS_ACTIVE stays set
-                self.as_hold[st.nr] = hold
-                return
-        st.commands[cmd] += 1
-        tl = self.tl
-        if tl is not None:
-            track = f"AS{st.nr}"
-            if cmd == regs.AsCommand.LOCK:
-                base, size = regs.decode_lock_region(st.lockaddr)
-                tl.begin(track, "locked", base=base, size=size)
-            elif cmd != regs.AsCommand.NOP and cmd != regs.AsCommand.UPDATE and st.locked:
-                tl.end(track)
-            tl.instant(track, regs.AsCommand(cmd).name)
-        if cmd == regs.AsCommand.UPDATE:
-            st.cfg = self._cfg(st.transtab, st.transcfg, st.memattr)
-            st.tlb.flush()
-            table = st.cfg.transtab if st.cfg.enabled else 0
-            if table and table != st.last_table:
-                st.table_switches += bool(st.last_table)  # the slot changed hands
-                st.last_table = table
-        elif cmd == regs.AsCommand.LOCK:
-            st.locked.append(regs.decode_lock_region(st.lockaddr))
-            self.locked_ases |= 1 << st.nr
-            return
-        elif cmd != regs.AsCommand.NOP:  # UNLOCK, FLUSH_PT, FLUSH_MEM
-            # Invalidate what was locked and what AS_LOCKADDR names now (a driver may issue
-            # UNLOCK with only LOCKADDR programmed); over-invalidating is always allowed.
-            regions = [*st.locked, regs.decode_lock_region(st.lockaddr)]
-            st.locked = []
-            self.locked_ases &= ~(1 << st.nr)
-            for base, size in regions:
-                st.tlb.invalidate(base, size)
-        else:
-            return
-        self._notify(st.nr)
-
-    def _notify(self, as_nr: int) -> None:
-        hook = self.on_as_update
-        if hook is not None:
-            try:
-                hook(as_nr)
-            except Exception:  # a waiter's bug must not escape into an MMIO write
-                log.exception("on_as_update hook failed for AS%d", as_nr)
-
-    def reset(self) -> None:
-        """GPU reset: every AS register 0 (ADRMODE 0 behaves as UNMAPPED), TLBs and locks
-        dropped, MMU_INT RAWSTAT and MASK cleared, hung commands (test port) abandoned."""
-        self.as_active = 0
-        self.locked_ases = 0
-        for st in self._slots:
-            if st is not None:
-                st.reset(self._cfg(0, 0, 0))
-        self.irq.reset()
 
     # -- faults ---------------------------------------------------------------------------------
     def fault_pending(self, as_nr: int) -> bool:
