@@ -44,6 +44,7 @@ def machine_argv(root: ToolRoot, cfg: QemuConfig) -> list[str]:
         "-cpu", cfg.arch.cpu,
         *cfg.arch.args,
         "-smp", str(cfg.smp),
+        "-name", "qemu-panthor,debug-threads=on",
         "-m", f"{cfg.memory_mb}M",
         # Guest RAM in a shared memfd: DMA_MAP hands the backend its fd, so the GPU model
         # reads page tables and command streams in place instead of by socket round trips.
