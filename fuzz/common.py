@@ -2,15 +2,17 @@
 
 A campaign is bounded (``--cases`` and ``--seconds``), seeded (``--seed``: the same seed gives
 the same inputs) and counts three kinds of failure: a *crash* (an exception escaping the
-model), a *hang* (one step using more than its bound of CPU time) and a *traceback* (a log
-record carrying exception info, which the model must never emit for bad input). It prints one
-summary line and exits 1 when anything failed, 0 otherwise.
+model), a *hang* (one step using more than its bound of CPU time, less what Python's cycle
+collector spent in it: a collection that happens to start there is not the model's) and a
+*traceback* (a log record carrying exception info, which the model must never emit for bad
+input). It prints one summary line and exits 1 when anything failed, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import random
 import sys
@@ -83,7 +85,17 @@ class Campaign:
         logger.addHandler(self._tb)
         logger.setLevel(logging.ERROR)  # bad input may log warnings; tracebacks are counted
         logger.propagate = False
+        #: CPU seconds the cycle collector has run (thread time), and when it last started
+        self._gc_s = 0.0
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc_phase)
         self._t0 = time.monotonic()
+
+    def _gc_phase(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.thread_time()
+        else:
+            self._gc_s += time.thread_time() - self._gc_start
 
     def iterate(self) -> Iterator[int]:
         """Case numbers until ``cases`` ran or ``seconds`` passed."""
@@ -97,12 +109,13 @@ class Campaign:
         longer than ``hang_s`` (default: the campaign's) a hang."""
         limit = self.hang_s if hang_s is None else hang_s
         t = time.thread_time()  # CPU time: other processes on a busy machine do not count
+        gc_before = self._gc_s
         try:
             yield
         except Exception as e:  # a crash: the model let an exception escape
             self.crashes.append(f"case {self.done} seed {self.seed}: {what}: {e!r}")
         finally:
-            dt = time.thread_time() - t
+            dt = time.thread_time() - t - (self._gc_s - gc_before)
             if dt > limit:
                 self.hangs.append(f"case {self.done} seed {self.seed}: {what} took {dt:.3f} s")
 
@@ -115,6 +128,8 @@ class Campaign:
         logger = logging.getLogger("qemu_panthor")
         logger.removeHandler(self._tb)
         logger.level, logger.propagate = self._saved
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_phase)
         elapsed = time.monotonic() - self._t0
         extra = "".join(f", {k} {v:g}" for k, v in self.figures.items())
         print(f"fuzz {self.name}: {self.done} cases in {elapsed:.1f} s (seed {self.seed}): "

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..gpu.models import Family
 from ..gpu.regs import JOB_INT_GLOBAL_IF, McuControl, McuStatus
 from . import iface as I
 from .bus import McuBus, McuFault
@@ -84,7 +85,11 @@ class CsfFirmware:
                loop: asyncio.AbstractEventLoop | None = None, budget: int = 256,
                idle_hysteresis: float = IDLE_HYSTERESIS_S, work_scale: float = 1.0,
                clock: Callable[[], float] = time.monotonic) -> CsfFirmware:
-        """Create the firmware model and plug it into ``gpu.mcu``."""
+        """Create the firmware model and plug it into ``gpu.mcu``. A Job Manager GPU has no
+        MCU (nor doorbells, nor MCU_CONTROL): ValueError."""
+        if gpu.family != Family.CSF:
+            raise ValueError(f"{gpu.model.model_name} is a {gpu.family.name} GPU: it has no MCU to "
+                             "run CSF firmware on")
         fw = cls(gpu, config=config, loop=loop, budget=budget, idle_hysteresis=idle_hysteresis,
                  work_scale=work_scale, clock=clock)
         gpu.mcu = fw

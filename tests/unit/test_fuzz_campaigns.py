@@ -6,6 +6,7 @@ the campaigns' own 5 ms bounds are measured by `make fuzz`, not asserted in a ti
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 import pytest
@@ -23,3 +24,6 @@ def test_campaign_finds_nothing(campaign: ModuleType, cases: int,
     out = capsys.readouterr().out
     assert rc == 0, out
     assert f"{cases} cases" in out and "0 crashes, 0 hangs, 0 tracebacks" in out
+    if campaign is fuzz_mmio:  # the JM model (first in turn) ran chains, not just registers
+        jobs = re.search(r"JM jobs run (\d+)", out)
+        assert jobs is not None and int(jobs.group(1)) > 0, out

@@ -15,6 +15,7 @@ from qemu.qmp import ExecuteError
 from support import pgtable_writer as ptw
 from support.qmp_local import qmp_client
 
+from qemu_panthor.csf.mcu import CsfFirmware
 from qemu_panthor.device import MaliPciFunction
 from qemu_panthor.gpu.models import MODELS
 from qemu_panthor.memory import RamRegion
@@ -178,6 +179,9 @@ def test_probe_reads_the_rk3568_identity() -> None:
     g.w(CSF_DOORBELL0, 1)
     assert g.gpu.stats["doorbells"] == 0 and g.dev.firmware is None
     assert g.gpu.stats["unknown_reads"] == 2 and g.gpu.stats["unknown_writes"] == 1
+    with pytest.raises(ValueError, match="no MCU"):  # nor can CSF firmware be attached
+        CsfFirmware.attach(g.gpu)
+    assert g.gpu.mcu is None
 
 
 def test_quirk_registers_store_and_power_domains_follow_pwron_pwroff() -> None:
