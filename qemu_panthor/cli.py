@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import UserError
 
@@ -32,6 +36,48 @@ def _scale(value: str) -> float:
     if not 0 <= v <= 1e6:  # NaN fails the comparison too
         raise argparse.ArgumentTypeError(f"{value}: a scale from 0 to 1e6")
     return v
+
+
+def _seconds(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):  # NaN fails the comparison too
+        raise argparse.ArgumentTypeError(f"{value}: a number of seconds above 0")
+    return v
+
+
+def _new_file(option: str, path: str, kind: str) -> None:
+    """``path`` can be created (its directory exists and is writable) and is not a directory:
+    checked before anything starts, so a typo does not end a run after QEMU is up."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{option} {path}: is a directory, not a {kind}")
+    parent = p.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot create a {kind} in {str(parent)!r} "
+                        "(permission denied)")
+
+
+def _check_boot_args(args: argparse.Namespace) -> None:
+    """Arguments whose mistakes would otherwise show only once QEMU runs."""
+    if args.suite != "default" and args.run != "selftests":
+        raise UserError(f"--suite {args.suite}: only with --run selftests")
+    if args.timeline:
+        _new_file("--timeline", args.timeline, "file")
+    if args.qmp:
+        _new_file("--qmp", args.qmp, "socket")
+    if args.backend_socket:
+        try:
+            mode = os.stat(args.backend_socket).st_mode
+        except OSError as e:
+            raise UserError(f"--backend-socket {args.backend_socket}: {e.strerror} (start "
+                            "`qemu-panthor serve --socket-path PATH` first)") from None
+        if not stat.S_ISSOCK(mode):
+            raise UserError(f"--backend-socket {args.backend_socket}: not a socket")
 
 
 def _arches() -> list[str]:
@@ -106,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeline", metavar="FILE",
                    help="write a Perfetto trace of the device's events to FILE (open it in "
                         "the Perfetto UI; the selftests mark their submits; docs/perf.md)")
-    b.add_argument("--timeout", type=float, default=None, metavar="S",
+    b.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                    help=f"give up on the guest after S seconds (default {BOOT_TIMEOUT_S:.0f}; "
                         f"{RUN_TIMEOUT_S} for --run igt)")
     b.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
@@ -171,6 +217,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return serve_main(args)
     if args.command == "boot":
         from .launcher.boot import boot_main
+
+        _check_boot_args(args)
 
         return boot_main(args)
     if args.command == "setup":

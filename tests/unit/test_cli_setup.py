@@ -35,6 +35,44 @@ def test_wrong_flag_is_usage_error() -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--timeout", "-5"], "argument --timeout: -5: a number of seconds above 0"),
+    (["--timeout", "0"], "argument --timeout: 0: a number of seconds above 0"),
+    (["--timeout", "nan"], "argument --timeout: nan: a number of seconds above 0"),
+    (["--timeline", "/nonexistent/t.pftrace"], "--timeline /nonexistent/t.pftrace: no such "
+                                               "directory '/nonexistent'"),
+    (["--timeline", "/"], "--timeline /: is a directory, not a file"),
+    (["--qmp", "/nonexistent/q.sock"], "--qmp /nonexistent/q.sock: no such directory"),
+    (["--backend-socket", "/nonexistent/b.sock"], "--backend-socket /nonexistent/b.sock: No "
+                                                  "such file or directory (start"),
+    (["--backend-socket", "/dev/null"], "--backend-socket /dev/null: not a socket"),
+    (["--suite", "long", "--run", "shell"], "--suite long: only with --run selftests"),
+    (["--igt-build", "/tmp"], "--igt-build: only with --run igt"),
+])
+def test_boot_refuses_bad_arguments_before_starting_anything(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistake that would only show once QEMU runs (a QEMU abort, a backend gone, a run that
+    ends at once) is one line and exit 2 up front; no guest, no set-up is started."""
+    import qemu_panthor.launcher.boot as boot
+
+    def no_boot(*a: object, **k: object) -> object:
+        raise AssertionError("a guest was started")
+
+    monkeypatch.setattr(boot, "boot_images", no_boot)
+    monkeypatch.setattr(boot, "Boot", no_boot)
+    if args[0] == "--timeout":  # an argparse type: the usage, then the error, exit 2
+        with pytest.raises(SystemExit) as e:
+            main(["boot", *args])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "usage: qemu-panthor boot" in err and err.splitlines()[-1].endswith(message)
+        return
+    assert main(["boot", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qemu-panthor: ") and message in err
+
+
 def test_version_checks() -> None:
     assert recipes.version_tuple("1:11.1.3+ds-1") == (11, 1, 3)
     assert recipes.version_tuple("7.2.13+deb14-arm64") == (7, 2, 13)
