@@ -1,12 +1,13 @@
 """Fuzz campaign: random MMIO over the whole GPU window, with the firmware model attached.
 
-The GPU (Mali-G610 or G720 model), its MMU and the CSF firmware model run over guest RAM that
-holds a valid MCU address space (AS0 maps the shared section), so MCU boots succeed and the
-firmware really processes requests. Each case is a burst of register accesses at random
-offsets, sizes (0..16 bytes) and values, biased towards registers with side effects: MCU
-boots and disables, GPU soft/hard resets, AS commands, power transitions, doorbells, IRQ
-clears; random bytes are also written into the GLB/CSG/CS input blocks of the shared section
-before doorbells, and the firmware's scheduler runs a bounded number of slices.
+The GPU (Mali-G610, G720 or the arch 14 G1-Pro with PWR_CONTROL), its MMU and the CSF
+firmware model run over guest RAM that holds a valid MCU address space (AS0 maps the shared
+section), so MCU boots succeed and the firmware really processes requests. Each case is a
+burst of register accesses at random offsets, sizes (0..16 bytes) and values, biased towards
+registers with side effects: MCU boots and disables, GPU soft/hard resets, AS commands,
+power transitions, doorbells, IRQ clears; random bytes are also written into the GLB/CSG/CS
+input blocks of the shared section before doorbells, and the firmware's scheduler runs a
+bounded number of slices.
 
 The Job Manager model (Mali-G52) has no MCU: its AS1 maps a job buffer (Mali LPAE, as
 panfrost maps BOs) holding job chains, well-formed ones (NULL, WRITE_VALUE of every type)
@@ -28,6 +29,7 @@ from qemu_panthor.csf.iface import SHARED_SECTION_VA
 from qemu_panthor.csf.mcu import CsfFirmware
 from qemu_panthor.gpu.device import MaliGpu
 from qemu_panthor.gpu.models import MODELS, Family
+from qemu_panthor.gpu.pwr_regs import PWR_COMMAND, PWR_CONTROL_BASE, PwrCommand, PwrDomain
 from qemu_panthor.gpu.regs import JOB_INT_BASE, MMU_BASE, WINDOW_SIZE
 from qemu_panthor.jm import regs as JR
 from qemu_panthor.mmu.regs import (
@@ -44,7 +46,10 @@ RAM_SIZE = 16 << 20
 HOT = (0x20, 0x24, 0x28, 0x30, 0x88, 0x180, 0x190, 0x1A0, 0x1C0, 0x1E0, 0x304, 0x700, 0x704,
        0x1000, 0x1004, 0x1008, 0x2000, 0x2004, 0x2008, *(MMU_BASE + as_reg(n, r)
        for n in range(8) for r in (AS_COMMAND, AS_TRANSTAB, AS_TRANSCFG, 0x10, 0x28)),
-       0x10000, *(0x80000 + d * 0x10000 for d in range(24)))
+       0x10000, *(0x80000 + d * 0x10000 for d in range(24)),
+       # arch 14's PWR_CONTROL: PWR_INT, PWR_COMMAND and its argument, the domains' READY
+       *(PWR_CONTROL_BASE + o for o in (0x0, 0x4, 0x8, 0x20, 0x28, 0x28, 0x28, 0x30, 0x34,
+                                         0x108, 0x148, 0x208)))
 SIZES = (0, 1, 2, 3, 4, 4, 4, 4, 5, 8, 8, 16)
 #: JM: the job buffer's GPU VA and size, the AS that maps it, JS_CONFIG as panfrost sets it
 JOB_VA = 0x100_0000
@@ -149,6 +154,11 @@ def _value(c: Campaign, off: int) -> int:
     rng = c.rng
     if off == 0x700:
         return rng.choice((0, 1, 2, 3, 1, 2))
+    if off == PWR_CONTROL_BASE + PWR_COMMAND:  # mostly well-formed PWR_COMMAND_DEF values
+        if rng.random() < 0.8:
+            return (rng.choice((0, 0, 0, 1)) << 16 | rng.choice((*PwrDomain, 7)) << 8
+                    | rng.choice(list(PwrCommand)))
+        return rng.getrandbits(32)
     if off == 0x30:
         return rng.choice((0x101, 0x201, 0x4 | rng.getrandbits(12) << 8, 0x7, 0x3,
                            rng.getrandbits(32)))

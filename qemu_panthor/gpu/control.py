@@ -109,9 +109,10 @@ def identity_registers(model: GpuModel) -> dict[str, int]:
         "THREAD_MAX_BARRIER_SIZE": model.thread_max_barrier_size,
         "THREAD_FEATURES": model.thread_features,
         **{f"TEXTURE_FEATURES{n}": v for n, v in enumerate(model.texture_features)},
-        "SHADER_PRESENT": model.shader_present,
-        "TILER_PRESENT": model.tiler_present,
-        "L2_PRESENT": model.l2_present,
+        # arch 14: the PRESENT masks are PWR_CONTROL's (GPU_CONTROL's read 0, inferred)
+        "SHADER_PRESENT": 0 if model.pwr_control else model.shader_present,
+        "TILER_PRESENT": 0 if model.pwr_control else model.tiler_present,
+        "L2_PRESENT": 0 if model.pwr_control else model.l2_present,
         "COHERENCY_FEATURES": model.coherency_features,
     }
     if model.family == Family.JM:
@@ -182,10 +183,11 @@ class GpuControl:
         self.timestamp_hz = timestamp_hz
         self.core_clock_hz = core_clock_hz
         self._ident = identity_words(model)
+        # arch 14 powers its domains through PWR_CONTROL: nothing here can be powered
         self.present = {
-            "shader": model.shader_present,
-            "tiler": model.tiler_present,
-            "l2": model.l2_present,
+            "shader": 0 if model.pwr_control else model.shader_present,
+            "tiler": 0 if model.pwr_control else model.tiler_present,
+            "l2": 0 if model.pwr_control else model.l2_present,
         }
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.reset_state()

@@ -28,6 +28,8 @@ from ..memory import PhysMem
 from ..mmu import Mmu
 from .control import GpuControl
 from .models import GpuModel
+from .pwr import PwrControl
+from .pwr_regs import PWR_CONTROL_BASE, PWR_CONTROL_SIZE
 from .regs import (
     CSF_DOORBELL_BASE,
     FAMILY_WORD_NAMES,
@@ -40,6 +42,7 @@ from .regs import (
     WINDOW_SIZE,
     Family,
     GpuIrq,
+    McuStatus,
     register_name,
 )
 
@@ -54,6 +57,7 @@ _M32 = 0xFFFFFFFF
 _FLUSH_ID_MASK = 0x00FFFFFF  # userspace must pass bits 30:24 == 0 (§3.3); 0 = "always flush"
 _JOB_INT_END = JOB_INT_BASE + IRQ_BLOCK_SIZE
 _USER_END = USER_BASE + PAGE_SIZE
+_PWR_END = PWR_CONTROL_BASE + PWR_CONTROL_SIZE
 _SIZES = (1, 2, 4, 8)
 _P = ParamSpec("_P")
 
@@ -98,7 +102,10 @@ class MaliGpu:
         self._mcu_status = 0
         self._flush_id = 1
         self.user_page: bytearray | memoryview = bytearray(PAGE_SIZE)
-        self.gpu_irq = IrqBlock("gpu", lambda level: self._irq_level("gpu", level))
+        # GPU_INT and (arch 14) PWR_INT share the "gpu" line
+        self._gpu_line = False
+        self.gpu_irq = IrqBlock("gpu", lambda level: self._gpu_line_changed())
+        self.pwr_irq = IrqBlock("pwr", lambda level: self._gpu_line_changed())
         self.job_irq = IrqBlock("job", lambda level: self._irq_level("job", level))
         self.mmu_irq = IrqBlock("mmu", lambda level: self._irq_level("mmu", level))
         self.mmu = Mmu(
@@ -126,6 +133,9 @@ class MaliGpu:
                                    loop=loop)
             # jobs stalled on an MMU fault wait for the driver's AS commands
             self.mmu.on_as_update = self.jobs.on_as_update
+        #: PWR_CONTROL (arch 14 parts only)
+        self.pwr: PwrControl | None = (
+            PwrControl(model, self.pwr_irq, self, self.stats) if model.pwr_control else None)
         self._store_flush_id()
 
     # -- firmware-model facing state ----------------------------------------------------
@@ -155,7 +165,7 @@ class MaliGpu:
         """Send this GPU's events (MMIO traffic, doorbells, interrupts, AS commands, faults,
         resets) to ``tl`` (None: stop)."""
         self.tl = tl
-        for irq in (self.gpu_irq, self.job_irq, self.mmu_irq):
+        for irq in (self.gpu_irq, self.job_irq, self.mmu_irq, self.pwr_irq):
             irq.tl = tl
         self.mmu.tl = tl
 
@@ -218,12 +228,27 @@ class MaliGpu:
         self.gpu_irq.raise_bits(GpuIrq.RESET_COMPLETED)
         self._reset_done("hard" if hard else "soft")
 
+    def pwr_reset_command(self, fast: bool) -> None:
+        """PWR_COMMAND RESET_SOFT / RESET_FAST (arch 14): every block but PWR_CONTROL to its
+        reset values, GPU_INT_RAWSTAT cleared; PWR_CONTROL raises its own RESET_COMPLETED."""
+        self.stats["gpu_resets"] += 1
+        if self.tl is not None:
+            self.tl.instant("GPU", "fast reset" if fast else "soft reset")
+        self._reset_blocks()
+        self.gpu_irq.clear_bits(_M32)
+        self._reset_done("soft")
+
+    def mcu_running(self) -> bool:
+        """The MCU runs (MCU_STATUS ENABLED): the power domains delegated to it are up."""
+        return self._mcu_status == McuStatus.ENABLED
+
     def reset(self) -> None:
         """Device-level reset (PCI DEVICE_RESET / power-on): everything, GPU_INT_MASK too."""
         if self.tl is not None:
             self.tl.instant("GPU", "device reset")
         self._reset_blocks()
         self.gpu_irq.reset()
+        self.pwr_irq.reset()
         self._reset_done("device")
 
     def _reset_done(self, kind: str) -> None:
@@ -241,6 +266,8 @@ class MaliGpu:
             self._mcu_hook("gpu_reset", mcu.gpu_reset)
         self._mcu_status = 0
         self.control.reset_state()
+        if self.pwr is not None:
+            self.pwr.reset_state()
         self.mmu.reset()
         self.mmu_irq.reset()
         if self.jobs is not None:
@@ -257,6 +284,12 @@ class MaliGpu:
         except Exception:
             self.stats["mcu_hook_errors"] += 1
             log.exception("McuHooks.%s%r failed", name, args)
+
+    def _gpu_line_changed(self) -> None:
+        level = self.gpu_irq.level or self.pwr_irq.level
+        if level != self._gpu_line:
+            self._gpu_line = level
+            self._irq_level("gpu", level)
 
     def _irq_level(self, name: str, level: bool) -> None:
         if level:
@@ -350,6 +383,11 @@ class MaliGpu:
 
     def _read32(self, off: int, count: bool) -> int:
         if off < GPU_CONTROL_SIZE:
+            pwr = self.pwr
+            if pwr is not None and PWR_CONTROL_BASE <= off < _PWR_END:
+                if pwr.known(off - PWR_CONTROL_BASE):
+                    return pwr.read32(off - PWR_CONTROL_BASE)
+                return self._unknown("unknown_reads", off, count)
             if self.control.known(off):
                 return self.control.read32(off)
             return self._unknown("unknown_reads", off, count)
@@ -378,6 +416,13 @@ class MaliGpu:
 
     def _write32(self, off: int, value: int) -> None:
         if off < GPU_CONTROL_SIZE:
+            pwr = self.pwr
+            if pwr is not None and PWR_CONTROL_BASE <= off < _PWR_END:
+                if pwr.known(off - PWR_CONTROL_BASE):
+                    pwr.write32(off - PWR_CONTROL_BASE, value)
+                else:
+                    self._unknown("unknown_writes", off, True)
+                return
             if self.control.known(off):
                 self.control.write32(off, value)
             else:

@@ -96,6 +96,12 @@ class GpuModel:
         return _field(self.gpu_id, GPU_ID_FIELDS, "PROD_MAJOR")
 
     @property
+    def pwr_control(self) -> bool:
+        """Arch 14 and later: power domains in PWR_CONTROL (panthor_hw_has_pwr_ctrl); the
+        GPU_CONTROL power-domain registers are gone (read 0, inferred)."""
+        return self.family == Family.CSF and self.arch_major >= 14
+
+    @property
     def va_bits(self) -> int:
         return _field(self.mmu_features, MMU_FEATURES_FIELDS, "VA_BITS")
 
@@ -136,8 +142,8 @@ class GpuModel:
         if self.family == Family.JM:
             out += self._jm_problems()
         else:
-            if not 10 <= self.arch_major <= 13:
-                out.append("arch major must be 10..13 (arch 14 PWR_CONTROL is not modelled)")
+            if not 10 <= self.arch_major <= 14:
+                out.append("arch major must be 10..14 (what panthor 7.2 drives)")
             if self.js_present or self.js_features or self.stack_present:
                 out.append("a CSF part has no job slots (JS_PRESENT/JS_FEATURES/STACK_PRESENT)")
         if self.arch_major == 10 and self.gpu_features:
@@ -332,7 +338,38 @@ G52 = GpuModel(
     aliases=("mali-g52", "rk3568", "rk3566"),
 )
 
-MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720, G52)}
+# Mali-G1-Pro, arch 14 (docs/gpu.md "PWR_CONTROL"): what panthor 7.2 reads of an arch 14 part
+# is GPU_CONTROL's identity (the PRESENT masks move to PWR_CONTROL) and PWR_CONTROL; every
+# value here is inferred from the G720's (no public register dump of a G1 exists): arch 14.8
+# like the 12.8 / 13.8 parts, product major 3 ("Mali-G1-Pro" in get_gpu_model_name), four
+# shader cores, the same firmware interface version as the G720's model.
+G1_PRO = GpuModel(
+    key="g1-pro",
+    gpu_id=0xE8031005,  # arch 14.8 rev 0, prod 3, r1p0 status 5 (inferred)
+    l2_features=0x07130206,
+    core_features=0x00000000,
+    tiler_features=0x00000809,
+    mem_features=0x00000101,
+    mmu_features=0x00002830,
+    as_present=0xFF,
+    csf_id=0x0C000823,
+    thread_max_threads=2048,
+    thread_max_workgroup_size=1024,
+    thread_max_barrier_size=1024,
+    thread_features=0x04010000,
+    texture_features=(0xC1FFFF9E, 0, 0, 0),
+    coherency_features=0x1,
+    gpu_features=0,
+    shader_present=0x30003,  # 4 cores
+    tiler_present=0x1,
+    l2_present=0x1,
+    gpu_revid=0,
+    csg_count=16,
+    glb_version=(3, 0, 0),
+    aliases=("mali-g1-pro", "g1"),
+)
+
+MODELS: dict[str, GpuModel] = {m.key: m for m in (G610, G720, G52, G1_PRO)}
 #: The GPU served when none is named (the RK3588's Mali-G610).
 DEFAULT_MODEL = G610
 

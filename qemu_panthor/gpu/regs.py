@@ -14,6 +14,7 @@ from ..irqblock import IRQ_REGS
 from ..jm.regs import JOB_INT_JS_STATE, JOB_INT_THROTTLE, JS_BASE, JS_REGS, JS_STRIDE, MAX_JS
 from ..mmu.regs import AS_REGS, MAX_AS, as_reg
 from ..register import Reg, RegAccess
+from .pwr_regs import PWR_CONTROL_BASE, PWR_REGS
 
 # -- window layout -------------------------------------------------------------------
 WINDOW_SIZE = 0x200000
@@ -319,6 +320,8 @@ def _word_names(family: Family) -> dict[int, str]:
             for r in JS_REGS:
                 add(r, JOB_CONTROL_BASE + JS_BASE + js * JS_STRIDE, f"JS{js}.")
         return names
+    for r in PWR_REGS:  # arch 14 parts only; no other CSF register lives there
+        add(r, PWR_CONTROL_BASE)
     names[CSF_GPU_LATEST_FLUSH_ID] = "CSF_GPU_LATEST_FLUSH_ID"
     for i in range(DOORBELL_COUNT):
         names[CSF_DOORBELL(i)] = f"CSF_DOORBELL({i})"

@@ -107,6 +107,18 @@ class MaliIntrospection:
         return any(r.base <= pa < r.end for r in mem.regions)
 
     # -- query-mali-gpu ------------------------------------------------------------------------
+    def _power(self) -> dict[str, dict[str, Any]]:
+        """Per domain PRESENT and READY: GPU_CONTROL's, or PWR_CONTROL's on arch 14 (with
+        who controls each domain)."""
+        pwr = self.gpu.pwr
+        if pwr is None:
+            ctl = self.gpu.control
+            return {dom: {"present": ctl.present[dom], "ready": ctl.ready[dom]}
+                    for dom in ("l2", "shader", "tiler")}
+        return {d.name.lower(): {"present": pwr.present[d], "ready": pwr.domain_ready(d),
+                                 "delegated": bool(pwr.delegated >> d & 1)}
+                for d in sorted(pwr.present)}
+
     def query_gpu(self) -> dict[str, Any]:
         m = self.gpu.model
         ctl = self.gpu.control
@@ -118,10 +130,10 @@ class MaliIntrospection:
             "driver": m.driver,
             "arch": f"{m.arch_major}.{m.arch_minor}.{m.arch_rev}",
             "identity": identity_registers(m),
-            "power": {dom: {"present": ctl.present[dom], "ready": ctl.ready[dom]}
-                      for dom in ("l2", "shader", "tiler")},
+            "power": self._power(),
             "irq": {"gpu": _irq(self.gpu.gpu_irq), "job": _irq(self.gpu.job_irq),
-                    "mmu": _irq(self.gpu.mmu_irq)},
+                    "mmu": _irq(self.gpu.mmu_irq),
+                    **({"pwr": _irq(self.gpu.pwr_irq)} if self.gpu.pwr is not None else {})},
             "fault": {"GPU_FAULTSTATUS": ctl.fault_status, "GPU_FAULTADDRESS": ctl.fault_addr},
             "latest-flush-id": self.gpu.latest_flush_id,
         }

@@ -55,6 +55,24 @@ async def test_second_model_probes(boot_guest) -> None:
     assert "Initialized panthor" in text
 
 
+async def test_arch14_part_runs_through_pwr_control(boot_guest) -> None:
+    """An arch 14 part (Mali-G1-Pro): panthor 7.2 takes its PWR_CONTROL path (power-up of L2
+    and delegation at probe, RESET_SOFT through PWR_COMMAND on a GPU reset) and runs jobs,
+    runtime PM cycles and a reset on it."""
+    r = await boot_guest(run="selftests", gpu="g1-pro", timeout=300,
+                         append="qp.only=kmsg_probe_clean,query_gpu_info,job_store_deadbeef,"
+                                "runtime_pm_cycles,gpu_reset_recovery")
+    text = "\n".join(r.console)
+    assert r.rc == 0, text[-3000:]
+    assert re.search(r"\[drm\] Mali-G1-Pro id 0xe803 ", text), text[-3000:]
+    assert "shader_present=0x30003 l2_present=0x1 tiler_present=0x1" in text, text[-3000:]
+    for t in ("kmsg_probe_clean", "query_gpu_info", "job_store_deadbeef", "runtime_pm_cycles",
+              "gpu_reset_recovery"):
+        assert re.search(rf"^ok \d+ {t}$", text, re.M), t
+    assert not re.search(r"PWR_IRQ|domain (power in transition|retract pending)|RESET timed "
+                         r"out|not allowed", text), text[-3000:]
+
+
 async def test_panthor_probes_on_612_line(boot_guest_612, images_612) -> None:
     """Debian 6.12: the glue takes its nodes from the boot device tree (no OF_DYNAMIC) and
     the older panthor needs a "mali" supply; it probes through firmware boot too."""

@@ -91,7 +91,7 @@ def test_g610_identity_matches_reference_values() -> None:
 @pytest.mark.parametrize("key", CSF_MODELS)
 def test_every_model_is_accepted_by_the_driver_rules(key: str) -> None:
     m = MODELS[key]
-    assert 10 <= m.arch_major <= 13
+    assert 10 <= m.arch_major <= 14  # panthor_hw_match: v10 ops for 10..13, v14 for 14
     assert m.firmware_path in MODULE_FIRMWARE
     assert m.as_present & 1 and m.as_present & 0xFFFFFFFE
     assert m.as_present & (m.as_present + 1) == 0  # contiguous from bit 0
@@ -192,7 +192,7 @@ def test_known_names_spot_checks() -> None:
     [
         {"gpu_id": 0},
         {"gpu_id": 0x98670005},  # arch 9
-        {"gpu_id": 0xE8000000},  # arch 14 (PWR_CONTROL not modelled)
+        {"gpu_id": 0xF8000000},  # arch 15: panthor 7.2 drives 10..14
         {"as_present": 0x1},  # needs an AS besides the MCU's
         {"as_present": 0x5},  # not contiguous
         {"mmu_features": 0x2730},  # PA 39
