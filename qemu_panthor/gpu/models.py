@@ -9,7 +9,7 @@ models. Values not read from driver source or a real board are marked inferred.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .regs import (
     CSF_ID_FIELDS,
@@ -340,32 +340,15 @@ G52 = GpuModel(
 
 # Mali-G1-Pro, arch 14 (docs/gpu.md "PWR_CONTROL"): what panthor 7.2 reads of an arch 14 part
 # is GPU_CONTROL's identity (the PRESENT masks move to PWR_CONTROL) and PWR_CONTROL; every
-# value here is inferred from the G720's (no public register dump of a G1 exists): arch 14.8
-# like the 12.8 / 13.8 parts, product major 3 ("Mali-G1-Pro" in get_gpu_model_name), four
-# shader cores, the same firmware interface version as the G720's model.
-G1_PRO = GpuModel(
+# value is the G720 model's (inferred: no public register dump of a G1 exists) but arch 14.8
+# (panthor 7.2's MODULE_FIRMWARE names arch14.8), product major 3 ("Mali-G1-Pro" in
+# get_gpu_model_name), four shader cores and no ray tracing bit.
+G1_PRO = replace(
+    G720,
     key="g1-pro",
     gpu_id=0xE8031005,  # arch 14.8 rev 0, prod 3, r1p0 status 5 (inferred)
-    l2_features=0x07130206,
-    core_features=0x00000000,
-    tiler_features=0x00000809,
-    mem_features=0x00000101,
-    mmu_features=0x00002830,
-    as_present=0xFF,
-    csf_id=0x0C000823,
-    thread_max_threads=2048,
-    thread_max_workgroup_size=1024,
-    thread_max_barrier_size=1024,
-    thread_features=0x04010000,
-    texture_features=(0xC1FFFF9E, 0, 0, 0),
-    coherency_features=0x1,
     gpu_features=0,
     shader_present=0x30003,  # 4 cores
-    tiler_present=0x1,
-    l2_present=0x1,
-    gpu_revid=0,
-    csg_count=16,
-    glb_version=(3, 0, 0),
     aliases=("mali-g1-pro", "g1"),
 )
 
