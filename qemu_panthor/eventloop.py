@@ -31,6 +31,50 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+#: A timer that fired early is re-armed at least this far ahead, so the rest of its wait
+#: is not spent spinning through loop iterations (uvloop's timers have 1 ms granularity).
+REARM_MIN_S = 0.001
+
+
+class DeadlineTimer:
+    """Run ``callback`` once ``clock()`` has reached ``deadline``.
+
+    An event loop may run a timer before its time: uvloop rounds delays to whole
+    milliseconds and counts them from a loop time cached at the start of the iteration, so a
+    timer armed after a long callback fires up to ~1.3 ms early by ``time.monotonic()``
+    (measured here). Work that completes "at" a time must not look done before it, nor be
+    forgotten because it was not done yet when the timer fired: an early timer is re-armed
+    for the rest of the wait."""
+
+    __slots__ = ("_callback", "_clock", "_handle", "_loop", "deadline")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float,
+                 clock: Callable[[], float], callback: Callable[[], object]) -> None:
+        self._loop = loop
+        self.deadline = deadline
+        self._clock = clock
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = loop.call_later(
+            max(0.0, deadline - clock()), self._fire)
+
+    def _fire(self) -> None:
+        left = self.deadline - self._clock()
+        if left > 0:
+            self._handle = self._loop.call_later(max(left, REARM_MIN_S), self._fire)
+            return
+        self._handle = None
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    @property
+    def armed(self) -> bool:
+        return self._handle is not None
+
+
 def running_loop(
     explicit: asyncio.AbstractEventLoop | None = None,
 ) -> asyncio.AbstractEventLoop | None:

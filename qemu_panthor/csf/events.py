@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..eventloop import running_loop
+from ..eventloop import DeadlineTimer, running_loop
 from ..gpu.regs import JOB_INT_GLOBAL_IF
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
@@ -279,7 +279,8 @@ class CsfEvents:
         loop = running_loop()
         if loop is None:
             return  # synchronous use: the test calls check_progress()
-        csg.progress_check = loop.call_later(timeout, lambda: self._guard(self.check_progress))
+        csg.progress_check = DeadlineTimer(loop, deadline, self.clock,
+                                           lambda: self._guard(self.check_progress))
 
     def check_progress(self) -> None:
         """Raise PROGRESS_TIMER_EVENT for every group whose awaited work is overdue."""

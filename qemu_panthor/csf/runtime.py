@@ -12,6 +12,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..eventloop import DeadlineTimer
 from ..mmu import AsBinding, MmuFault
 from .cs_state import CsExecState, SyncWait
 
@@ -41,7 +42,7 @@ class CsRuntime:
     #: blocked on work in flight (WAIT, PROGRESS_WAIT, a deferred operation, an empty ring
     #: with work running): (when it completes, awaited scoreboard mask; 0 = progress)
     sb_wait: tuple[float, int] | None = None
-    sb_timer: asyncio.TimerHandle | None = None  # wakes the stream when that work completes
+    sb_timer: DeadlineTimer | None = None  # wakes the stream when that work completes
     #: tiler heap (csf/tiler_heap.py): TILER_OOM raised, the host has not answered yet
     oom_pending: bool = False
     #: waiting for heap chunks after the host had none to give (fragment work returning
@@ -103,7 +104,7 @@ class CsgRuntime:
     idle_event: asyncio.TimerHandle | None = None  # the deferred IDLE event (hysteresis)
     #: progress timer: when the group's awaited work is overdue (no progress), its check
     progress_deadline: float = 0.0
-    progress_check: asyncio.TimerHandle | None = None
+    progress_check: DeadlineTimer | None = None
     progress_reported: bool = False  # PROGRESS_TIMER_EVENT raised for this residency
 
     @classmethod

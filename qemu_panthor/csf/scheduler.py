@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..eventloop import running_loop
+from ..eventloop import DeadlineTimer, running_loop
 from ..mmu import Mmu, MmuFault
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 
@@ -106,7 +106,8 @@ class CsfScheduler:
         loop = running_loop(self._loop)
         if loop is None:
             return  # synchronous use: the caller calls wake_due()
-        cs.sb_timer = loop.call_later(max(0.0, until - self.clock()), self.wake_due)
+        # not call_later alone: a loop may fire it before ``until`` (eventloop.DeadlineTimer)
+        cs.sb_timer = DeadlineTimer(loop, until, self.clock, self.wake_due)
 
     def wake_due(self) -> int:
         """Make runnable the streams whose awaited work has completed; how many."""

@@ -189,3 +189,31 @@ def test_slow_work_that_completes_in_time_is_progress() -> None:
     host.now += 5
     host.fw.events.check_progress()
     assert not (host.r32(co) ^ host.r32(host.csg[0]["input_va"])) & pf.CSG_PROGRESS_TIMER_EVENT
+
+
+def test_a_wake_up_timer_that_fires_early_still_wakes_the_stream() -> None:
+    """An event loop may run the scoreboard-wait timer before the work's completion time
+    (uvloop: up to ~1.3 ms early). The stream must neither run early nor be forgotten: it
+    used to stay blocked for good, and a panvk frame hit panthor's 5 s job timeout."""
+    from test_eventloop_deadline import EarlyLoop
+
+    host = Host.booted(work_scale=1e3)  # a 20 ms compute item
+    loop = EarlyLoop()
+    host.fw.sched._loop = loop  # type: ignore[assignment]  # its timers, fired by hand
+    host.start_group(0)
+    prog = [A.set_sb_entry(5, 0), A.run_compute(), A.wait(1 << 5), A.move48(0, USER_VA + 0x800),
+            A.move32(2, 0x99), A.store_multiple(2, 0, 0x1, 0)]
+    for k, wd in enumerate(prog):
+        host.ram.write_u64(host.user_pa + 8 * k, wd)
+    host.push([A.move48(0x40, USER_VA), A.move32(0x42, 8 * len(prog)), A.call(0x40, 0x42)])
+    host.fw.sched.pump()
+    assert len(loop.pending) == 1  # the wake-up timer
+    host.now += 0.0195  # 0.5 ms before the item completes, the loop runs the timer
+    loop.fire()
+    host.fw.sched.pump()
+    assert host.ram.read_u32(host.user_pa + 0x800) == 0  # not woken early...
+    assert len(loop.pending) == 1  # ...and not forgotten
+    host.now += 0.001
+    loop.fire()
+    host.fw.sched.pump()
+    assert host.ram.read_u32(host.user_pa + 0x800) == 0x99
