@@ -1,6 +1,6 @@
-# Sourced by the guest's userland runners (guest/igt, guest/vulkaninfo): mount the userland
-# the launcher shares read-only with virtio-9p at $U, with what its programs need inside
-# (devtmpfs, proc, sysfs, debugfs, a writable /tmp), ready for `chroot $U PROGRAM`.
+# Sourced by the guest's userland runners (guest/igt, guest/vulkaninfo, guest/vkmark): mount
+# the userland the launcher shares read-only with virtio-9p at $U, with what its programs
+# need inside (devtmpfs, proc, sysfs, debugfs, a writable /tmp), ready for `chroot $U PROGRAM`.
 U=/userland
 
 userland_mount() { # userland_mount TAG

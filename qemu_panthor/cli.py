@@ -128,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "COMPILE_TEST panthor kernel; the default for --run igt)")
     b.add_argument("--gpu", default=DEFAULT_GPU, metavar="MODEL", help="GPU model (default g610)")
     b.add_argument("--run", default="selftests",
-                   choices=["selftests", "igt", "vulkaninfo", "shell", "none"],
+                   choices=["selftests", "igt", "vulkaninfo", "vkmark", "shell", "none"],
                    help="what the guest does after loading the driver: the selftests "
-                        "(default), IGT's panthor tests or vulkaninfo through panvk "
-                        "(docs/igt.md), a shell, nothing")
+                        "(default), IGT's panthor tests, vulkaninfo or vkmark's scenes "
+                        "through panvk (docs/igt.md), a shell, nothing")
     b.add_argument("--suite", default="default", choices=["default", "long", "all"],
                    help="--run selftests: the default suite, the long one (tests that wait "
                         "on driver or firmware timers: resets, job and progress timeouts; "
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "guest's architecture) instead of Debian's")
     b.add_argument("--igt-timeout", type=int, default=SUBTEST_TIMEOUT_S, metavar="S",
                    help="--run igt: kill a subtest after S seconds (reported as timeout)")
+    b.add_argument("--vkmark-scenes", metavar="LIST",
+                   help="--run vkmark: these scenes (vkmark -b options, comma-separated, "
+                        "e.g. cube:duration=2,clear) instead of vkmark's default list")
     b.add_argument("--qmp", metavar="PATH", help="serve the backend's QMP on this socket")
     b.add_argument("--keep", action="store_true", help="keep the run directory (logs, sockets)")
     b.add_argument("--trace", action="store_true", help="backend register/IRQ trace in the log")

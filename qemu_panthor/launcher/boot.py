@@ -55,7 +55,8 @@ PCI_VENDOR_ARM = 0x13B5
 RESULT_RE = re.compile(r"@qp result rc=(\d+)")
 # Lines kept in BootResult.console even after the console cap (what the summary needs).
 _ESSENTIAL = re.compile(
-    r"^(@qp |ok |not ok |1\.\.|# qp-info|# igt-(test|exit) |# vulkaninfo-exit )")
+    r"^(@qp |ok |not ok |1\.\.|# qp-info|# igt-(test|exit) |# vulkaninfo-exit "
+    r"|# vkmark-exit |# vkmark \[)")
 
 # Exit codes of `qemu-panthor boot` besides the guest's own result (0, 1 = a selftest failed,
 # 2 = the guest's own error); docs/launcher.md has the table.

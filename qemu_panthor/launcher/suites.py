@@ -1,6 +1,6 @@
 """What ``boot --run`` runs besides the selftests: suites from a Debian userland the guest
-chroots into (IGT's panthor tests, vulkaninfo through panvk). Each brings its shares and guest
-files and judges its own results after the run."""
+chroots into (IGT's panthor tests, vulkaninfo and vkmark through panvk). Each brings its
+shares and guest files and judges its own results after the run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import igt, vulkan
+from . import igt, vkmark, vulkan
 
 if TYPE_CHECKING:
     from .boot import BootResult
@@ -23,9 +23,10 @@ class GuestSuite(Protocol):
 
 
 #: The userland (images/userlands.toml) each suite runs from.
-USERLAND = {"igt": "igt", "vulkaninfo": "vulkan"}
+USERLAND = {"igt": "igt", "vulkaninfo": "vulkan", "vkmark": "vulkan"}
 #: Options that only mean something to one suite.
-SUITE_OPTIONS = {"igt": ("igt_tests", "igt_expectations", "igt_build")}
+SUITE_OPTIONS = {"igt": ("igt_tests", "igt_expectations", "igt_build"),
+                 "vkmark": ("vkmark_scenes",)}
 
 
 def suite_arch(run: str) -> str | None:
@@ -51,6 +52,8 @@ def prepare(args: argparse.Namespace, arch: str | None) -> GuestSuite | None:
         return igt.prepare(args, name)
     if args.run == "vulkaninfo":
         return vulkan.prepare(name, args.gpu)
+    if args.run == "vkmark":
+        return vkmark.prepare(name, args.vkmark_scenes)
     return None
 
 

@@ -1,0 +1,45 @@
+"""Mesa's panvk rendering for real: vkmark's scenes, headless, in the arm64 guest (Debian's
+vkmark and mesa-vulkan-drivers). Every scene's frames are draws with a tiler heap, fragment
+passes, clears and blits submitted through panthor and signalled by the model's fences; the
+run passes only when every scene reports its frame rate and vkmark exits 0. It found the
+scoreboard wake-up a loop could lose (tests/unit/test_eventloop_deadline.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qemu_panthor.launcher.vkmark import DEFAULT_SCENES
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("kernel", ["7.2", "6.12"])
+def test_vkmark_renders_every_scene_through_panvk(kernel: str) -> None:
+    p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--run", "vkmark",
+                        "--kernel", kernel, "--keep"], capture_output=True, text=True,
+                       timeout=800, stdin=subprocess.DEVNULL)
+    tail = "\n".join(p.stdout.splitlines()[-40:]) + "\n" + p.stderr[-3000:]
+    m = re.search(r"run dir kept at (\S+)", p.stderr)
+    assert m, tail
+    run_dir = Path(m.group(1))
+    try:
+        assert p.returncode == 0, tail
+        assert f"vkmark: {len(DEFAULT_SCENES)} scenes rendered" in p.stdout, tail
+        assert "# vkmark     Device Name:    Mali-G610 MC4" in p.stdout, tail
+        fps = [int(x) for x in re.findall(r"^vkmark: \[\S+\] \S+: (\d+) FPS", p.stdout, re.M)]
+        assert len(fps) == len(DEFAULT_SCENES) and min(fps) > 0, tail
+        assert "job timeout" not in p.stdout + p.stderr, tail
+        log = (run_dir / "backend.log").read_text()
+        ran = re.search(r"command streams ran: (\d+) jobs, (\d+) instructions, 0 CS fatal",
+                        log)
+        assert ran, log[-2000:]
+        assert int(ran.group(1)) >= 10 * len(DEFAULT_SCENES), ran.group(0)  # frames, not inits
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
