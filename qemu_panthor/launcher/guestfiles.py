@@ -3,6 +3,8 @@ modules, /init): our firmware image, the selftests and what they must find."""
 
 from __future__ import annotations
 
+import re
+
 from ..setup import recipes
 from ..setup.pipeline import Images
 
@@ -73,5 +75,24 @@ def userland_guest_files(runner: str) -> dict[str, tuple[bytes, int]]:
             "lib/qp/userland.sh": ((recipes.GUEST_DIR / "userland.sh").read_bytes(), 0o644)}
 
 
+def runner_output(console: list[str], runner: str) -> tuple[list[str], int | None]:
+    """What a userland runner printed, by the protocol of guest/vulkaninfo and guest/vkmark:
+    its program's lines as ``# RUNNER LINE``, then ``# RUNNER-exit rc=N``. The lines and N
+    (None: the runner never finished)."""
+    line_re = re.compile(rf"^# {re.escape(runner)} (.*)$")
+    exit_re = re.compile(rf"^# {re.escape(runner)}-exit rc=(-?\d+)")
+    out: list[str] = []
+    rc = None
+    for line in console:
+        m = exit_re.match(line)
+        if m:
+            rc = int(m.group(1))
+            continue
+        m = line_re.match(line)
+        if m:
+            out.append(m.group(1))
+    return out, rc
+
+
 __all__ = ["USERLAND_TAG", "firmware_files", "gpu_driver", "gpu_expectations", "guest_files",
-           "userland_guest_files"]
+           "runner_output", "userland_guest_files"]

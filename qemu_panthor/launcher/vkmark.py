@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..setup.userland import Userland
-from .guestfiles import USERLAND_TAG, userland_guest_files
+from .guestfiles import USERLAND_TAG, runner_output, userland_guest_files
 
 if TYPE_CHECKING:
     from .boot import BootResult
 
-_LINE = re.compile(r"^# vkmark (.*)$")
-_EXIT = re.compile(r"^# vkmark-exit rc=(-?\d+)")
 #: "[cube] duration=1: FPS: 149 FrameTime: 6.711 ms"
 _SCENE = re.compile(r"^\[(\S+)\]\s*(.*?):\s*FPS:\s*(\d+)\s+FrameTime:\s*([\d.]+)\s*ms")
 _SCENE_OPT = re.compile(r"^[a-z0-9-]+(:[a-z0-9-]+=[a-z0-9.-]+)*$")
@@ -48,16 +46,7 @@ class Scene:
 
 def parse(console: list[str]) -> tuple[list[Scene], list[str], int | None]:
     """The scenes vkmark reported, its output, its exit status."""
-    out: list[str] = []
-    rc = None
-    for line in console:
-        m = _EXIT.match(line)
-        if m:
-            rc = int(m.group(1))
-            continue
-        m = _LINE.match(line)
-        if m:
-            out.append(m.group(1))
+    out, rc = runner_output(console, "vkmark")
     scenes = [Scene(m.group(1), m.group(2), int(m.group(3)), float(m.group(4)))
               for m in (_SCENE.match(line.strip()) for line in out) if m]
     return scenes, out, rc

@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..setup.userland import Userland
-from .guestfiles import USERLAND_TAG, userland_guest_files
+from .guestfiles import USERLAND_TAG, runner_output, userland_guest_files
 
 if TYPE_CHECKING:
     from .boot import BootResult
 
-_LINE = re.compile(r"^# vulkaninfo (.*)$")
-_EXIT = re.compile(r"^# vulkaninfo-exit rc=(-?\d+)")
 _FIELD = re.compile(r"^\s*(deviceName|driverName|driverInfo|vendorID|deviceType|apiVersion)"
                     r"\s*=\s*(.*?)\s*$")
 
@@ -41,16 +39,7 @@ class VulkanDevice:
 
 def parse(console: list[str]) -> tuple[list[VulkanDevice], list[str], int | None]:
     """The devices ``--summary`` listed, vulkaninfo's output, its exit status."""
-    out: list[str] = []
-    rc = None
-    for line in console:
-        m = _EXIT.match(line)
-        if m:
-            rc = int(m.group(1))
-            continue
-        m = _LINE.match(line)
-        if m:
-            out.append(m.group(1))
+    out, rc = runner_output(console, "vulkaninfo")
     devices: list[VulkanDevice] = []
     for line in out:
         if re.match(r"^GPU\d+:\s*$", line.strip()):

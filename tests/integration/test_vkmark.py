@@ -7,12 +7,9 @@ scoreboard wake-up a loop could lose (tests/unit/test_eventloop_deadline.py)."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from support.guest_runs import cli_boot
 
 from qemu_panthor.launcher.vkmark import DEFAULT_SCENES
 
@@ -22,14 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("kernel", ["7.2", "6.12"])
 def test_vkmark_renders_every_scene_through_panvk(kernel: str) -> None:
-    p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", "--run", "vkmark",
-                        "--kernel", kernel, "--keep"], capture_output=True, text=True,
-                       timeout=800, stdin=subprocess.DEVNULL)
-    tail = "\n".join(p.stdout.splitlines()[-40:]) + "\n" + p.stderr[-3000:]
-    m = re.search(r"run dir kept at (\S+)", p.stderr)
-    assert m, tail
-    run_dir = Path(m.group(1))
-    try:
+    with cli_boot("--run", "vkmark", "--kernel", kernel) as (p, run_dir, tail):
         assert p.returncode == 0, tail
         assert f"vkmark: {len(DEFAULT_SCENES)} scenes rendered" in p.stdout, tail
         assert "# vkmark     Device Name:    Mali-G610 MC4" in p.stdout, tail
@@ -41,5 +31,3 @@ def test_vkmark_renders_every_scene_through_panvk(kernel: str) -> None:
                         log)
         assert ran, log[-2000:]
         assert int(ran.group(1)) >= 10 * len(DEFAULT_SCENES), ran.group(0)  # frames, not inits
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)

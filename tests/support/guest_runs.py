@@ -1,14 +1,16 @@
-"""Watching a guest run from a test: bounded polls on a running Boot task, and a QMP session
-to its backend that ends cleanly whatever the run did."""
+"""Watching a guest run from a test: bounded polls on a running Boot task, a QMP session to
+its backend that ends cleanly whatever the run did, and a boot run as a user runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import shutil
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,22 @@ def check_debug_suite(p: subprocess.CompletedProcess[str]) -> tuple[KtapSummary,
     assert re.search(r"^selftests: \d+ passed, 0 failed", p.stdout, re.M), tail
     assert p.returncode == 0, tail
     return s, tail
+
+
+@contextlib.contextmanager
+def cli_boot(*args: str, timeout: float = 800) -> Iterator[tuple[
+        subprocess.CompletedProcess[str], Path, str]]:
+    """``qemu-panthor boot --keep ARGS`` as a user runs it: the finished process, its kept
+    run directory (removed afterwards) and the tail of its output for assertion messages."""
+    p = subprocess.run([sys.executable, "-m", "qemu_panthor", "boot", *args, "--keep"],
+                       capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    tail = "\n".join(p.stdout.splitlines()[-40:]) + "\n" + p.stderr[-3000:]
+    m = re.search(r"run dir kept at (\S+)", p.stderr)
+    assert m, tail
+    run_dir = Path(m.group(1))
+    try:
+        yield p, run_dir, tail
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+

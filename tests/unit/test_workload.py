@@ -112,17 +112,23 @@ def test_suspend_image_carries_the_work_in_flight(rig: Rig) -> None:
     assert CsExecState.deserialise(CsExecState().serialise(1.0), 2.0).sb_until == [0.0] * 8
 
 
+def _store_after_compute(host: Host) -> None:
+    """A user stream: a compute item on scoreboard 5, WAIT for it, then store 0x99 at
+    USER_VA + 0x800; called from the kernel ring."""
+    prog = [A.set_sb_entry(5, 0), A.run_compute(), A.wait(1 << 5), A.move48(0, USER_VA + 0x800),
+            A.move32(2, 0x99), A.store_multiple(2, 0, 0x1, 0)]
+    for k, wd in enumerate(prog):
+        host.ram.write_u64(host.user_pa + 8 * k, wd)
+    host.push([A.move48(0x40, USER_VA), A.move32(0x42, 8 * len(prog)), A.call(0x40, 0x42)])
+
+
 def test_firmware_reports_the_scoreboard_wait_and_stays_busy() -> None:
     """CS_STATUS_WAIT holds the awaited scoreboard mask, CS_STATUS_BLOCKED_REASON is
     SB_WAIT, CS_STATUS_SCOREBOARDS the entries in flight; the CSG is not idle until the
     work completes; the stream wakes by itself when it does."""
     host = Host.booted(work_scale=1e5)  # 20 us x 1e5: a 2 s compute item
     host.start_group(0)
-    prog = [A.set_sb_entry(5, 0), A.run_compute(), A.wait(1 << 5), A.move48(0, USER_VA + 0x800),
-            A.move32(2, 0x99), A.store_multiple(2, 0, 0x1, 0)]
-    for k, wd in enumerate(prog):
-        host.ram.write_u64(host.user_pa + 8 * k, wd)
-    host.push([A.move48(0x40, USER_VA), A.move32(0x42, 8 * len(prog)), A.call(0x40, 0x42)])
+    _store_after_compute(host)
     host.fw.sched.pump()
     ci, co = host.csg[0]["input_va"], host.csg[0]["output_va"]
     host.toggle(ci, co, pf.CSG_STATUS_UPDATE)
@@ -201,11 +207,7 @@ def test_a_wake_up_timer_that_fires_early_still_wakes_the_stream() -> None:
     loop = EarlyLoop()
     host.fw.sched._loop = loop  # type: ignore[assignment]  # its timers, fired by hand
     host.start_group(0)
-    prog = [A.set_sb_entry(5, 0), A.run_compute(), A.wait(1 << 5), A.move48(0, USER_VA + 0x800),
-            A.move32(2, 0x99), A.store_multiple(2, 0, 0x1, 0)]
-    for k, wd in enumerate(prog):
-        host.ram.write_u64(host.user_pa + 8 * k, wd)
-    host.push([A.move48(0x40, USER_VA), A.move32(0x42, 8 * len(prog)), A.call(0x40, 0x42)])
+    _store_after_compute(host)
     host.fw.sched.pump()
     assert len(loop.pending) == 1  # the wake-up timer
     host.now += 0.0195  # 0.5 ms before the item completes, the loop runs the timer
