@@ -168,6 +168,8 @@ class MaliGpu:
         for irq in (self.gpu_irq, self.job_irq, self.mmu_irq, self.pwr_irq):
             irq.tl = tl
         self.mmu.tl = tl
+        if self.pwr is not None:
+            self.pwr.tl = tl
 
     def _store_flush_id(self) -> None:
         _U32.pack_into(self.user_page, 0, self._flush_id)

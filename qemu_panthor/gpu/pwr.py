@@ -21,7 +21,7 @@ panthor_pwr.c relies on it; inferences marked in docs/gpu.md "PWR_CONTROL"):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from .models import GpuModel
@@ -38,6 +38,9 @@ from .pwr_regs import (
     PwrIrq,
     PwrStatus,
 )
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 _M32 = 0xFFFF_FFFF
 #: word offset -> (domain, register kind, high word)
@@ -67,6 +70,8 @@ class PwrControl:
         self.irq = irq
         self.owner = owner
         self.stats: Counter[str] = stats if stats is not None else Counter()
+        #: --timeline: PWR commands on the ``PWR`` track (None: off)
+        self.tl: Timeline | None = None
         #: PRESENT per domain (BASE: one top-level domain; inferred)
         self.present: dict[PwrDomain, int] = {
             PwrDomain.L2: model.l2_present, PwrDomain.TILER: model.tiler_present,
@@ -139,6 +144,9 @@ class PwrControl:
         cmd = value & 0xFF
         raw_domain = value >> 8 & 0xFF
         self.stats["pwr_commands"] += 1
+        if self.tl is not None:
+            self.tl.instant("PWR", _command_name(cmd, raw_domain), command=value,
+                            arg=self.cmdarg)
         try:
             command = PwrCommand(cmd)
         except ValueError:
@@ -197,6 +205,20 @@ class PwrControl:
     def _refuse(self, bit: PwrIrq) -> None:
         self.stats["pwr_commands_refused"] += 1
         self.irq.raise_bits(bit)
+
+
+def _command_name(cmd: int, domain: int) -> str:
+    """``POWER_UP SHADER``, ``RESET_SOFT``, or the raw values of an invalid command."""
+    try:
+        name = PwrCommand(cmd).name
+    except ValueError:
+        return f"command {cmd:#x}"
+    if cmd in (PwrCommand.RESET_SOFT, PwrCommand.RESET_FAST, PwrCommand.INSPECT):
+        return name
+    try:
+        return f"{name} {PwrDomain(domain).name}"
+    except ValueError:
+        return f"{name} domain {domain}"
 
 
 __all__ = ["PwrControl", "PwrOwner"]

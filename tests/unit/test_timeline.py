@@ -118,3 +118,24 @@ async def test_the_writer_puts_the_trace_in_the_file(tmp_path: Path) -> None:
     tracks, events = _parse(path.read_bytes())
     assert "Doorbells" in tracks.values()
     assert len(events) == 1000
+
+
+def test_arch14_pwr_commands_are_on_the_pwr_track(tmp_path: Path) -> None:
+    """A G1-Pro's PWR_COMMANDs as panthor issues them at probe and reset, by name."""
+    from qemu_panthor.gpu.device import MaliGpu
+    from qemu_panthor.gpu.models import MODELS
+    from qemu_panthor.memory import SparseRam
+
+    gpu = MaliGpu(MODELS["g1-pro"], SparseRam(), on_irq=lambda name, level: None)
+    assert gpu.pwr is not None and gpu.pwr.tl is None
+    tl = Timeline(str(tmp_path / "t.pftrace"))
+    gpu.attach_timeline(tl)
+    for off, value in ((0x830, 1), (0x834, 0), (0x828, 0x10), (0x828, 0x820), (0x828, 0x31),
+                       (0x828, 0x55)):
+        gpu.mmio_write(off, 4, value)
+    _tracks, events = _parse(tl.drain())
+    pwr = [(name, args) for track, name, _t, args in events if track == "PWR"]
+    assert [n for n, _a in pwr] == ["POWER_UP L2", "DELEGATE SHADER", "RESET_SOFT",
+                                    "command 0x55"]
+    assert pwr[0][1] == {"command": 0x10, "arg": 1}
+    assert any(t == "GPU" and n == "soft reset" for t, n, _ty, _a in events)
