@@ -33,14 +33,20 @@ from qemu_panthor.mmu.regs import (
 RAM_BASE = 0x8000_0000
 #: AS_MEMATTR as panthor programs it for a non-coherent GPU.
 MEMATTR = 0x4C4C4C4C_8C4C8F4C
+#: AS_MEMATTR as panfrost programs it for a Mali LPAE VM (JM parts).
+MEMATTR_LEGACY = 0x888D88
 
 
 def enable_as(write32: Callable[[int, int], None], as_nr: int, transtab: int, *,
-              transcfg: int | None = None, base: int = 0) -> None:
+              transcfg: int | None = None, base: int = 0, legacy: bool = False) -> None:
     """Program AS ``as_nr`` as panthor's as_enable does (TRANSTAB, MEMATTR, TRANSCFG, UPDATE)
-    through ``write32(offset, value)``; ``base`` is the MMU block's offset in that space."""
-    for reg, value in ((AS_TRANSTAB, transtab), (AS_MEMATTR, MEMATTR),
-                       (AS_TRANSCFG, transcfg_for(48) if transcfg is None else transcfg)):
+    through ``write32(offset, value)``; ``base`` is the MMU block's offset in that space.
+    ``legacy``: as panfrost's mmu_hw_do_operation does for a Mali LPAE VM (TRANSTAB, its
+    MEMATTR, UPDATE: a JM part has no TRANSCFG)."""
+    regs = (((AS_TRANSTAB, transtab), (AS_MEMATTR, MEMATTR_LEGACY)) if legacy else
+            ((AS_TRANSTAB, transtab), (AS_MEMATTR, MEMATTR),
+             (AS_TRANSCFG, transcfg_for(48) if transcfg is None else transcfg)))
+    for reg, value in regs:
         off = base + as_reg(as_nr, reg)
         write32(off, value & 0xFFFFFFFF)
         write32(off + 4, (value >> 32) & 0xFFFFFFFF)

@@ -34,7 +34,6 @@ from qemu_panthor.gpu.regs import JOB_INT_BASE, MMU_BASE, WINDOW_SIZE
 from qemu_panthor.jm import regs as JR
 from qemu_panthor.mmu.regs import (
     AS_COMMAND,
-    AS_MEMATTR,
     AS_TRANSCFG,
     AS_TRANSTAB,
     AsCommand,
@@ -91,15 +90,10 @@ class Rig:
         self.irqs += 1
 
     def program_as(self) -> None:
-        w = lambda off, v: self.gpu.mmio_write(off, 4, v)  # noqa: E731
-        if self.fw is not None:
-            enable_as(w, 0, self.vm.transtab, base=MMU_BASE)
-            return
-        # panfrost's mmu_hw_do_operation for a Mali LPAE VM: TRANSTAB, MEMATTR, UPDATE
-        for reg, value in ((AS_TRANSTAB, self.vm.transtab), (AS_MEMATTR, 0x888D88)):
-            w(MMU_BASE + as_reg(JOB_AS, reg), value & 0xFFFF_FFFF)
-            w(MMU_BASE + as_reg(JOB_AS, reg) + 4, value >> 32)
-        w(MMU_BASE + as_reg(JOB_AS, AS_COMMAND), AsCommand.UPDATE)
+        """The MCU's AS0 as panthor programs it, or the job buffer's AS as panfrost does."""
+        jm = self.fw is None
+        enable_as(lambda off, v: self.gpu.mmio_write(off, 4, v), JOB_AS if jm else 0,
+                  self.vm.transtab, base=MMU_BASE, legacy=jm)
 
     # -- JM: job chains ----------------------------------------------------------------------
     def write_jobs(self, c: Campaign) -> None:
