@@ -183,12 +183,10 @@ class GpuControl:
         self.timestamp_hz = timestamp_hz
         self.core_clock_hz = core_clock_hz
         self._ident = identity_words(model)
-        # arch 14 powers its domains through PWR_CONTROL: nothing here can be powered
-        self.present = {
-            "shader": 0 if model.pwr_control else model.shader_present,
-            "tiler": 0 if model.pwr_control else model.tiler_present,
-            "l2": 0 if model.pwr_control else model.l2_present,
-        }
+        # what GPU_CONTROL's PRESENT registers read (0 on arch 14, whose domains are
+        # PWR_CONTROL's): only those cores can be powered here
+        ident = identity_registers(model)
+        self.present = {d: ident[f"{d.upper()}_PRESENT"] for d in ("shader", "tiler", "l2")}
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.reset_state()
 
