@@ -13,35 +13,9 @@ import asyncio
 import time
 
 import uvloop
+from support.early_loop import EarlyLoop
 
 from qemu_panthor.eventloop import REARM_MIN_S, DeadlineTimer
-
-
-class EarlyLoop:
-    """A loop whose timers the test fires by hand, whenever it likes (early ones included)."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[float, object]] = []
-
-    def call_later(self, delay: float, cb: object) -> asyncio.TimerHandle:
-        self.pending.append((delay, cb))
-        return _Handle(self, (delay, cb))  # type: ignore[return-value]
-
-    def is_closed(self) -> bool:
-        return True  # runs no tasks: a scheduler on it is pumped by the test
-
-    def fire(self) -> None:
-        _delay, cb = self.pending.pop(0)
-        cb()  # type: ignore[operator]
-
-
-class _Handle:
-    def __init__(self, loop: EarlyLoop, entry: tuple[float, object]) -> None:
-        self.loop, self.entry = loop, entry
-
-    def cancel(self) -> None:
-        if self.entry in self.loop.pending:
-            self.loop.pending.remove(self.entry)
 
 
 def test_an_early_timer_is_rearmed_for_the_rest_and_fires_once_due() -> None:

@@ -11,6 +11,7 @@ import pytest
 from support import cs_asm as A
 from support import panthor_fw as pf
 from support.csf_host import USER_VA, Host
+from support.early_loop import EarlyLoop
 from support.interp_doubles import RING, Rig
 
 from qemu_panthor.csf.cs_state import CsExecState
@@ -201,8 +202,6 @@ def test_a_wake_up_timer_that_fires_early_still_wakes_the_stream() -> None:
     """An event loop may run the scoreboard-wait timer before the work's completion time
     (uvloop: up to ~1.3 ms early). The stream must neither run early nor be forgotten: it
     used to stay blocked for good, and a panvk frame hit panthor's 5 s job timeout."""
-    from test_eventloop_deadline import EarlyLoop
-
     host = Host.booted(work_scale=1e3)  # a 20 ms compute item
     loop = EarlyLoop()
     host.fw.sched._loop = loop  # type: ignore[assignment]  # its timers, fired by hand
