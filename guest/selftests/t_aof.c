@@ -59,11 +59,18 @@ static long long resident(int fd)
 	return v;
 }
 
-/* a context plus an alloc-on-fault BO of size bytes bound at AOF_VA (NOEXEC); the context's
- * data BO (16 KiB) receives the GPU's copies */
-static int aof_setup(struct qp_ctx *c, int fd, uint64_t size, uint32_t granule,
-		     struct qp_bo *aof)
+/* open the device and, when this panthor has alloc-on-fault BOs, a context plus one of size
+ * bytes bound at AOF_VA (NOEXEC); the context's data BO (16 KiB) receives the GPU's copies.
+ * *why: NULL, or the reason to skip (the device is closed again) */
+static int aof_begin(struct qp_ctx *c, uint64_t size, uint32_t granule, struct qp_bo *aof,
+		     const char **why)
 {
+	int fd = qp_open();
+	*why = aof_missing(fd);
+	if (*why) {
+		close(fd);
+		return 0;
+	}
 	int r = qp_ctx_init(c, fd, 65536, 16384);
 	if (!r)
 		r = aof_bo(fd, size, granule, aof);
@@ -140,14 +147,14 @@ static int aof_touch(struct qp_ctx *c, uint32_t granule, const unsigned *idx, un
 
 int test_alloc_on_fault_store(void)
 {
-	int fd = qp_open();
-	const char *why = aof_missing(fd);
-	if (why)
-		return qp_skip("%s", why);
-	int kfd = qp_kmsg_open(true);
 	struct qp_ctx c;
 	struct qp_bo aof;
-	CHECK_OK(aof_setup(&c, fd, 1 << 20, 65536, &aof));
+	const char *why;
+	CHECK_OK(aof_begin(&c, 1 << 20, 65536, &aof, &why));
+	if (why)
+		return qp_skip("%s", why);
+	int fd = c.fd;
+	int kfd = qp_kmsg_open(true);
 	/* the invalid forms: no NO_MMAP, a granule below a page or not a power of two, bigger
 	 * than the BO, a granule without the flag */
 	struct qp_bo_create_abi bad[] = {
@@ -175,19 +182,18 @@ int test_alloc_on_fault_store(void)
 	CHECK_OK(qp_group_state(fd, c.group, &state, &fq));
 	CHECK(state == 0, "group state 0x%x after handled faults", state);
 	CHECK_OK(qp_ctx_fini(&c));
-	close(fd);
+	close(c.fd);
 	return QP_PASS;
 }
 
 int test_alloc_on_fault_granule(void)
 {
-	int fd = qp_open();
-	const char *why = aof_missing(fd);
-	if (why)
-		return qp_skip("%s", why);
 	struct qp_ctx c;
 	struct qp_bo aof;
-	CHECK_OK(aof_setup(&c, fd, 1 << 20, 65536, &aof));
+	const char *why;
+	CHECK_OK(aof_begin(&c, 1 << 20, 65536, &aof, &why));
+	if (why)
+		return qp_skip("%s", why);
 	/* binding populated nothing; 3 granules touched: 3 granules of pages */
 	unsigned some[] = { 0, 5, 9 };
 	CHECK_OK(aof_touch(&c, 65536, some, 3, 3 * 65536));
@@ -195,39 +201,38 @@ int test_alloc_on_fault_granule(void)
 	unsigned again[] = { 5, 0, 9, 15 };
 	CHECK_OK(aof_touch(&c, 65536, again, 4, 65536));
 	CHECK_OK(qp_ctx_fini(&c));
-	close(fd);
+	close(c.fd);
 	return QP_PASS;
 }
 
 int test_alloc_on_fault_many(void)
 {
-	int fd = qp_open();
-	const char *why = aof_missing(fd);
-	if (why)
-		return qp_skip("%s", why);
 	struct qp_ctx c;
 	struct qp_bo aof;
+	const char *why;
 	/* 4 KiB granules: 256 faults in one stream, each retried in place */
-	CHECK_OK(aof_setup(&c, fd, 1 << 20, 4096, &aof));
+	CHECK_OK(aof_begin(&c, 1 << 20, 4096, &aof, &why));
+	if (why)
+		return qp_skip("%s", why);
 	unsigned idx[256];
 	for (unsigned i = 0; i < 256; i++)
 		idx[i] = (i * 37) % 256; /* not in address order */
 	CHECK_OK(aof_touch(&c, 4096, idx, 256, 256 * 4096));
 	CHECK_OK(qp_ctx_fini(&c));
-	close(fd);
+	close(c.fd);
 	return QP_PASS;
 }
 
 int test_alloc_on_fault_out_of_bo(void)
 {
-	int fd = qp_open();
-	const char *why = aof_missing(fd);
-	if (why)
-		return qp_skip("%s", why);
-	int kfd = qp_kmsg_open(true);
 	struct qp_ctx c;
 	struct qp_bo aof;
-	CHECK_OK(aof_setup(&c, fd, 65536, 65536, &aof));
+	const char *why;
+	CHECK_OK(aof_begin(&c, 65536, 65536, &aof, &why));
+	if (why)
+		return qp_skip("%s", why);
+	int fd = c.fd;
+	int kfd = qp_kmsg_open(true);
 	/* inside the BO: handled; one byte past its mapping: an ordinary fault, the group dies */
 	const uint64_t past = AOF_VA + 65536;
 	struct qp_cs cs = { c.cmd.map, 0 };
