@@ -220,10 +220,7 @@ class MaliGpu:
 
     def gpu_reset_command(self, hard: bool) -> None:
         """GPU_CMD SOFT/HARD_RESET: all GPU state to reset values, then RESET_COMPLETED."""
-        self.stats["gpu_resets"] += 1
-        if self.tl is not None:
-            self.tl.instant("GPU", "hard reset" if hard else "soft reset")
-        self._reset_blocks()
+        self._commanded_reset("hard reset" if hard else "soft reset")
         # GPU_INT_MASK survives (the driver waits on the IRQ); RAWSTAT becomes exactly
         # RESET_COMPLETED in one step so the line does not glitch.
         self.gpu_irq.rawstat = 0
@@ -233,12 +230,17 @@ class MaliGpu:
     def pwr_reset_command(self, fast: bool) -> None:
         """PWR_COMMAND RESET_SOFT / RESET_FAST (arch 14): every block but PWR_CONTROL to its
         reset values, GPU_INT_RAWSTAT cleared; PWR_CONTROL raises its own RESET_COMPLETED."""
-        self.stats["gpu_resets"] += 1
-        if self.tl is not None:
-            self.tl.instant("GPU", "fast reset" if fast else "soft reset")
-        self._reset_blocks()
+        self._commanded_reset("fast reset" if fast else "soft reset")
         self.gpu_irq.clear_bits(_M32)
         self._reset_done("soft")
+
+    def _commanded_reset(self, what: str) -> None:
+        """The part of a reset the driver commands that both commands share: counted, on the
+        timeline, every block to its reset values."""
+        self.stats["gpu_resets"] += 1
+        if self.tl is not None:
+            self.tl.instant("GPU", what)
+        self._reset_blocks()
 
     def mcu_running(self) -> bool:
         """The MCU runs (MCU_STATUS ENABLED): the power domains delegated to it are up."""
