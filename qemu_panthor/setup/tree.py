@@ -82,6 +82,11 @@ def _srctree(kbuild: Path) -> Path:
 
 def find_tree(arg: str) -> Tree:
     path = Path(arg).expanduser().resolve()
+    if path.is_file():
+        build = next((p for p in path.parents if (p / ".config").is_file()), None)
+        hint = f" (this file is in the build directory {str(build)!r})" if build else ""
+        raise UserError(f"--kernel {arg}: a file; --kernel takes the kernel's build directory "
+                        f"(.config, arch/*/boot/Image) or an installed layout{hint}")
     if not path.is_dir():
         raise UserError(f"--kernel {arg}: no such directory")
     if (path / ".config").is_file() or any((path / "arch").glob("*/boot")):

@@ -352,3 +352,15 @@ def test_a_tree_without_panfrost_says_so_for_a_job_manager_gpu(tmp_path) -> None
     with pytest.raises(UserError, match=r"no panfrost module \(CONFIG_DRM_PANFROST\)"):
         build_initramfs(InitramfsSpec(modules_dir=staged, busybox=busybox, init_script=init,
                                       driver="panfrost"))
+
+
+def test_kernel_image_file_names_its_build_directory(tmp_path) -> None:
+    """`--kernel <tree>/arch/arm64/boot/Image` (a file, the habit of `qemu -kernel`) gets one
+    line naming the directory to give instead, not "no such directory"."""
+    d = make_build_dir(tmp_path)
+    with pytest.raises(UserError) as e:
+        find_tree(str(d / "arch/arm64/boot/Image"))
+    assert "a file; --kernel takes the kernel's build directory" in str(e.value)
+    assert f"build directory {str(d.resolve())!r}" in str(e.value)
+    with pytest.raises(UserError, match="no such directory"):
+        find_tree(str(tmp_path / "missing"))
