@@ -10,6 +10,8 @@ import argparse
 import logging
 import math
 import os
+import select
+import signal
 import stat
 import sys
 from collections.abc import Sequence
@@ -267,6 +269,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qemu-panthor: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's peer went away: not ours to hide
+        return 128 + signal.SIGPIPE  # `qemu-panthor qmp ... | head`: quiet, as a shell tool is
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of our standard output has gone (the pipe is broken); if so, point
+    stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (ValueError, OSError):
+        return False
+    p = select.poll()
+    p.register(fd, 0)  # POLLERR: a pipe whose reader closed
+    if not any(ev & select.POLLERR for _, ev in p.poll(0)):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    return True
 
 
 if __name__ == "__main__":

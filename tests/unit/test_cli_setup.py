@@ -133,3 +133,20 @@ def test_prune_roots_keeps_only_what_the_manifest_names(tmp_path) -> None:
     assert removed == ["sid-7.2.12-qemu11-bbbb"]
     assert sorted(p.name for p in c.path("roots").iterdir()) == [
         "sid-7.2.13-qemu11-aaaa", "trixie-6.12-cccc"]
+
+
+def test_closed_stdout_pipe_is_quiet() -> None:
+    """`qemu-panthor ... | head`: when the reader goes first, exit 141 (SIGPIPE's status in a
+    shell) with nothing on stderr, not a BrokenPipeError traceback."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    try:
+        p = subprocess.run([sys.executable, "-m", "qemu_panthor.cli", "serve",
+                            "--print-capabilities"], stdout=w, stderr=subprocess.PIPE,
+                           timeout=60)
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert p.stderr == b""
