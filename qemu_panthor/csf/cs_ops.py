@@ -431,6 +431,11 @@ def _op_store_state(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult
     a = (w >> 40) & 0xFF
     if not _pair_ok(st, a) or (w >> 48) & 0xF >= st.scoreboards:
         return _enc(w)
+    # Deferred like SYNC_ADD: the state is sampled once the wait mask drained (panvk's
+    # timestamp queries wait on the work they follow: cs_defer(all_iters, SB_ID(LS))).
+    blocked = _deferred(it, st, w)
+    if blocked is not None:
+        return blocked
     state = (w >> 32) & 3
     if state == 0:
         v = it.hooks.timestamp()
@@ -541,11 +546,23 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
     (csf/tiler_heap.py); compute checks its shader descriptor."""
     k = WORK_KINDS.index(kind)
     progress = kind != "finish_fragment"  # its bits [39:32] are a register field
+    deferred = kind == "finish_fragment"
     effect = _EFFECTS.get(kind)
 
     def handler(it: CsInterpreter, st: CsExecState, w: int) -> HandlerResult:
         if check is not None and not check(st, w):
             return _enc(w)
+        slot = None
+        if deferred:
+            # FINISH_FRAGMENT is a deferred operation (genxml v10: Wait mask[16:16], Signal
+            # slot[48:4]): the chunks go back only once the fragment work it waits on is done,
+            # and its signal slot, not the endpoint entry, tracks it.
+            slot = (w >> 48) & 0xF
+            if slot >= st.scoreboards:
+                return _enc(w)
+            blocked = _deferred(it, st, w)
+            if blocked is not None:
+                return blocked
         after: RunResult | None = None
         if effect is not None:
             r = effect(it, st, w)
@@ -557,7 +574,7 @@ def _run_work(kind: str, check: Callable[[CsExecState, int], bool] | None = None
         inc = progress and bool((w >> 32) & 1)
         hang = it.hang_hook is not None and it.hang_hook()
         if it.scale or hang:
-            t0 = start_item(st, kind, it.clock(), it.scale, inc, hang)
+            t0 = start_item(st, kind, it.clock(), it.scale, inc, hang, slot)
             if it.tl is not None:
                 it.work_span(kind, t0, st.ep_until[ENDPOINT[kind]])
         elif inc:

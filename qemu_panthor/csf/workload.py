@@ -43,9 +43,10 @@ NEVER = float("inf")
 
 
 def start_item(st: CsExecState, kind: str, now: float, scale: float, progress: bool,
-               hang: bool = False) -> float:
+               hang: bool = False, slot: int | None = None) -> float:
     """Issue one work item of ``kind`` at ``now``: it completes after the endpoint's previous
-    item plus its cost; the current scoreboard entry (SET_SB_ENTRY endpoint) tracks it. A
+    item plus its cost; the current scoreboard entry (SET_SB_ENTRY endpoint) tracks it, or
+    ``slot`` for an instruction with a signal slot of its own (FINISH_FRAGMENT). A
     hung item (a shader that never ends; the test port's WORK_HANG) never completes, and
     neither does anything queued behind it on its endpoint. Returns when the item starts
     (its endpoint's previous item done); ``st.ep_until[ENDPOINT[kind]]`` is when it ends."""
@@ -53,7 +54,8 @@ def start_item(st: CsExecState, kind: str, now: float, scale: float, progress: b
     start = max(now, st.ep_until[ep])
     done = NEVER if hang else start + COST_US[kind] * scale * 1e-6
     st.ep_until[ep] = done
-    slot = st.sb_endpoint
+    if slot is None:
+        slot = st.sb_endpoint
     if done > st.sb_until[slot]:
         st.sb_until[slot] = done
     if progress:

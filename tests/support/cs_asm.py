@@ -76,8 +76,8 @@ def finish_tiling(progress: bool = False) -> int:
     return ins(0x09, (int(progress), 32, 1))
 
 
-def finish_fragment(last: int = 0, first: int = 0, signal: int = 0) -> int:
-    return ins(0x0B, (last, 32, 8), (first, 40, 8), (signal, 48, 4))
+def finish_fragment(last: int = 0, first: int = 0, signal: int = 0, wait_mask: int = 0) -> int:
+    return ins(0x0B, (wait_mask, 16, 16), (last, 32, 8), (first, 40, 8), (signal, 48, 4))
 
 
 def add_imm32(dst: int, src: int, imm: int) -> int:
@@ -184,8 +184,10 @@ def sync_wait64(addr: int, data: int, cond: int, reject: bool = False) -> int:
     return ins(0x35, (int(reject), 0, 1), (cond, 28, 4), (data, 32, 8), (addr, 40, 8))
 
 
-def store_state(addr: int, state: int, offset: int = 0, signal: int = 0) -> int:
-    return ins(0x28, (offset, 0, 16, True), (state, 32, 2), (addr, 40, 8), (signal, 48, 4))
+def store_state(addr: int, state: int, offset: int = 0, signal: int = 0,
+                wait_mask: int = 0) -> int:
+    return ins(0x28, (offset, 0, 16, True), (wait_mask, 16, 16), (state, 32, 2), (addr, 40, 8),
+               (signal, 48, 4))
 
 
 def prot_region(size: int) -> int:

@@ -14,8 +14,8 @@ from support.csf_host import USER_VA, Host
 from support.early_loop import EarlyLoop
 from support.interp_doubles import RING, Rig
 
-from qemu_panthor.csf.cs_state import CsExecState
-from qemu_panthor.csf.workload import COST_US
+from qemu_panthor.csf.cs_state import WORK_KINDS, CsExecState
+from qemu_panthor.csf.workload import COST_US, ENDPOINT
 
 US = 1e-6
 DATA = 0x200000
@@ -91,6 +91,41 @@ def test_deferred_sync_set_waits_for_its_mask(rig: Rig) -> None:
     rig.now = res.until
     rig.run()
     assert rig.mmu.ram.read_u32(DATA) == 0x55 and rig.st.regs[0] == 1
+
+
+def test_store_state_samples_after_its_wait_mask(rig: Rig) -> None:
+    """STORE_STATE is deferred (genxml v10 Wait mask[16:16]): a timestamp query that waits on
+    the draw it follows (panvk: cs_store_state(..., cs_defer(all_iters, SB_ID(LS)))) is
+    taken when that work is done, not when the instruction is met."""
+    rig.push([A.move48(20, DATA), A.set_sb_entry(3, 0), A.run_compute(),
+              A.store_state(20, 0, wait_mask=1 << 3), A.move32(0, 1)])
+    res = rig.run()
+    assert res.kind == "blocked_sb" and res.sb_mask == 1 << 3
+    assert res.until == pytest.approx(rig.now + COST_US["compute"] * US)
+    assert rig.mmu.ram.read_u64(DATA) == 0 and rig.st.regs[0] == 0  # not sampled yet
+    rig.now = res.until
+    assert rig.run().kind == "idle"
+    assert rig.mmu.ram.read_u64(DATA) != 0 and rig.st.regs[0] == 1
+
+
+def test_finish_fragment_waits_for_its_mask_and_signals_its_own_slot(rig: Rig) -> None:
+    """FINISH_FRAGMENT is deferred too (Wait mask[16:16], Signal slot[48:4]): it starts once
+    the fragment work it waits on is done (the chunks it returns are no longer read), and its
+    signal slot, not the SET_SB_ENTRY endpoint entry, tracks it."""
+    rig.push([A.set_sb_entry(2, 0), A.run_fragment(),
+              A.finish_fragment(signal=5, wait_mask=1 << 2), A.move32(0, 1)])
+    t0 = rig.now
+    res = rig.run()
+    assert res.kind == "blocked_sb" and res.sb_mask == 1 << 2
+    assert rig.st.regs[0] == 0
+    assert rig.st.work[WORK_KINDS.index("finish_fragment")] == 0  # not issued yet
+    rig.now = t0 + COST_US["fragment"] * US
+    rig.run()
+    assert rig.st.regs[0] == 1
+    done = rig.now + COST_US["finish_fragment"] * US
+    assert rig.st.sb_until[5] == pytest.approx(done)
+    assert rig.st.sb_until[2] == 0.0  # the endpoint entry drained with the fragment item
+    assert rig.st.ep_until[ENDPOINT["finish_fragment"]] == pytest.approx(done)
 
 
 def test_scale_zero_completes_at_once() -> None:
