@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 
 ACCESS_ATOMIC = Access.ATOMIC
 ACCESS_READ = Access.READ
-_E_ENC = ExceptionType.INSTR_INVALID_ENC
+#: Any instruction the command stream front-end cannot execute (bad operand encoding, bad
+#: CALL/JUMP target or length) is CS_FATAL CS_INSTR_INVALID: 0x50/0x51/0x58 are CS_FAULT codes
+#: of the shader cores, and the CS_FATAL codes are 0x40/0x41/0x44/0x48/0x49/0x4A/0x68 only
+#: (docs/reference/exceptions.md).
+_E_ENC = ExceptionType.CS_INSTR_INVALID
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -289,9 +293,9 @@ def _transfer(st: CsExecState, w: int, jump: bool) -> HandlerResult:
         return None  # empty buffer: nothing to execute
     addr = st.reg64(a)
     if addr & 7 or addr + length > M64 + 1:
-        return fatal(ExceptionType.INSTR_INVALID_PC, addr)
+        return fatal(_E_ENC, addr)
     if length & 7:
-        return fatal(ExceptionType.DATA_INVALID_FAULT, w)
+        return fatal(_E_ENC, w)
     if not jump and st.in_buf and len(st.stack) + 1 >= CALL_STACK_DEPTH:
         return fatal(ExceptionType.CS_CALL_STACK_OVERFLOW, w)
     return Transfer(addr, addr + length, jump)

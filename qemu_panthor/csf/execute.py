@@ -86,7 +86,7 @@ class CsExecutor:
         now = self.mmu.binding(fault.as_nr)
         if now.enabled and then is not None and now.transtab == then.transtab:
             return True
-        self.events.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+        self.events.report_cs_fatal(cs, ExceptionType.CS_BUS_FAULT, 0, fault.va,
                                     why=f"AS{fault.as_nr} disabled or re-assigned during "
                                         "the fault")
         return False
@@ -167,8 +167,11 @@ class CsExecutor:
             binding = self.mmu.binding(fault.as_nr)
             if not binding.enabled:
                 # The driver disabled this AS (panthor's answer to an unhandled fault): no
-                # update can resolve the access, the CS fails with the fault.
-                self.events.report_cs_fatal(cs, fault.exception_type, 0, fault.va,
+                # update can resolve the access; the terminated access fails the CS with
+                # CS_FATAL CS_BUS_FAULT (kbase cs_error_worker: "For an invalid GPU page
+                # fault, CS_BUS_FAULT fatal error is expected after the page fault handler
+                # disables the AS"). The MMU fault itself was reported on MMU_INT.
+                self.events.report_cs_fatal(cs, ExceptionType.CS_BUS_FAULT, 0, fault.va,
                                             why=f"access in disabled AS{fault.as_nr}")
                 return
             cs.stalled_as = fault.as_nr

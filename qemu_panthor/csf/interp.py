@@ -222,7 +222,7 @@ class CsInterpreter:
                         st.extract = (st.extract + 8) & M64
                     continue
                 if pc < 0:
-                    return self._stop(fatal(ExceptionType.INSTR_INVALID_PC, pc), st, n)
+                    return self._stop(fatal(ExceptionType.CS_INSTR_INVALID, pc), st, n)
                 ring = False
             else:
                 ext = st.extract
@@ -239,7 +239,7 @@ class CsInterpreter:
                     return self._stop(fatal(ExceptionType.CS_CONFIG_FAULT, 0), st, n)
                 if avail > size or avail & 7:
                     # only a BRANCH can move extract out of the window once running
-                    code = (ExceptionType.INSTR_INVALID_PC if executed
+                    code = (ExceptionType.CS_INSTR_INVALID if executed
                             else ExceptionType.CS_CONFIG_FAULT)
                     return self._stop(fatal(code, st.cmd_ptr), st, n)
                 ring_end = st.ring_base + size

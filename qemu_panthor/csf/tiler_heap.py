@@ -211,8 +211,10 @@ def allocate(it: CsInterpreter, st: CsExecState, w: int) -> RunResult | None:
         size = chunk_size(nxt)
         if (size <= CHUNK_HEADER or len(taken) >= MAX_DRAW_CHUNKS
                 or chunk_va(nxt) in seen or chunk_va(nxt) == chunk_va(top)):
-            # a chunk met twice is a cyclic list; too small or too many, a broken one
-            return RunResult("fatal", exception_type=int(ExceptionType.DATA_INVALID_FAULT),
+            # a chunk met twice is a cyclic list; too small or too many, a broken one: the
+            # tiler endpoint fails (CS_FATAL CS_ENDPOINT_FAULT, *inferred*: a CS_FATAL code;
+            # DATA_INVALID_FAULT is a CS_FAULT code)
+            return RunResult("fatal", exception_type=int(ExceptionType.CS_ENDPOINT_FAULT),
                              info=nxt)
         seen.add(chunk_va(nxt))
         link = _r64(it, st, chunk_va(nxt))

@@ -127,7 +127,9 @@ def test_unhandled_fault_leaves_no_stale_interrupt_for_the_next_owner_of_the_slo
     h.fw.sched.pump()
     cs = h.fw.csgs[0].streams[0]
     assert cs.fatal and _cs_fatal_pending(h)
-    assert h.cs_out("fatal") & 0xFF == 0xC2 and h.cs_out("fatal_info") == HOLE
+    # CS_FATAL CS_BUS_FAULT: kbase cs_error_worker, "For an invalid GPU page fault,
+    # CS_BUS_FAULT fatal error is expected after the page fault handler disables the AS"
+    assert h.cs_out("fatal") & 0xFF == 0x48 and h.cs_out("fatal_info") == HOLE
     assert h.r(MMU_INT_RAWSTAT) == 0  # the terminated access raised nothing new
     assert _faults(h, 1) == 1
     h.csg_req(0, pf.CSG_STATE_TERMINATE)
@@ -268,7 +270,8 @@ def _stall_on_unmapped_store(h: Host) -> int:
 
 def test_stalled_cs_fails_when_the_driver_disables_the_as() -> None:
     """panthor answers an unhandled fault by setting the AS UNMAPPED: the stalled access is
-    terminated and the CS reports CS_FATAL with the fault, instead of stalling forever."""
+    terminated and the CS reports CS_FATAL CS_BUS_FAULT (kbase cs_error_worker), instead of
+    stalling forever."""
     h = Host.booted()
     h.start_group(0)
     hole = _stall_on_unmapped_store(h)
@@ -279,7 +282,7 @@ def test_stalled_cs_fails_when_the_driver_disables_the_as() -> None:
     cs = h.fw.csgs[0].streams[0]
     assert cs.fatal and cs.stalled_as is None
     assert _cs_fatal_pending(h)
-    assert h.cs_out("fatal") & 0xFF == 0xC2  # TRANSLATION_FAULT_2 (level 2)
+    assert h.cs_out("fatal") & 0xFF == 0x48  # CS_BUS_FAULT; the MMU fault went on MMU_INT
     assert h.cs_out("fatal_info") == hole
     assert not h.r(0x2000) & 2  # no new MMU fault raised
 
@@ -296,7 +299,7 @@ def test_stalled_cs_is_not_replayed_into_another_vms_tables() -> None:
     h.as_enable(1, other.root)
     cs = h.fw.csgs[0].streams[0]
     h.fw.sched.pump()  # the retry (restarted by UPDATE) meets the new tables
-    assert cs.fatal and _cs_fatal_pending(h)
+    assert cs.fatal and _cs_fatal_pending(h) and h.cs_out("fatal") & 0xFF == 0x48
     assert h.ram.read_u32(other_pa + 0x800) == 0  # nothing replayed into the other VM
     assert not h.r(0x2000) & 2  # and no fault raised in the new owner's name
 

@@ -313,10 +313,10 @@ def test_branch_past_the_end_of_a_called_buffer_returns(rig: Rig):
     assert rig.st.regs[3] == 0 and rig.st.regs[4] == 4
 
 
-def test_branch_out_of_the_ring_window_is_invalid_pc(rig: Rig):
+def test_branch_out_of_the_ring_window_is_cs_instr_invalid(rig: Rig):
     rig.push([A.nop(), A.branch(10)])
     res = rig.run()
-    assert (res.kind, res.exception_type) == ("fatal", 0x50)
+    assert (res.kind, res.exception_type) == ("fatal", 0x49)  # CS_FATAL CS_INSTR_INVALID
 
 
 # -- CALL / JUMP --------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ def test_extract_stays_on_a_ring_call_until_the_callee_returns(rig: Rig):
 
 @pytest.mark.parametrize(
     ("addr", "length", "code"),
-    [(STREAM + 4, 16, 0x50), (STREAM, 12, 0x58), ((1 << 64) - 8, 16, 0x50)],
+    [(STREAM + 4, 16, 0x49), (STREAM, 12, 0x49), ((1 << 64) - 8, 16, 0x49)],  # CS_INSTR_INVALID
 )
 def test_bad_call_targets(rig: Rig, addr, length, code):
     rig.st.set_reg64(0, addr)

@@ -78,19 +78,19 @@ BAD_ENCODINGS = {
 
 
 @pytest.mark.parametrize("word", BAD_ENCODINGS.values(), ids=BAD_ENCODINGS.keys())
-def test_invalid_operands_are_instr_invalid_enc(rig: Rig, word):
+def test_invalid_operands_are_cs_instr_invalid(rig: Rig, word):
     res = _fatal(rig, [word], [A.move48(0, DATA), A.move32(2, 0)])
-    assert (res.exception_type, res.info) == (0x51, word)
+    assert (res.exception_type, res.info) == (0x49, word)  # CS_FATAL CS_INSTR_INVALID
 
 
 def test_smaller_register_file_is_enforced():
     rig = Rig(reg_count=32, scoreboards=4)
     rig.push([A.move32(31, 1), A.move32(32, 1)])
     res = rig.run()
-    assert (res.kind, res.exception_type, rig.st.regs[31]) == ("fatal", 0x51, 1)
+    assert (res.kind, res.exception_type, rig.st.regs[31]) == ("fatal", 0x49, 1)
     rig2 = Rig(reg_count=32, scoreboards=4)
     rig2.push([A.set_sb_entry(3, 4)])
-    assert rig2.run().exception_type == 0x51
+    assert rig2.run().exception_type == 0x49
 
 
 def test_bad_ring_configuration_is_cs_config_fault():
