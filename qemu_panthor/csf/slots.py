@@ -132,7 +132,9 @@ class CsgSlots:
             self._refresh_status(csg)
             new_ack ^= I.CSG_STATUS_UPDATE
         if new_ack != ack:
-            self.bus.write32(out_va, new_ack)
+            # applied as a change to what CSG_ACK holds now: starting or suspending streams
+            # may have raised events in it meanwhile, which a write of the stale word would undo
+            self.bus.write32(out_va, self.bus.read32(out_va) ^ (new_ack ^ ack))
             s.irq(1 << i)
         db_req, db_ack = c_in.get(inp, "doorbell_req"), c_out.get(out, "doorbell_ack")
         db_pend = (db_req ^ db_ack) & ((1 << self.config.stream_num) - 1)
@@ -264,7 +266,9 @@ class CsgSlots:
             # (kbase); a TILER_OOM still unanswered is raised again when the draw retries
             new_ack = (new_ack & ~I.CS_TILER_OOM) | (req & I.CS_TILER_OOM)
         if new_ack != ack:
-            self.bus.write32(out_va, new_ack)
+            # as a change to CS_ACK as it is now: a stream that failed at start raised CS_FATAL
+            # in it meanwhile, which a write of the word read before would lose
+            self.bus.write32(out_va, self.bus.read32(out_va) ^ (new_ack ^ ack))
         if cs.started and cs.st is not None:
             self._refresh_insert(cs)
 
@@ -298,7 +302,10 @@ class CsgSlots:
         cs.started = True
         cs.written_extract = -1
         if cs.ring_size == 0 or cs.ring_size & (cs.ring_size - 1):
-            self.events.report_cs_fatal(cs, ExceptionType.CS_UNRECOVERABLE, 0, cs.ring_size,
+            # a configuration the stream cannot start with: CS_CONFIG_FAULT, as the
+            # interpreter reports a bad ring met later (CS_UNRECOVERABLE would make panthor
+            # reset the whole GPU for one bad queue)
+            self.events.report_cs_fatal(cs, ExceptionType.CS_CONFIG_FAULT, 0, cs.ring_size,
                                         why=f"bad ringbuf_size {cs.ring_size:#x}")
 
     def _refresh_insert(self, cs: CsRuntime) -> None:

@@ -234,6 +234,23 @@ def test_invalid_instruction_is_a_cs_fatal(host: Host) -> None:
     assert host.job_irq() & 1
 
 
+def test_a_ring_size_not_a_power_of_two_is_a_cs_config_fault(host: Host) -> None:
+    """A stream started with a ring it cannot use fails alone with CS_FATAL CS_CONFIG_FAULT
+    (0x40), not CS_UNRECOVERABLE (0x41), on which panthor resets the whole GPU
+    (panthor_sched.c cs_slot_process_fatal_event_locked)."""
+    put = host.put
+
+    def bad_size(va: int, layout: object, name: str, value: int) -> None:
+        put(va, layout, name, 0x1800 if name == "ringbuf_size" else value)  # type: ignore[arg-type]
+
+    host.put = bad_size  # type: ignore[method-assign]
+    host.start_group(0)
+    host.put = put  # type: ignore[method-assign]
+    host.fw.sched.pump()
+    assert host.cs_out("ack") & pf.CS_FATAL
+    assert host.cs_out("fatal") & 0xFF == 0x40 and host.cs_out("fatal_info") == 0x1800
+
+
 def test_mcu_fault_on_as0_is_fatal(host: Host) -> None:
     host.start_group(0)
     host.w64(host.csg[0]["input_va"] + 0x40, 0x07F00000)  # suspend buffer not mapped
