@@ -242,7 +242,8 @@ class CsfEvents:
             self.tl.instant("GLB", "IDLE event")
         s = self.section
         s.raise_event(s.glb_out(), s.glb_in() + I.GLB_INPUT.off["req"], I.GLB_IDLE)
-        s.irq(JOB_INT_GLOBAL_IF)
+        if self.bus.read32(s.glb_in() + I.GLB_INPUT.off["ack_irq_mask"]) & I.GLB_IDLE:
+            s.irq(JOB_INT_GLOBAL_IF)
 
     def _idle_expired(self, csg: CsgRuntime) -> None:
         csg.idle_event = None

@@ -227,11 +227,12 @@ class CsfFirmware:
                     self.bus.write(s.cs_out(i, j), bytes(I.CS_OUTPUT.size))
         else:
             self.fast_boots += 1
-        # Mirror the level HALT/STATE request bits into ack (fast resume clears HALT in req
-        # without ringing a doorbell); toggles stay as they are in memory.
+        # Mirror the level STATE request bits into ack; toggles stay as they are in memory.
+        # HALT is never acknowledged through the interface (panthor_fw.c: "GLB_HALT doesn't
+        # get acked through the FW interface"; the host watches MCU_STATUS instead).
         req = self.bus.read32(s.glb_in())
         ack = self.bus.read32(s.glb_out())
-        lv = I.GLB_HALT | I.GLB_STATE_MASK
+        lv = I.GLB_STATE_MASK
         new_ack = (ack & ~lv) | (req & lv)
         if new_ack != ack:
             self.bus.write32(s.glb_out(), new_ack)
@@ -265,7 +266,7 @@ class CsfFirmware:
         out = self.bus.read(out_va, I.GLB_OUTPUT.size, "GLB output")
         g_in, g_out = I.GLB_INPUT, I.GLB_OUTPUT
         req, ack = g_in.get(inp, "req"), g_out.get(out, "ack")
-        mask = I.GLB_REQ_MASK | I.GLB_STATE_MASK
+        mask = (I.GLB_REQ_MASK | I.GLB_STATE_MASK) & ~I.GLB_HALT  # HALT: not acked (above)
         pend = (req ^ ack) & mask
         if evlog.isEnabledFor(logging.DEBUG):
             ev("GLB req pending=%#x doorbell_req^ack=%#x", pend,
@@ -293,7 +294,10 @@ class CsfFirmware:
         if pend:
             ack = (ack & ~mask) | (req & mask)
             self.bus.write32(out_va, ack)
-            s.irq(JOB_INT_GLOBAL_IF)
+            # the global interrupt only for acknowledgements the host asked to be told of
+            # (GLB_ACK_IRQ_MASK; panthor: ALLOC_EN, PING, the timers, IDLE_EN, IDLE)
+            if pend & g_in.get(inp, "ack_irq_mask"):
+                s.irq(JOB_INT_GLOBAL_IF)
         enabled = bool(req & I.GLB_IDLE_EN)
         if enabled != self.events.glb_idle_enabled:
             self.events.glb_idle_enabled = enabled

@@ -70,6 +70,35 @@ def test_glb_init_and_ping_are_acked_within_the_doorbell_write(host: Host) -> No
     assert host.job_irq() == 1 << 31
 
 
+def test_glb_acknowledgements_interrupt_only_as_ack_irq_mask_says(host: Host) -> None:
+    """GLB_ACK_IRQ_MASK selects which acknowledged requests raise the global interrupt
+    (panthor_fw.c sets ALLOC_EN, PING, the timers, IDLE_EN and IDLE): the ack itself is
+    written either way, the interrupt only for masked-in bits."""
+    gi, go = host.glb["input_va"], host.glb["output_va"]
+    host.job_irq()
+    host.put(gi, pf.GlbInput, "ack_irq_mask", 0x0400050E & ~pf.GLB_PING)
+    host.toggle(gi, go, pf.GLB_PING)
+    host.w(doorbell_off(0), 1)
+    assert host.r32(gi) & pf.GLB_PING == host.r32(go) & pf.GLB_PING  # acknowledged
+    assert host.job_irq() == 0  # silently
+    host.put(gi, pf.GlbInput, "ack_irq_mask", 0x0400050E)
+    host.toggle(gi, go, pf.GLB_PING)
+    host.w(doorbell_off(0), 1)
+    assert host.job_irq() == 1 << 31
+
+
+def test_halt_is_not_acknowledged_through_the_interface(host: Host) -> None:
+    """panthor_fw.c: "GLB_HALT doesn't get acked through the FW interface": the MCU halts
+    (MCU_STATUS) and GLB_ACK's HALT bit stays as it was, with no global interrupt."""
+    gi, go = host.glb["input_va"], host.glb["output_va"]
+    host.job_irq()
+    host.update(gi, pf.GLB_HALT, pf.GLB_HALT)
+    host.w(doorbell_off(0), 1)
+    assert host.r(MCU_STATUS) == 2  # HALT
+    assert host.r32(go) & pf.GLB_HALT == 0
+    assert host.job_irq() == 0
+
+
 def test_halt_disable_and_fast_resume_keep_host_input(host: Host) -> None:
     gi, go = host.glb["input_va"], host.glb["output_va"]
     host.update(gi, pf.GLB_HALT, pf.GLB_HALT)
