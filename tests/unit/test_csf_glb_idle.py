@@ -6,6 +6,8 @@ the bit into req and runs a tick (sched_process_idle_event_locked)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 from support import panthor_fw as pf
@@ -66,6 +68,15 @@ def test_not_raised_without_idle_en() -> None:
     assert not glb_idle_pending(h)
 
 
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``cond`` with short awaits until it holds; asyncio.TimeoutError after ``timeout``."""
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 @pytest.fixture
 def host() -> Host:
     return Host.booted()
@@ -85,6 +96,17 @@ async def test_work_arriving_within_the_hysteresis_cancels_it(host: Host) -> Non
         await asyncio.wait_for(done(), 5)
         assert not glb_idle_pending(h), "raised before the hysteresis ran out"
         await asyncio.sleep(0.05)
+        busy_at = time.monotonic()  # the GPU is busy from here: no idle period starts earlier
         h.push(kernel_job(USER_VA, 24, SYNCOBJ_VA))
-    await asyncio.sleep(0.4)
-    assert glb_idle_pending(h), "idle past the hysteresis: raised"
+
+    def last_job_done() -> bool:
+        nonlocal busy_at
+        now = time.monotonic()
+        if h.ram.read_u64(h.sync_pa) == 4:
+            return True
+        busy_at = now  # still running when this read was made
+        return False
+
+    await wait_for(last_job_done)
+    await wait_for(lambda: glb_idle_pending(h))  # "idle past the hysteresis: raised"
+    assert time.monotonic() - busy_at >= h.fw.idle_hysteresis, "raised before the hysteresis"

@@ -13,10 +13,14 @@ import struct
 import pytest
 from support import pgtable_writer as ptw
 
-from qemu_panthor import exceptions as exc
 from qemu_panthor.irqblock import IrqBlock
 from qemu_panthor.mmu import Access, Mmu, MmuFault, Translation, introspect
 
+# Fault codes, written out from the reference (docs/reference/mali-g52-jm.md section 3.4,
+# docs/reference/exceptions.md): per-level families are base + level.
+TRANSLATION_FAULT_0, TRANSLATION_FAULT_3 = 0xC0, 0xC3
+PERM_FAULT_3 = 0xCB  # PERM_FAULT 0xC8 + level 3
+ADDR_SIZE_FAULT_IN = 0xE0
 AS = 3
 ASB = 0x400 + AS * 0x40
 RW = ptw.IOMMU_READ | ptw.IOMMU_WRITE | ptw.IOMMU_CACHE
@@ -83,14 +87,14 @@ def test_hap_permissions_and_xn() -> None:
     w.map(0x100_1000, BASE + 0x2000, 0x1000, WO)
     w.map(0x100_2000, BASE + 0x3000, 0x1000, RW | ptw.IOMMU_NOEXEC)
     assert mmu.read(AS, 0x100_0000, 4) == bytes(4)
-    assert code(mmu.write(AS, 0x100_0000, b"x")) == exc.PERM_FAULT + 3
+    assert code(mmu.write(AS, 0x100_0000, b"x")) == PERM_FAULT_3
     mmu.write32(0x4, 0xFFFF)  # MMU_INT_CLEAR
     assert mmu.write(AS, 0x100_1000, b"x") is None  # write-only: the write lands
-    assert code(mmu.read(AS, 0x100_1000, 1)) == exc.PERM_FAULT + 3
+    assert code(mmu.read(AS, 0x100_1000, 1)) == PERM_FAULT_3
     mmu.write32(0x4, 0xFFFF)
-    assert code(mmu.read_u32(AS, 0x100_1000)) == exc.PERM_FAULT + 3
+    assert code(mmu.read_u32(AS, 0x100_1000)) == PERM_FAULT_3
     mmu.write32(0x4, 0xFFFF)
-    assert code(mmu.translate(AS, 0x100_2000, Access.EXECUTE)) == exc.PERM_FAULT + 3
+    assert code(mmu.translate(AS, 0x100_2000, Access.EXECUTE)) == PERM_FAULT_3
     assert isinstance(mmu.translate(AS, 0x100_2000, Access.WRITE), Translation)
     wo = mmu.translate(AS, 0x100_1000, Access.WRITE)
     assert isinstance(wo, Translation) and not wo.readable
@@ -106,7 +110,7 @@ def test_no_access_flag_and_aarch64_page_encoding_faults() -> None:
     assert isinstance(mmu.translate(AS, 0x300_1000, Access.READ), Translation)
     ram.mem.write_u64(ptep, pte | 3)
     mmu.write32(ASB + 0x18, 1)  # UPDATE: drop the TLB
-    assert code(mmu.translate(AS, 0x300_1000, Access.READ)) == exc.TRANSLATION_FAULT + 3
+    assert code(mmu.translate(AS, 0x300_1000, Access.READ)) == TRANSLATION_FAULT_3
 
 
 def test_block_at_level_0_and_invalid_types_fault() -> None:
@@ -114,10 +118,10 @@ def test_block_at_level_0_and_invalid_types_fault() -> None:
     l0 = w.pgd
     va = 5 << 39
     ram.mem.write_u64(l0 + 5 * 8, BASE | 1 << 6 | 1)  # a "block" at L0
-    assert code(mmu.translate(AS, va, Access.READ)) == exc.TRANSLATION_FAULT + 0
+    assert code(mmu.translate(AS, va, Access.READ)) == TRANSLATION_FAULT_0
     ram.mem.write_u64(l0 + 5 * 8, BASE | 2)  # type 2: invalid
     mmu.write32(ASB + 0x18, 1)
-    assert code(mmu.translate(AS, va, Access.READ)) == exc.TRANSLATION_FAULT + 0
+    assert code(mmu.translate(AS, va, Access.READ)) == TRANSLATION_FAULT_0
 
 
 def test_four_levels_whatever_the_va_size() -> None:
@@ -129,8 +133,8 @@ def test_four_levels_whatever_the_va_size() -> None:
     assert introspect.as_state(mmu, AS)["active"]["start_level"] == 0
     t = mmu.translate(AS, 0x7_FFFF_F008, Access.READ)
     assert isinstance(t, Translation) and t.pa == BASE + 8
-    assert code(mmu.translate(AS, 0xDEAD_BEEF_0000, Access.WRITE)) == exc.TRANSLATION_FAULT
-    assert code(mmu.translate(AS, 1 << 48, Access.READ)) == exc.ADDR_SIZE_FAULT_IN
+    assert code(mmu.translate(AS, 0xDEAD_BEEF_0000, Access.WRITE)) == TRANSLATION_FAULT_0
+    assert code(mmu.translate(AS, 1 << 48, Access.READ)) == ADDR_SIZE_FAULT_IN
 
 
 @pytest.mark.parametrize("mode,expect", [(0, "fault"), (1, "fault"), (2, "identity")])
@@ -141,8 +145,8 @@ def test_transtab_modes(mode: int, expect: str) -> None:
     if expect == "identity":
         assert isinstance(r, Translation) and r.pa == 0x1234_5678
         assert introspect.mappings(mmu, AS)[0].size == 1 << 40
-    else:
-        assert code(r) == exc.TRANSLATION_FAULT
+    else:  # unmapped: TRANSLATION_FAULT_0 (reference/mmu.md "Walk" step 1, docs/mmu.md)
+        assert code(r) == TRANSLATION_FAULT_0
 
 
 def test_a_csf_gpu_has_no_legacy_mode() -> None:
@@ -150,7 +154,8 @@ def test_a_csf_gpu_has_no_legacy_mode() -> None:
     translates, and introspection names it RESERVED_0, as before the legacy format existed."""
     _, w, mmu = setup(legacy=False)
     w.map(0x200_0000, BASE, 0x1000, RW)
-    assert code(mmu.translate(AS, 0x200_0000, Access.READ)) == exc.TRANSLATION_FAULT
+    # a reserved ADRMODE gives TRANSLATION_FAULT_0 (docs/mmu.md "Walk")
+    assert code(mmu.translate(AS, 0x200_0000, Access.READ)) == TRANSLATION_FAULT_0
     assert introspect.as_state(mmu, AS)["active"]["adrmode"] == "RESERVED_0"
 
 
@@ -171,7 +176,7 @@ def test_partial_unmap_of_a_block_keeps_the_format() -> None:
     w.map(0x400_0000, BASE + 0x20_0000, ptw.SZ_2M, RO)
     w.unmap(0x400_0000, 0x1000)  # splits the block (pre-6.14 io-pgtable behaviour)
     mmu.write32(ASB + 0x18, 1)
-    assert code(mmu.translate(AS, 0x400_0000, Access.READ)) == exc.TRANSLATION_FAULT + 3
+    assert code(mmu.translate(AS, 0x400_0000, Access.READ)) == TRANSLATION_FAULT_3
     t = mmu.translate(AS, 0x400_1000, Access.READ)
     assert isinstance(t, Translation) and t.level == 3 and not t.writable and t.readable
     w.map(0x600_0000, BASE + 0x40_0000, ptw.SZ_2M, WO)
@@ -211,4 +216,4 @@ def test_fast_and_strict_paths_agree_on_legacy_tables() -> None:
         tlb = mmu.slot(AS).tlb  # type: ignore[union-attr]
         runs.append((out, tlb.hits, tlb.misses, bytes(ram.buf[0x1000:0x3000])))
     assert runs[0] == runs[1]
-    assert runs[0][0][3] == exc.PERM_FAULT + 3
+    assert runs[0][0][3] == PERM_FAULT_3

@@ -285,7 +285,10 @@ async def test_cs_fatal_event(host) -> None:
     d = ev["data"]
     assert (d["csg"], d["cs"], d["exception-type"], d["exception-name"]) == (
         0, 0, 0x49, "CS_INSTR_INVALID")
-    assert d["info"] == host.cs_out("fatal_info")  # what the driver reads as CS_FATAL_INFO
+    # info = the instruction word (docs/command-streams.md, unknown opcode), in the event and
+    # in CS_FATAL_INFO where the driver reads it
+    assert d["info"] == 0xFF00000000000000
+    assert host.cs_out("fatal_info") == 0xFF00000000000000
     (cs,) = (await host.qmp.execute("query-mali-csg"))["slots"][0]["streams"]
     assert cs["blocked-on"] == {"reason": "fatal"}
 
@@ -298,7 +301,11 @@ async def test_mmu_fault_from_a_command_stream(host) -> None:
     ev = await _event(host.qmp)
     assert ev["event"] == "MALI_MMU_FAULT"
     assert ev["data"]["as"] == 1 and ev["data"]["va"] == 0x7777_0000
-    assert ev["data"]["exception-name"].startswith("TRANSLATION_FAULT_")
+    # user VM: 48-bit VA, walk from L0 (reference/mmu.md "Walk"). The host's mappings (RING_VA,
+    # SYNCOBJ_VA, USER_VA) all lie in the first GiB: L0 slot 0 and L1 slot 0 are tables, but
+    # 0x7777_0000's L1 slot (VA[38:30] = 1) is empty -> TRANSLATION_FAULT_1 (0xC0 + 1)
+    assert (ev["data"]["exception-type"], ev["data"]["exception-name"]) == (
+        0xC1, "TRANSLATION_FAULT_1")
     (cs,) = (await host.qmp.execute("query-mali-csg"))["slots"][0]["streams"]
     assert cs["blocked-on"] == {"reason": "mmu-fault", "as": 1}
 

@@ -10,8 +10,9 @@ import asyncio
 import gc
 import os
 import struct
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,15 @@ def no_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+async def poll_until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Wait (short awaits, bounded) until ``cond()`` holds; fail naming ``what`` if it does not."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.001)
 
 
 def rss() -> int:
@@ -115,9 +125,9 @@ async def test_client_that_never_reads_replies_cannot_grow_the_queue() -> None:
         req = HDR.pack(0, REGION_READ, 32, 0, 0) + struct.pack("<QII", 0x1000, 2, 0x2000)
         n = 4000  # 4000 x 8 KiB = 31 MiB of replies
         await c.loop.sock_sendall(c.sock, req * n)
-        await asyncio.sleep(0.2)
         conn = server.connection
-        assert conn is not None and conn.paused
+        assert conn is not None
+        await poll_until(lambda: conn.paused, "the server to stop reading (conn.paused)")
         assert conn.outbox.queued_bytes <= HIGH_WATER + 0x2000 + 32
         for _ in range(n):
             msg = await c.recv()
@@ -128,21 +138,31 @@ async def test_client_that_never_reads_replies_cannot_grow_the_queue() -> None:
 
 async def test_fds_for_a_message_that_never_completes_are_bounded() -> None:
     async with served() as (_, server, c):
-        held = []
+        conn = server.connection
+        assert conn is not None
+        s0 = conn.base + conn.end  # stream offset: what negotiation sent is all received
         r, w = os.pipe()
         try:
             head = HDR.pack(9, 4, 16 + 16, 0, 0)  # DEVICE_GET_INFO, payload still to come
             c.send_raw(head, [r] * 16)
             for _ in range(10):  # more fds, one byte at a time, same message
                 c.send_raw(b"\0", [r] * 16)
-            await asyncio.sleep(0.05)
-            conn = server.connection
-            assert conn is not None
-            held = [f for _, fds, _ in conn.fdq for f in fds]
-            assert len(held) <= server.max_msg_fds
+            await poll_until(lambda: conn.base + conn.end == s0 + 16 + 10,
+                             "the server to receive the header and the 10 bytes")
+            assert server.max_msg_fds == 16
+            # Each sendmsg above is one SCM_RIGHTS batch, and a unix stream recvmsg returns at
+            # most one batch: 11 batches of 16 fds. _bound_pending_fds closes everything queued
+            # once the queue holds more than max_msg_fds (after batches 2, 4, ..., 10) and
+            # leaves the overflow marker (offset of batch 10's byte, no fds, truncated);
+            # batch 11 (its byte at s0 + 25) fits behind it.
+            marker, last = conn.fdq
+            assert marker == (s0 + 16 + 9 - 1, [], True)
+            held = last[1]
+            assert (last[0], len(held), last[2]) == (s0 + 16 + 10 - 1, 16, False)
             c.send_raw(bytes(6))
             msg = await c.recv()
             assert msg.id == 9 and msg.is_error  # the message fails: too many fds
+            assert not conn.fdq  # the marker and the last batch went with the message
             assert await c.device_info() == (16, 3, 9, 5)
         finally:
             os.close(r)
