@@ -153,7 +153,7 @@ class ControlOwner(Protocol):
     mcu_status: int
     latest_flush_id: int
 
-    def gpu_reset_command(self, hard: bool) -> None: ...
+    def gpu_reset_command(self, hard: bool, *, fast: bool = False) -> None: ...
     def cache_flush_command(self, command: int) -> None: ...
     def mcu_control_written(self, value: int) -> None: ...
 
@@ -346,11 +346,19 @@ class GpuControl:
             return
         ctype = value & GPU_CMD_TYPE_MASK
         payload = value >> 8
-        if ctype == GpuCmdType.RESET and payload in (ResetPayload.SOFT, ResetPayload.HARD):
-            self.owner.gpu_reset_command(payload == ResetPayload.HARD)
-        elif ctype in (GpuCmdType.FLUSH_CACHES, GpuCmdType.FLUSH_PA_RANGE):
+        if ctype == GpuCmdType.RESET and payload in (ResetPayload.FAST, ResetPayload.SOFT,
+                                                     ResetPayload.HARD):
+            self.owner.gpu_reset_command(payload == ResetPayload.HARD,
+                                         fast=payload == ResetPayload.FAST)
+        elif ctype == GpuCmdType.FLUSH_CACHES:
             self.owner.cache_flush_command(value)
             self.irq.raise_bits(GpuIrq.CLEAN_CACHES_COMPLETED)
+        elif ctype == GpuCmdType.FLUSH_PA_RANGE:
+            # a clean/invalidate of a physical range (GPU_COMMAND_ARG0/1): caches are not
+            # modelled, so the whole flush stands for it; it completes with its own bit
+            # (kbase waits for FLUSH_PA_RANGE_COMPLETED, not CLEAN_CACHES_COMPLETED)
+            self.owner.cache_flush_command(value)
+            self.irq.raise_bits(GpuIrq.FLUSH_PA_RANGE_COMPLETED)
         elif ctype == GpuCmdType.CLEAR_FAULT:
             self.fault_status = 0
             self.fault_addr = 0

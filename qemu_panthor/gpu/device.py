@@ -218,9 +218,13 @@ class MaliGpu:
     def cache_flush_command(self, command: int) -> None:
         self.flush_caches()
 
-    def gpu_reset_command(self, hard: bool) -> None:
-        """GPU_CMD SOFT/HARD_RESET: all GPU state to reset values, then RESET_COMPLETED."""
-        self._commanded_reset("hard reset" if hard else "soft reset")
+    def gpu_reset_command(self, hard: bool, *, fast: bool = False) -> None:
+        """GPU_CMD SOFT/HARD_RESET: all GPU state to reset values, then RESET_COMPLETED.
+        FAST (payload 0): the same, but the power domains stay powered (kbase)."""
+        ready = dict(self.control.ready) if fast else None
+        self._commanded_reset("hard reset" if hard else "fast reset" if fast else "soft reset")
+        if ready is not None:
+            self.control.ready = ready
         # GPU_INT_MASK survives (the driver waits on the IRQ); RAWSTAT becomes exactly
         # RESET_COMPLETED in one step so the line does not glitch.
         self.gpu_irq.rawstat = 0

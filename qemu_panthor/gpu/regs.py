@@ -58,6 +58,7 @@ class GpuIrq(IntFlag):
     CLEAN_CACHES_COMPLETED = 1 << 17
     DOORBELL_MIRROR = 1 << 18
     MCU_STATUS_CHANGED = 1 << 19
+    FLUSH_PA_RANGE_COMPLETED = 1 << 20  # CSF: GPU_CMD FLUSH_PA_RANGE done (kbase regmap)
 
 
 JOB_INT_GLOBAL_IF = 1 << 31  # JOB_INT bit 31; bits 0..30 = CSG slot n
@@ -78,6 +79,9 @@ class GpuCmdType(IntEnum):
 
 
 class ResetPayload(IntEnum):
+    """GPU_CMD RESET payload [15:8] (kbase CSF regmap; FAST is not used by panthor)."""
+
+    FAST = 0  # a reset that leaves the power domains powered
     SOFT = 1
     HARD = 2
 

@@ -275,6 +275,29 @@ def test_hard_reset_also_completes() -> None:
     assert rig.r64(L2_READY) == 0
 
 
+def test_fast_reset_keeps_the_power_domains_powered() -> None:
+    """GPU_CMD RESET payload 0 (kbase GPU_COMMAND_RESET_PAYLOAD_FAST_RESET): a reset that
+    completes like the soft one but leaves the power domains on."""
+    rig = Rig()
+    rig.w64(L2_PWRON, 1)
+    assert rig.r64(L2_READY) == 1
+    rig.w32(GPU_INT_MASK, 0)
+    rig.w32(GPU_CMD, 0x001)
+    assert rig.r32(GPU_INT_RAWSTAT) & RESET_COMPLETED
+    assert rig.r64(L2_READY) == 1
+    assert rig.r32(GPU_INT_MASK) == 0  # the mask survives, as for the soft reset
+
+
+def test_flush_pa_range_completes_with_its_own_bit() -> None:
+    """GPU_CMD FLUSH_PA_RANGE (type 8): kbase waits for FLUSH_PA_RANGE_COMPLETED (bit 20), not
+    CLEAN_CACHES_COMPLETED (bit 17)."""
+    rig = Rig()
+    rig.w32(GPU_INT_CLEAR, 0xFFFFFFFF)
+    rig.w32(GPU_CMD, 0x00000308)  # FLUSH_PA_RANGE, clean and invalidate
+    raw = rig.r32(GPU_INT_RAWSTAT)
+    assert raw & 1 << 20 and not raw & CLEAN_CACHES_COMPLETED
+
+
 @pytest.mark.parametrize("cmd", [0x00023304, 0x00001104])
 def test_flush_caches_raise_bit17_and_bump_latest_flush_id(cmd: int) -> None:
     rig = Rig()
