@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
+from .. import exceptions as exc
 from ..irqblock import IRQ_BLOCK_SIZE, IrqBlock
 from ..jm import JobControl
 from ..memory import PhysMem
@@ -34,6 +35,10 @@ from .regs import (
     CSF_DOORBELL_BASE,
     FAMILY_WORD_NAMES,
     GPU_CONTROL_SIZE,
+    GPU_FAULTSTATUS_ACCESS_SHIFT,
+    GPU_FAULTSTATUS_ADDRESS_VALID,
+    GPU_FAULTSTATUS_JASID_SHIFT,
+    GPU_FAULTSTATUS_JASID_VALID,
     JOB_INT_BASE,
     MMU_BASE,
     MMU_SIZE,
@@ -133,6 +138,10 @@ class MaliGpu:
                                    loop=loop)
             # jobs stalled on an MMU fault wait for the driver's AS commands
             self.mmu.on_as_update = self.jobs.on_as_update
+        else:
+            # CSF: a bus error behind a translation is a GPU fault (kbase CSF: GPU_IRQ FAULT,
+            # GPU_FAULTSTATUS with the AS, GPU_FAULTADDRESS the PA); MMU_INT has no bus bits
+            self.mmu.bus_fault_hook = self._bus_fault
         #: PWR_CONTROL (arch 14 parts only)
         self.pwr: PwrControl | None = (
             PwrControl(model, self.pwr_irq, self, self.stats) if model.pwr_control else None)
@@ -204,6 +213,13 @@ class MaliGpu:
 
     def cycle_count(self) -> int:
         return self.control.cycle_count()
+
+    def _bus_fault(self, as_nr: int, access: int, pa: int | None) -> None:
+        """A GPU access (or page-table read, ``pa`` None) hit no memory: GPU_BUS_FAULT."""
+        status = (exc.GPU_BUS_FAULT | access << GPU_FAULTSTATUS_ACCESS_SHIFT
+                  | GPU_FAULTSTATUS_JASID_VALID | as_nr << GPU_FAULTSTATUS_JASID_SHIFT
+                  | (GPU_FAULTSTATUS_ADDRESS_VALID if pa is not None else 0))
+        self.control.raise_fault(status, pa or 0)
 
     def raise_gpu_fault(self, exception_type: int, address: int) -> None:
         """Report a GPU fault: GPU_FAULT_STATUS/ADDR latched, GPU_INT bit 0 (FAULT) raised."""

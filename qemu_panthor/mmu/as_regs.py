@@ -32,6 +32,7 @@ class AsSlot:
 
     __slots__ = (
         "bad_commands",
+        "bus_faults",
         "cfg",
         "commands",
         "faultaddress",
@@ -59,6 +60,7 @@ class AsSlot:
         self.faults = 0
         self.faults_latched = 0
         self.faults_dropped = 0
+        self.bus_faults = 0  # CSF: reported as GPU faults, not latched in the AS
         #: UPDATEs latching a page table other than the last one served (kept across resets)
         self.table_switches = self.last_table = 0
         self.reset(cfg)

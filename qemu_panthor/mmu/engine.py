@@ -82,6 +82,10 @@ class Mmu(AsRegisters):
         #: Called with every fault a GPU access reports (``report=True``) and whether it was
         #: latched (False: an earlier fault of that AS is still pending). For introspection.
         self.on_fault: Callable[[MmuFault, bool], None] | None = None
+        #: CSF parts: bus faults are GPU faults (GPU_FAULTSTATUS, GPU_INT FAULT), not AS
+        #: faults: called with (as_nr, access, the PA or None for a page-table read) instead
+        #: of latching AS_FAULTSTATUS and raising MMU_INT (docs/mmu.md "Bus faults").
+        self.bus_fault_hook: Callable[[int, int, int | None], None] | None = None
         #: Test port (qemu_panthor.testport), None unless a fault is armed: called with the AS
         #: and command of each AS_COMMAND write; returns 0 (execute it) or makes the command
         #: hang: AS_ACTIVE reads 1 for that many AS_STATUS reads (-1: until the next reset).
@@ -142,14 +146,25 @@ class Mmu(AsRegisters):
         return 0 <= as_nr < regs.MAX_AS and bool(self.irq.rawstat >> as_nr & 1)
 
     def _fault(
-        self, st: AsSlot | None, as_nr: int, va: int, access: int, code: int, report: bool
+        self, st: AsSlot | None, as_nr: int, va: int, access: int, code: int, report: bool,
+        pa: int | None = None,
     ) -> MmuFault:
-        f = MmuFault(as_nr, va & _M64, Access(access), code, code in BUS_CODES)
+        bus = code in BUS_CODES
+        hook_bus = self.bus_fault_hook if bus else None
+        if hook_bus is not None:
+            code = exc.GPU_BUS_FAULT  # CSF has no TRANSTAB_BUS_FAULT codes (kbase, panthor)
+        f = MmuFault(as_nr, va & _M64, Access(access), code, bus)
         if st is None:
             self.stats["absent_as"] += 1
             return f
         st.faults += 1
-        if report:
+        if report and hook_bus is not None:
+            st.bus_faults += 1
+            if self.tl is not None:
+                self.tl.instant("MMU faults", f"AS{st.nr} GPU_BUS_FAULT (GPU fault)", va=f.va,
+                                access=f.access.name, latched=True)
+            hook_bus(st.nr, int(access), pa)
+        elif report:
             bit = 1 << st.nr
             latched = not self.irq.rawstat & bit
             if self.tl is not None:
@@ -351,7 +366,7 @@ class Mmu(AsRegisters):
             try:
                 return self.mem.read(p, size)
             except BusError:
-                return self._fault(st, as_nr, va, access, exc.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, access, exc.GPU_BUS_FAULT, report, p)
         out = bytearray()
         end = va + size
         cur = va
@@ -367,7 +382,7 @@ class Mmu(AsRegisters):
                 try:
                     out += self.mem.read(p, n)
                 except BusError:
-                    return self._fault(st, as_nr, cur, access, exc.GPU_BUS_FAULT, report)
+                    return self._fault(st, as_nr, cur, access, exc.GPU_BUS_FAULT, report, p)
             cur += n
         return bytes(out)
 
@@ -413,7 +428,7 @@ class Mmu(AsRegisters):
             try:
                 self.mem.write(p, data)
             except BusError:
-                return self._fault(st, as_nr, va, w, exc.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, va, w, exc.GPU_BUS_FAULT, report, p)
             return None
         chunks: list[tuple[int, memoryview | int, int]] = []
         end = va + size
@@ -435,7 +450,7 @@ class Mmu(AsRegisters):
             try:
                 self.mem.write(p, view[off : off + n])
             except BusError:
-                return self._fault(st, as_nr, cva, w, exc.GPU_BUS_FAULT, report)
+                return self._fault(st, as_nr, cva, w, exc.GPU_BUS_FAULT, report, p)
         return None
 
     def read_u32(

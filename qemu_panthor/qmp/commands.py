@@ -170,7 +170,7 @@ class MaliIntrospection:
                       "exception-name": s["fault"]["exception"],
                       "access": s["fault"]["access"].lower()},
             "faults": {"seen": s["faults"], "latched": s["faults_latched"],
-                       "dropped": s["faults_dropped"]},
+                       "dropped": s["faults_dropped"], "gpu-bus": s["bus_faults"]},
             "commands": dict(s["commands"]),
             # UPDATEs that gave the slot a page table other than the one it served last:
             # the slot was reused by another address space (panfrost's per-file AS LRU)
