@@ -410,15 +410,21 @@ def _sync_wait(it: CsInterpreter, st: CsExecState, w: int, is64: bool) -> Handle
         size = 4
     addr = regs[a] | (regs[a + 1] << 32)
     reject = w & 1
-    data = it.read(st, addr, size + 4 if reject else size, ACCESS_READ)
+    data = it.read(st, addr, size + 4, ACCESS_READ)  # the value, then the u32 error status
     if isinstance(data, RunResult):
         return data
     cur = int.from_bytes(data[:size], "little")
-    if reject and int.from_bytes(data[size:], "little"):
+    failed = int.from_bytes(data[size:], "little")
+    if reject and failed:
         # error reject: a failed sync object ends the wait; the stream inherits the fault
         st.error = 1
         return fault(ExceptionType.CS_INHERIT_FAULT, addr)
     if (cur > ref) if cond else (cur <= ref):
+        if failed:
+            # error inherit (reject 0, Mesa's ".inherit"; *inferred*): the wait completes and
+            # the stream takes the sync object's error state, so its error-propagating
+            # SYNC_ADD/SET fail the objects they signal (panvk's cross-subqueue waits)
+            st.error = 1
         return None
     return RunResult("blocked_sync", wait=SyncWait(addr, ref, "gt" if cond else "le", is64))
 

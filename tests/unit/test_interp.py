@@ -487,6 +487,31 @@ def test_error_reject_propagates_until_error_barrier(rig: Rig):
     assert rig.mmu.r64(SYNCOBJ) == 2 and rig.mmu.r32(SYNCOBJ + 8) == 0
 
 
+def test_error_inherit_waits_then_takes_the_error_state(rig: Rig):
+    """Reject 0 ("inherit", Mesa's decoder): a wait on a failed sync object is a plain wait
+    (it blocks until the value test passes, no fault); when it completes the stream takes the
+    object's error state, and its error-propagating SYNC_ADD fails the object it signals:
+    how a fault in one panvk subqueue reaches the fence another one signals (*inferred*)."""
+    failed = SYNCOBJ + 0x100
+    rig.mmu.w64(failed, 0)
+    rig.mmu.w32(failed + 8, 1)  # a failed sync object (status != 0)
+    rig.push([A.move48(0, failed), A.move48(2, 0), A.sync_wait64(0, 2, A.GREATER),
+              A.move48(4, SYNCOBJ), A.move48(6, 1), A.sync_add64(4, 6, propagate=True)])
+    res = rig.run()
+    assert res.kind == "blocked_sync" and rig.st.error == 0  # 0 > 0 is false: still waiting
+    rig.mmu.w64(failed, 1)  # the producer signals (with its error)
+    res = rig.run()
+    assert res.kind == "idle" and rig.st.error == 1
+    assert rig.mmu.r64(SYNCOBJ) == 1 and rig.mmu.r32(SYNCOBJ + 8) == 1  # the error went on
+
+
+def test_error_inherit_of_a_healthy_object_sets_nothing(rig: Rig):
+    obj = SYNCOBJ + 0x100
+    rig.mmu.w64(obj, 5)
+    rig.push([A.move48(0, obj), A.move48(2, 4), A.sync_wait64(0, 2, A.GREATER)])
+    assert rig.run().kind == "idle" and rig.st.error == 0
+
+
 def test_error_reject_ignores_status_when_clear(rig: Rig):
     obj = SYNCOBJ + 0x100
     rig.mmu.w32(obj, 3)
