@@ -73,7 +73,8 @@ def test_kernel_job_through_real_page_tables_with_fault_and_retry():
     assert res.fault.exception_type == 0xC0
     assert irq.rawstat & (1 << AS)  # MMU_INT page fault bit for the AS (§4.4)
     assert mmu.read32(ASB + 0x20) == STREAM_VA  # AS_FAULTADDRESS (lo)
-    assert (mmu.read32(ASB + 0x1C) >> 8) & 3 == Access.READ  # AS_FAULTSTATUS ACCESS_TYPE
+    # AS_FAULTSTATUS: TRANSLATION_FAULT_0 | ACCESS_TYPE READ (2) << 8, source id 0
+    assert mmu.read32(ASB + 0x1C) == 0xC0 | 2 << 8
     assert st.extract == 40 and st.in_buf
 
     writer.map(STREAM_VA, STREAM_PA, 0x1000, RW_NX)  # NOEXEC, as panthor maps user BOs
