@@ -16,6 +16,9 @@ never produces, so tests can exercise the driver's error paths:
 * ``WORK_HANG``: the next N work items (RUN_*/FINISH_*) never complete, like a shader stuck
   in a loop: the stream waits on them, and the firmware's progress timer raises CSG
   PROGRESS_TIMER_EVENT (panthor: "CSG slot N progress timeout"). A GPU reset ends them.
+* ``FW_BOOT_FAIL``: the next N firmware boots (MCU_CONTROL enable) fail: MCU_STATUS goes to
+  FATAL with no boot interrupt (panthor: "Failed to boot MCU (status=fatal)"; after a reset,
+  "Failed to boot MCU after reset, making device unusable" and the device is unplugged).
 
 The models carry only tiny hooks (``Mmu.as_cmd_hook``, ``CsfFirmware.ping_hook``), ``None``
 until something is armed, so the normal paths are untouched.
@@ -59,6 +62,7 @@ class InjectOp(IntEnum):
     PING_DROP = 2
     AS_WEDGED = 3
     WORK_HANG = 4
+    FW_BOOT_FAIL = 5
 
 
 class Result(IntEnum):
@@ -84,7 +88,7 @@ REGISTERS: tuple[PortReg, ...] = (
     PortReg("TP_VERSION", 0x04, doc="port version (1)"),
     PortReg("TP_INJECT", 0x08, writable=True,
             doc="write: arm; [7:0] op (0 disarm, 1 AS_STUCK, 2 PING_DROP, 3 AS_WEDGED, "
-                "4 WORK_HANG), "
+                "4 WORK_HANG, 5 FW_BOOT_FAIL), "
                 "[15:8] AS (0xFF any), [31:16] count (0 = 1); "
                 "read: last code accepted"),
     PortReg("TP_RESULT", 0x0C, doc="last INJECT write: 0 ok, 1 bad op, 2 bad AS"),
@@ -98,6 +102,7 @@ REGISTERS: tuple[PortReg, ...] = (
             doc="CS accesses that found their region locked (AS_COMMAND LOCK) and stalled"),
     PortReg("TP_MARK", 0x2C, writable=True,
             doc="a guest timestamp mark: the value written appears on --timeline's Guest track"),
+    PortReg("TP_BOOT_ARMED", 0x30, doc="firmware boots still to fail (FW_BOOT_FAIL)"),
 )
 REG_BY_OFFSET = {r.offset: r for r in REGISTERS}
 REG = {r.name: r.offset for r in REGISTERS}
@@ -124,6 +129,7 @@ class FaultInjector:
         self.ping_armed = 0
         self.ping_holding = False
         self.work_armed = 0
+        self.boot_armed = 0
         self.fired_log: deque[str] = deque(maxlen=64)
         #: --timeline: guest marks (TP_MARK) go here (None: off; the writes are ignored)
         self.tl: Timeline | None = None
@@ -143,7 +149,7 @@ class FaultInjector:
         code &= 0xFFFF_FFFF
         op, as_nr, count = code & 0xFF, code >> 8 & 0xFF, max(code >> 16, 1)
         if op == InjectOp.DISARM:
-            self.as_armed = self.ping_armed = self.work_armed = 0
+            self.as_armed = self.ping_armed = self.work_armed = self.boot_armed = 0
             self._sync_hooks()
         elif op in (InjectOp.AS_STUCK, InjectOp.AS_WEDGED):
             if as_nr != ANY_AS and not self.mmu.as_present >> as_nr & 1:
@@ -160,6 +166,11 @@ class FaultInjector:
             if self.firmware is None:
                 return self._result(Result.BAD_OP)
             self.work_armed = count
+            self._sync_hooks()
+        elif op == InjectOp.FW_BOOT_FAIL:
+            if self.firmware is None:
+                return self._result(Result.BAD_OP)
+            self.boot_armed = count
             self._sync_hooks()
         else:
             return self._result(Result.BAD_OP)
@@ -178,6 +189,7 @@ class FaultInjector:
             armed = self.ping_armed or self.ping_holding
             self.firmware.ping_hook = self._ping if armed else None
             self.firmware.work_hang_hook = self._work if self.work_armed else None
+            self.firmware.boot_hook = self._boot if self.boot_armed else None
 
     # -- hooks ----------------------------------------------------------------------------------
     def _as_cmd(self, as_nr: int, cmd: int) -> int:
@@ -218,6 +230,17 @@ class FaultInjector:
         self._sync_hooks()
         return True
 
+    def _boot(self) -> bool:
+        """Firmware: MCU_CONTROL asks for a boot; True = it fails."""
+        if not self.boot_armed:
+            return False
+        self.boot_armed -= 1
+        self.fired += 1
+        self.fired_log.append("firmware boot failed")
+        log.warning("test port: the firmware boot fails (MCU_STATUS FATAL)")
+        self._sync_hooks()
+        return True
+
     def _on_reset(self) -> None:
         """A GPU or device reset ends held faults (the Mmu clears AS_ACTIVE itself)."""
         if self.ping_holding:
@@ -241,6 +264,7 @@ class FaultInjector:
             "TP_WORK_ARMED": self.work_armed,
             "TP_LOCK_STALLS": (self.firmware.stats["lock_stalls"]
                                if self.firmware is not None else 0),
+            "TP_BOOT_ARMED": self.boot_armed,
         }
         return values.get(name, 0) & 0xFFFF_FFFF
 
@@ -257,7 +281,7 @@ class FaultInjector:
         return {"fired": self.fired, "as-armed": self.as_armed,
                 "as-filter": self.as_filter, "as-active": self.mmu.as_active,
                 "ping-armed": self.ping_armed, "ping-holding": self.ping_holding,
-                "work-armed": self.work_armed,
+                "work-armed": self.work_armed, "boot-armed": self.boot_armed,
                 "gpu-resets": self.gpu.stats["gpu_resets"], "fired-log": list(self.fired_log)}
 
 

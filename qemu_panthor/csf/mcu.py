@@ -66,6 +66,8 @@ class CsfFirmware:
         self.fast_boots = 0
         #: Test port (qemu_panthor.testport): True = leave a pending GLB PING unacknowledged.
         self.ping_hook: Callable[[], bool] | None = None
+        #: Test port: True = this boot fails (the firmware crashes before it reports booted).
+        self.boot_hook: Callable[[], bool] | None = None
         #: --timeline (qemu_panthor/timeline.py): None while off
         self.tl: Timeline | None = None
         self._control_image = self.section.control_image()
@@ -171,6 +173,11 @@ class CsfFirmware:
         elif value in (McuControl.ENABLE, McuControl.AUTO):
             if self.rt.running:
                 log.debug("MCU_CONTROL=%d while the MCU already runs: ignored", value)
+                return
+            if self.boot_hook is not None and self.boot_hook():
+                # injected: the firmware faults while booting, before its boot interrupt
+                self._drop_state()
+                self.mcu_fatal("boot failed (test port FW_BOOT_FAIL)")
                 return
             self._guard(self._boot)
         else:

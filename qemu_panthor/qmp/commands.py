@@ -41,6 +41,7 @@ ACCESS_CHOICES = ("read", "write", "execute", "atomic")
 #: x-mali-inject ``fault`` names -> test-port INJECT ops (docs/test-port.md)
 INJECT_FAULTS = {"as-stuck": InjectOp.AS_STUCK, "as-wedged": InjectOp.AS_WEDGED,
                  "ping-drop": InjectOp.PING_DROP, "work-hang": InjectOp.WORK_HANG,
+                 "fw-boot-fail": InjectOp.FW_BOOT_FAIL,
                  "disarm": InjectOp.DISARM}
 MAX_PAGE_TABLE_RANGES = 65536
 #: Descriptors ``x-query-mali-page-table`` reads at most (hostile tables cannot stall the loop).
@@ -395,8 +396,8 @@ class MaliIntrospection:
                  minimum=0, maximum=mregs.MAX_AS - 1),
              Arg("count", "int", optional=True, doc="how many times it fires (default 1)",
                  minimum=1, maximum=0xFFFF)),
-            "Test port: arm a one-shot fault (AS_ACTIVE stuck, dropped PING ack); returns "
-            "the port's state."))
+            "Test port: arm a one-shot fault (AS_ACTIVE stuck, dropped PING ack, hung work, "
+            "failed firmware boot); returns the port's state."))
         table.register(Command("x-query-mali-schema", table.describe, (),
                                "Every command with its arguments."))
 

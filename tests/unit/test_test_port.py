@@ -148,6 +148,26 @@ def test_ping_drop_leaves_one_ping_unacknowledged_until_reset() -> None:
     assert port.fired == 1  # with no hook the firmware acks PINGs as before (test_mcu)
 
 
+def test_fw_boot_fail_fails_the_next_boot_only() -> None:
+    """FW_BOOT_FAIL: the next firmware boot faults before its boot interrupt (MCU_STATUS
+    FATAL = 3, JOB_INT bit 31 never raised: what panthor_fw_start waits for, then reports
+    "Failed to boot MCU (status=fatal)"); the boot after it works."""
+    host = csf_host.Host()
+    port = FaultInjector(host.gpu, host.fw)
+    assert port.inject(encode(InjectOp.FW_BOOT_FAIL)) == 0
+    assert port.read32(0x30) == 1  # TP_BOOT_ARMED
+    host.w(csf_host.JOB_INT_CLEAR, 0xFFFFFFFF)
+    host.w(csf_host.JOB_INT_MASK, 0xFFFFFFFF)
+    host.w(csf_host.MCU_CONTROL, csf_host.MCU_CONTROL_AUTO)
+    assert host.r(csf_host.MCU_STATUS) == 3  # FATAL
+    assert host.r(csf_host.JOB_INT_RAWSTAT) == 0
+    assert port.fired == 1 and port.fired_log[-1] == "firmware boot failed"
+    # the next attempt boots normally
+    host.w(csf_host.MCU_CONTROL, 0)
+    host.boot()
+    assert host.fw.boot_hook is None and port.read32(0x30) == 0
+
+
 # -- QMP -----------------------------------------------------------------------------------
 @pytest.fixture
 async def qmp_dev(tmp_path: Path):
