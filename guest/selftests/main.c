@@ -128,6 +128,19 @@ static bool selected(const char *only, enum suite suite, const struct qp_test *t
 	return false;
 }
 
+/* the tests run so far, in order: the runner fills it before forking each test, so a test's
+ * child sees every test before it */
+static const struct qp_test *ran[256];
+static size_t nran;
+
+bool qp_test_ran(const char *name)
+{
+	for (size_t i = 0; i < nran; i++)
+		if (!strcmp(ran[i]->name, name))
+			return true;
+	return false;
+}
+
 static int run_one(const struct qp_test *t, int num)
 {
 	int timeout = t->timeout_s ? t->timeout_s : 30;
@@ -149,6 +162,8 @@ static int run_one(const struct qp_test *t, int num)
 		fflush(stdout);
 		_exit(r);
 	}
+	if (nran < sizeof(ran) / sizeof(ran[0]))
+		ran[nran++] = t;
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;

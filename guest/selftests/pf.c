@@ -22,6 +22,7 @@ enum { PF_JOB_NULL = 1, PF_JOB_WRITE_VALUE = 2, PF_JOB_CACHE_FLUSH = 3 };
 enum { PF_WV_CYCLE = 1, PF_WV_TIMESTAMP = 2, PF_WV_ZERO = 3, PF_WV_IMM8 = 4, PF_WV_IMM16 = 5,
        PF_WV_IMM32 = 6, PF_WV_IMM64 = 7 };
 #define PF_EXC_DONE 0x01
+#define PF_EXC_JOB_CONFIG_FAULT 0x40
 #define PF_JOB_SIZE 64 /* header (32) + payload, aligned */
 
 struct pf_job {
@@ -466,8 +467,9 @@ int test_pf_submit_invalid(void)
 	return QP_PASS;
 }
 
-/* a fault: the fence carries an error, the job header does not say DONE, the driver logged
- * what (needle) and the same file still runs jobs afterwards */
+/* a fault: the fence carries panfrost's fault error, the job header holds what the GPU
+ * wrote back (docs/jm.md "Jobs"), the driver logged what (needle) and the same file still
+ * runs jobs afterwards */
 static int pf_fault_case(bool mmu)
 {
 	int fd = pf_open();
@@ -481,17 +483,41 @@ static int pf_fault_case(bool mmu)
 	CHECK_OK(pf_submit(fd, jc, &bo, &sync));
 	int st;
 	CHECK_OK(pf_wait(fd, sync, 5000, &st));
-	CHECK(st < 0, "fence status %d, want an error", st);
-	uint32_t exc = pf_job_at(&bo, 0)->exception_status;
-	qp_diag("fence error %d, job exception status 0x%x", st, exc);
-	CHECK(exc != PF_EXC_DONE, "the faulting job says DONE");
+	const struct pf_job *j = pf_job_at(&bo, 0);
+	uint32_t exc = j->exception_status;
+	uint64_t fp = j->fault_pointer;
+	qp_diag("fence error %d, job exception status 0x%x fault pointer 0x%llx (job 0x%llx)", st,
+		exc, (unsigned long long)fp, (unsigned long long)jc);
+	/* a fault status (JOB_CONFIG_FAULT, JOB_BUS_FAULT) ends the job with -EINVAL
+	 * (panfrost_job.c ~483-488, panfrost_job_handle_err) */
+	CHECK(st == -EINVAL, "fence status %d, want -EINVAL (a job fault)", st);
+	if (mmu) {
+		/* the write faults, the job stalls, panfrost disables the AS and the job fails
+		 * without its descriptor written back (docs/jm.md "Memory faults") */
+		CHECK(exc == 0 && fp == 0, "the MMU-faulted job's header was written: status 0x%x "
+		      "fault pointer 0x%llx", exc, (unsigned long long)fp);
+	} else {
+		/* type 0 is JOB_CONFIG_FAULT (0x40), written back with the job as fault pointer
+		 * (docs/jm.md "Jobs") */
+		CHECK(exc == PF_EXC_JOB_CONFIG_FAULT, "job exception status 0x%x, want 0x%x", exc,
+		      PF_EXC_JOB_CONFIG_FAULT);
+		CHECK(fp == jc, "fault pointer 0x%llx, want the job 0x%llx",
+		      (unsigned long long)fp, (unsigned long long)jc);
+	}
+	/* the driver's fault logging runs in its IRQ threads: poll the log until it shows */
 	static char log[1 << 16];
-	qp_sleep_ms(100); /* the driver's fault logging runs in its IRQ threads */
-	qp_kmsg_drain(kfd, log, sizeof(log));
+	const char *needle = mmu ? "Unhandled Page fault in AS" : "js fault";
+	size_t used = 0;
+	log[0] = '\0';
+	for (double end = qp_now() + 5; qp_kmsg_count(log, needle) == 0 && qp_now() < end;) {
+		size_t n = qp_kmsg_drain(kfd, log + used, sizeof(log) - used);
+		used += n;
+		if (!n)
+			qp_sleep_ms(10);
+	}
 	close(kfd);
 	qp_kmsg_show(log);
-	const char *needle = mmu ? "Unhandled Page fault in AS" : "js fault";
-	CHECK(qp_kmsg_count(log, needle) >= 1, "no \"%s\" in the kernel log", needle);
+	CHECK(qp_kmsg_count(log, needle) >= 1, "no \"%s\" in the kernel log within 5 s", needle);
 	/* the file's next job runs (its AS is re-enabled after the fault) */
 	jc = pf_job(&bo, PF_JOB_SIZE, PF_JOB_WRITE_VALUE, 1, 0, bo.va + 0x2000, PF_WV_IMM32, 7);
 	CHECK_OK(pf_submit(fd, jc, &bo, &sync));

@@ -35,6 +35,10 @@ extern const size_t qp_ntests;
 extern const struct qp_test qp_pf_tests[];
 extern const size_t qp_pf_ntests;
 
+/* whether this run of the suite already ran the test of that name (passed, failed or
+ * skipped): for tests that check what earlier tests left behind, e.g. in the kernel log */
+bool qp_test_ran(const char *name);
+
 /* -- reporting ------------------------------------------------------------------------ */
 void qp_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int qp_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -240,16 +240,26 @@ int test_alloc_on_fault_out_of_bo(void)
 	cs_store32(&cs, past, 0x22222222);
 	cs_store32(&cs, c.data.va + 4, 0x33333333);
 	cs_flush(&cs);
+	double t0 = qp_now();
 	CHECK_OK(qp_submit(fd, c.group, c.cmd.va, cs_bytes(&cs), c.syncobj, 0));
 	int r = qp_syncobj_wait(fd, &c.syncobj, 1, 20000, true);
+	double dt = qp_now() - t0;
 	int st = 0;
 	uint32_t state = 0, fq = 0;
 	qp_syncobj_status(fd, c.syncobj, &st);
 	qp_group_state(fd, c.group, &state, &fq);
-	qp_diag("faulting job: wait %d, fence %d, group state 0x%x", r, st, state);
+	qp_diag("faulting job: wait %d, fence %d, group state 0x%x fatal_queues 0x%x after %.2f s",
+		r, st, state, fq, dt);
 	CHECK(r == 0, "the faulting job's fence never signalled: %s", strerror(-r));
-	CHECK(st < 0 || (state & DRM_PANTHOR_GROUP_STATE_FATAL_FAULT),
-	      "neither the fence nor the group report the fault");
+	/* as job_mmu_fault: an unhandled fault flags the queue fatal (CS_FATAL, or every queue
+	 * at the tick, panthor_sched.c ~2138-2143), its jobs get -EINVAL (~2176-2177), well
+	 * before the 5 s job timeout */
+	CHECK(st == -EINVAL, "fence status %d, want -EINVAL (a fatal queue)", st);
+	CHECK(state & DRM_PANTHOR_GROUP_STATE_FATAL_FAULT, "group state 0x%x lacks FATAL_FAULT",
+	      state);
+	CHECK(!(state & DRM_PANTHOR_GROUP_STATE_TIMEDOUT), "group state 0x%x: TIMEDOUT", state);
+	CHECK(fq & 1, "fatal_queues 0x%x lacks queue 0", fq);
+	CHECK(dt < 2.5, "the fault ended the job after %.2f s: the 5 s job timeout's path?", dt);
 	volatile uint32_t *d = c.data.map;
 	CHECK(d[0] == 0x12345678, "the store inside the BO: 0x%x", d[0]);
 	CHECK(d[1] == 0, "a store after the fault landed: 0x%x", d[1]);

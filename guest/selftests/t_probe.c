@@ -229,20 +229,23 @@ int test_query_timestamp_info(void)
 	struct drm_panthor_timestamp_info a, b;
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
+	double w0 = qp_now();
 	CHECK_OK(qp_query(fd, DRM_PANTHOR_DEV_QUERY_TIMESTAMP_INFO, &a, sizeof(a)));
 	qp_sleep_ms(20);
 	CHECK_OK(qp_query(fd, DRM_PANTHOR_DEV_QUERY_TIMESTAMP_INFO, &b, sizeof(b)));
+	double wall = qp_now() - w0;
 	uint64_t cpu_hz = cntfrq(), model_hz = qp_env_or("TIMESTAMP_HZ", 0);
 	qp_diag("timestamp_frequency %llu (cntfrq_el0 %llu, GPU model %llu) ts %llu -> %llu "
-		"offset %llu", (unsigned long long)a.timestamp_frequency,
+		"offset %llu; %.4f s around both queries", (unsigned long long)a.timestamp_frequency,
 		(unsigned long long)cpu_hz, (unsigned long long)model_hz,
 		(unsigned long long)a.current_timestamp, (unsigned long long)b.current_timestamp,
-		(unsigned long long)a.timestamp_offset);
+		(unsigned long long)a.timestamp_offset, wall);
 #ifdef __aarch64__
-	CHECK(a.timestamp_frequency != 0, "timestamp frequency is 0");
-	CHECK(a.timestamp_frequency == cpu_hz || a.timestamp_frequency == model_hz,
-	      "frequency %llu is neither the arch timer's nor the GPU model's",
-	      (unsigned long long)a.timestamp_frequency);
+	/* panthor reports the arch timer's frequency, nothing else (7.2 panthor_drv.c
+	 * ~831-833: arch_timer_get_cntfrq()); the GPU's TIMESTAMP must tick at that rate */
+	CHECK(cpu_hz != 0, "cntfrq_el0 reads 0");
+	CHECK(a.timestamp_frequency == cpu_hz, "frequency %llu, cntfrq_el0 %llu",
+	      (unsigned long long)a.timestamp_frequency, (unsigned long long)cpu_hz);
 #else
 	/* panthor_ioctl_dev_query: without CONFIG_ARM_ARCH_TIMER (a COMPILE_TEST build on
 	 * x86) the frequency is reported as 0; the timestamps still come from the GPU. */
@@ -251,12 +254,15 @@ int test_query_timestamp_info(void)
 #endif
 	CHECK(b.timestamp_frequency == a.timestamp_frequency, "frequency changed");
 	CHECK(b.current_timestamp > a.current_timestamp, "GPU timestamp did not advance");
-	/* 20 ms apart: at least 10 ms of ticks, at most 10 s (loose: TCG time) */
 	/* ticks of the GPU model's timestamp counter where the kernel reports no frequency */
 	double hz = a.timestamp_frequency ? (double)a.timestamp_frequency : (double)model_hz;
 	CHECK(hz > 0, "no timestamp frequency to check the timestamps against");
+	/* each TIMESTAMP read is inside its query, the 20 ms sleep between them: at least
+	 * 20 ms of ticks, at most the wall time around both queries (+10 ms: the clocks of
+	 * the guest and of the GPU's backend are separate; as pf_timestamp bounds it) */
 	double dt = (double)(b.current_timestamp - a.current_timestamp) / hz;
-	CHECK(dt > 0.010 && dt < 10.0, "timestamps %.3f s apart for a 20 ms sleep", dt);
+	CHECK(dt >= 0.020 && dt <= wall + 0.010,
+	      "timestamps %.4f s apart for a 20 ms sleep, %.4f s around both queries", dt, wall);
 	if (q.size >= sizeof(struct drm_panthor_timestamp_info)) {
 		/* extended query: GPU + CPU monotonic + cycle count + duration */
 		struct drm_panthor_timestamp_info c;
@@ -489,7 +495,7 @@ int test_kmsg_probe_clean(void)
  * purpose. No WARN/BUG/oops anywhere; every panthor line that reports a problem is one of:
  * the probe's known regulator line, an "Unhandled Page fault" at the suite's hole VA, a
  * CS_FATAL of a suite process whose exception is a bad opcode (0x49) or a translation fault
- * at that hole (0xc2), or a "job timeout" of a suite process. A fault reported in another
+ * at that hole (0xc2), or the one "job timeout" of job_timeout_recovery when it ran. A fault reported in another
  * VM's name, a fetch in a disabled AS (0xc0), a CSG request timeout or a reset all fail. */
 int test_kmsg_faults_only_expected(void)
 {
@@ -556,5 +562,10 @@ int test_kmsg_faults_only_expected(void)
 	qp_diag("%d page faults, %d CS_FATALs, %d job timeouts in the log, all expected unless "
 		"listed above", faults, fatals, timeouts);
 	CHECK(bad == 0, "%d unexpected kernel log lines", bad);
+	/* one "job timeout" (panthor_sched.c ~3421) is job_timeout_recovery's, when it ran
+	 * before (the long suite: --suite long/all or named); no other test may time out */
+	int want = qp_test_ran("job_timeout_recovery");
+	CHECK(timeouts == want, "%d 'job timeout' lines, want %d (job_timeout_recovery %s)",
+	      timeouts, want, want ? "ran" : "did not run");
 	return QP_PASS;
 }
