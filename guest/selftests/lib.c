@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -103,6 +105,45 @@ int qp_write_file(const char *path, const char *s)
 	int err = n < 0 ? -errno : 0;
 	close(fd);
 	return err;
+}
+
+int qp_rm_module(const char *name)
+{
+	/* like rmmod: O_NONBLOCK fails with EWOULDBLOCK instead of waiting while in use */
+	for (int i = 0; i < 200; i++) {
+		if (syscall(SYS_delete_module, name, O_NONBLOCK) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK && errno != EAGAIN && errno != EBUSY)
+			return -errno;
+		usleep(10000); /* bounded: a runtime-PM or close path still holds it */
+	}
+	return -EBUSY;
+}
+
+int qp_ins_module(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = syscall(SYS_finit_module, fd, "", 0) ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+static bool render_node_present(void)
+{
+	struct stat st;
+	return stat("/dev/dri/renderD128", &st) == 0 && S_ISCHR(st.st_mode);
+}
+
+int qp_wait_render_node(bool present, int timeout_ms)
+{
+	for (int ms = 0; ms <= timeout_ms; ms += 5) {
+		if (render_node_present() == present)
+			return ms;
+		usleep(5000);
+	}
+	return -1;
 }
 
 bool qp_module_loaded(const char *name)

@@ -49,6 +49,8 @@ const struct qp_test qp_tests[] = {
 	 * last one ends in an unhandled fault on purpose */
 	T(alloc_on_fault_store, 60), T(alloc_on_fault_granule, 60), T(alloc_on_fault_many, 120),
 	T(alloc_on_fault_out_of_bo, 60),
+	/* an injected firmware boot failure unplugs the device; the test reloads the driver */
+	T(fw_boot_fail_unplug, 60),
 	/* last: reloads the driver and the glue */
 	T(glue_reload_cycles, 90),
 	/* benchmarks: only when named */

@@ -84,6 +84,11 @@ void qp_sleep_ms(unsigned ms);     /* used only inside bounded polls */
 int qp_read_file(const char *path, char *buf, size_t len); /* 0 or -errno; NUL-terminated */
 int qp_write_file(const char *path, const char *s);        /* 0 or -errno */
 bool qp_module_loaded(const char *name);
+/* rmmod (0, or -EBUSY after ~2 s in use) / insmod of a module file; -errno on failure */
+int qp_rm_module(const char *name);
+int qp_ins_module(const char *path);
+/* wait until /dev/dri/renderD128 is (not) there: ms waited, or -1 after timeout_ms */
+int qp_wait_render_node(bool present, int timeout_ms);
 int qp_kernel_major(void); /* the running kernel's major version (uname); 0 if unknown */
 /* the panthor platform device directory in sysfs, e.g. /sys/bus/platform/devices/qemu-panthor.16 */
 int qp_panthor_sysfs(char *buf, size_t len);
@@ -323,6 +328,7 @@ int test_progress_timeout(void);
 int test_ping_timeout_reset(void);
 int test_reset_in_flight(void);
 int test_lock_region_stall(void);
+int test_fw_boot_fail_unplug(void);
 /* t_csf.c */
 int test_tiler_oom_grow(void);
 int test_tiler_oom_fail(void);

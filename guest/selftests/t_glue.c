@@ -13,29 +13,6 @@
 
 #define CYCLES 3
 
-static int rm_module(const char *name)
-{
-	/* like rmmod: O_NONBLOCK fails with EWOULDBLOCK instead of waiting while in use */
-	for (int i = 0; i < 200; i++) {
-		if (syscall(SYS_delete_module, name, O_NONBLOCK) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK && errno != EAGAIN && errno != EBUSY)
-			return -errno;
-		usleep(10000); /* bounded: a runtime-PM or close path still holds it */
-	}
-	return -EBUSY;
-}
-
-static int ins_module(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = syscall(SYS_finit_module, fd, "", 0) ? -errno : 0;
-	close(fd);
-	return r;
-}
-
 static bool glue_platform_device_exists(void)
 {
 	DIR *d = opendir("/sys/bus/platform/devices");
@@ -46,22 +23,6 @@ static bool glue_platform_device_exists(void)
 		found |= !strncmp(e->d_name, "qemu-panthor.", 13); /* not the 6.12 DTB regulator */
 	closedir(d);
 	return found;
-}
-
-static bool render_node_present(void)
-{
-	struct stat st;
-	return stat("/dev/dri/renderD128", &st) == 0 && S_ISCHR(st.st_mode);
-}
-
-static int wait_render_node(bool present, int timeout_ms)
-{
-	for (int ms = 0; ms <= timeout_ms; ms += 5) {
-		if (render_node_present() == present)
-			return ms;
-		usleep(5000);
-	}
-	return -1;
 }
 
 /* a kernel record that would betray a broken remove path */
@@ -89,15 +50,15 @@ int test_glue_reload_cycles(void)
 	CHECK(kfd >= 0, "/dev/kmsg: %s", strerror(errno));
 	double t0 = qp_now();
 	for (int i = 0; i < CYCLES; i++) {
-		CHECK_OK(rm_module("panthor"));
-		CHECK(wait_render_node(false, 2000) >= 0, "cycle %d: render node outlived panthor", i);
-		CHECK_OK(rm_module("panthor_glue"));
+		CHECK_OK(qp_rm_module("panthor"));
+		CHECK(qp_wait_render_node(false, 2000) >= 0, "cycle %d: render node outlived panthor", i);
+		CHECK_OK(qp_rm_module("panthor_glue"));
 		CHECK(!qp_module_loaded("panthor_glue"), "cycle %d: glue still loaded", i);
 		CHECK(!glue_platform_device_exists(),
 		      "cycle %d: a qemu-panthor platform device survived the glue", i);
-		CHECK_OK(ins_module("/lib/modules/panthor_glue.ko"));
-		CHECK_OK(ins_module("/lib/modules/panthor.ko"));
-		int ms = wait_render_node(true, 10000);
+		CHECK_OK(qp_ins_module("/lib/modules/panthor_glue.ko"));
+		CHECK_OK(qp_ins_module("/lib/modules/panthor.ko"));
+		int ms = qp_wait_render_node(true, 10000);
 		CHECK(ms >= 0, "cycle %d: panthor did not re-probe (no render node)", i);
 		/* the re-probed driver talks to the GPU: identity and firmware interface */
 		int fd = qp_open();

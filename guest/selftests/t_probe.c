@@ -494,9 +494,11 @@ int test_kmsg_probe_clean(void)
 /* Run after the fault tests: the whole kernel log holds only the faults the suite caused on
  * purpose. No WARN/BUG/oops anywhere; every panthor line that reports a problem is one of:
  * the probe's known regulator line, an "Unhandled Page fault" at the suite's hole VA, a
- * CS_FATAL of a suite process whose exception is a bad opcode (0x49) or a translation fault
- * at that hole (0xc2), or the one "job timeout" of job_timeout_recovery when it ran. A fault reported in another
- * VM's name, a fetch in a disabled AS (0xc0), a CSG request timeout or a reset all fail. */
+ * CS_FATAL of a suite process whose exception is a bad opcode (0x49) or the bus fault that
+ * ends an access at that hole once panthor disabled the faulted AS (0x48 CS_BUS_FAULT, kbase's
+ * cs_error_worker), or the one "job timeout" of job_timeout_recovery when it ran. A fault reported in another
+ * VM's name, a fetch in a disabled AS (a bus fault elsewhere), a CSG request timeout or a
+ * reset all fail. */
 int test_kmsg_faults_only_expected(void)
 {
 	static char log[1 << 20];
@@ -534,7 +536,7 @@ int test_kmsg_faults_only_expected(void)
 			unsigned long type = strtoul(p + 27, NULL, 16);
 			const char *info = strstr(line, "CS_FATAL_INFO.EXCEPTION_DATA: 0x");
 			unsigned long long va = info ? strtoull(info + 32, NULL, 16) : 0;
-			if (type != 0x49 && !(type == 0xc2 && va == 0x7654320ull)) {
+			if (type != 0x49 && !(type == 0x48 && va == 0x7654320ull)) {
 				qp_diag("unexpected CS_FATAL: %.240s", line);
 				bad++;
 			}

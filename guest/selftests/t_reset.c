@@ -622,3 +622,79 @@ int test_lock_region_stall(void)
 	return QP_PASS;
 }
 
+
+#define TP_BOOT_ARMED 0x30
+#define TP_OP_FW_BOOT_FAIL 5u
+
+/* wait (bounded) until the kernel log from `kfd` holds `needle`; the log read so far in `log` */
+static bool wait_kmsg(int kfd, char *log, size_t len, const char *needle, unsigned ms)
+{
+	size_t have = 0;
+	double end = qp_now() + ms / 1000.0;
+	do {
+		have += qp_kmsg_drain(kfd, log + have, len - have);
+		if (strstr(log, needle))
+			return true;
+		qp_sleep_ms(20);
+	} while (qp_now() < end && have + 1 < len);
+	return false;
+}
+
+/*
+ * The firmware does not come back after a reset: the test port's FW_BOOT_FAIL makes the next
+ * boot fault (MCU_STATUS FATAL, no boot interrupt) and AS_STUCK makes a VM_BIND trigger the
+ * reset. panthor_fw_start gives up after 1 s ("Failed to boot MCU (status=fatal)") and the
+ * reset work unplugs the device ("Failed to boot MCU after reset, making device unusable."):
+ * every ioctl on an open file then fails with -ENODEV and nothing oopses. Reloading the
+ * driver probes the GPU again (the injected fault fired once) and jobs run.
+ */
+int test_fw_boot_fail_unplug(void)
+{
+	int r = tp_open();
+	if (r)
+		return r;
+	CHECK_OK(pm_keep_on());
+	int fd = qp_open();
+	struct qp_ctx a;
+	CHECK_OK(qp_ctx_init(&a, fd, 4096, 4096));
+	CHECK_OK(run_inc(&a, 1)); /* a's VM owns an AS slot: its next map LOCKs */
+	int kfd = qp_kmsg_open(true);
+	uint32_t fired0 = tp_rd(TP_FIRED);
+	tp_wr(TP_INJECT, TP_CODE(TP_OP_FW_BOOT_FAIL, TP_ANY_AS, 1));
+	CHECK(tp_rd(TP_RESULT) == 0 && tp_rd(TP_BOOT_ARMED) == 1, "arm: result %u boot armed %u",
+	      tp_rd(TP_RESULT), tp_rd(TP_BOOT_ARMED));
+	tp_wr(TP_INJECT, TP_CODE(TP_OP_AS_STUCK, TP_ANY_AS, 1));
+	struct qp_bo bo;
+	CHECK_OK(qp_bo_create(fd, 4096, 0, 0, &bo));
+	double t0 = qp_now();
+	r = qp_vm_map(fd, a.vm, &bo, 0x5000000, DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC);
+	static char log[1 << 16];
+	bool gone = wait_kmsg(kfd, log, sizeof(log), "making device unusable", 15000);
+	double dt = qp_now() - t0;
+	close(kfd);
+	qp_kmsg_show(log);
+	qp_diag("VM_BIND %d; device unusable after %.2f s; test port fired %u, boot armed %u", r,
+		dt, tp_rd(TP_FIRED) - fired0, tp_rd(TP_BOOT_ARMED));
+	CHECK(gone, "no 'making device unusable' within 15 s of the failed firmware boot");
+	CHECK(tp_rd(TP_FIRED) - fired0 == 2 && tp_rd(TP_BOOT_ARMED) == 0,
+	      "fired %u (want the AS hang and the boot failure)", tp_rd(TP_FIRED) - fired0);
+	CHECK(qp_kmsg_count(log, "Failed to boot MCU (status=fatal)") == 1,
+	      "want one 'Failed to boot MCU (status=fatal)' line");
+	CHECK(!strstr(log, "WARNING:") && !strstr(log, "BUG:") && !strstr(log, "Oops"),
+	      "kernel warning after the unplug (shown above)");
+	/* the open file outlives the device: every ioctl now says the device is gone */
+	struct drm_panthor_gpu_info gi;
+	CHECK_ERR(qp_query(fd, DRM_PANTHOR_DEV_QUERY_GPU_INFO, &gi, sizeof(gi)), ENODEV);
+	qp_ctx_fini(&a);
+	close(fd);
+	/* a driver reload probes the GPU again: the firmware boots, jobs run */
+	CHECK_OK(qp_rm_module("panthor"));
+	CHECK(qp_wait_render_node(false, 2000) >= 0, "render node outlived panthor");
+	CHECK_OK(qp_ins_module("/lib/modules/panthor.ko"));
+	CHECK(qp_wait_render_node(true, 10000) >= 0, "panthor did not re-probe");
+	CHECK_OK(pm_keep_on());
+	fd = qp_open();
+	CHECK_OK(fresh_job_works(fd, "after the reload"));
+	close(fd);
+	return QP_PASS;
+}
