@@ -221,23 +221,21 @@ class FaultInjector:
 
     def _work(self) -> bool:
         """Firmware: a work item is being issued; True = it never completes."""
-        if not self.work_armed:
-            return False
-        self.work_armed -= 1
-        self.fired += 1
-        self.fired_log.append("work item hangs")
-        log.warning("test port: a work item hangs (never completes)")
-        self._sync_hooks()
-        return True
+        return self._fire("work_armed", "work item hangs")
 
     def _boot(self) -> bool:
-        """Firmware: MCU_CONTROL asks for a boot; True = it fails."""
-        if not self.boot_armed:
+        """Firmware: MCU_CONTROL asks for a boot; True = it fails (MCU_STATUS FATAL)."""
+        return self._fire("boot_armed", "firmware boot failed")
+
+    def _fire(self, armed: str, what: str) -> bool:
+        """Take one shot of the counter ``armed`` (an attribute), if any is left."""
+        left = getattr(self, armed)
+        if not left:
             return False
-        self.boot_armed -= 1
+        setattr(self, armed, left - 1)
         self.fired += 1
-        self.fired_log.append("firmware boot failed")
-        log.warning("test port: the firmware boot fails (MCU_STATUS FATAL)")
+        self.fired_log.append(what)
+        log.warning("test port: %s", what)
         self._sync_hooks()
         return True
 

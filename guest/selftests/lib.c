@@ -146,6 +146,21 @@ int qp_wait_render_node(bool present, int timeout_ms)
 	return -1;
 }
 
+int qp_check_fault_ended_job(int st, uint32_t state, uint32_t fq, double dt)
+{
+	/* an unhandled fault on the VM: the tick flags the faulty queue (CS_FATAL) or, with
+	 * none reported, every queue fatal (panthor_sched.c ~2138-2143); the group ends and
+	 * its in-flight jobs get -EINVAL for a fatal queue (~2176-2177), not -ETIMEDOUT, well
+	 * before the 5 s job timeout (JOB_TIMEOUT_MS, ~93) */
+	CHECK(st == -EINVAL, "fence status %d, want -EINVAL (a fatal queue)", st);
+	CHECK(state & DRM_PANTHOR_GROUP_STATE_FATAL_FAULT, "group state 0x%x lacks FATAL_FAULT",
+	      state);
+	CHECK(!(state & DRM_PANTHOR_GROUP_STATE_TIMEDOUT), "group state 0x%x: TIMEDOUT", state);
+	CHECK(fq & 1, "fatal_queues 0x%x lacks queue 0", fq);
+	CHECK(dt < 2.5, "the fault ended the job after %.2f s: the 5 s job timeout's path?", dt);
+	return QP_PASS;
+}
+
 bool qp_module_loaded(const char *name)
 {
 	static char mods[16384];

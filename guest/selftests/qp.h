@@ -84,6 +84,9 @@ void qp_sleep_ms(unsigned ms);     /* used only inside bounded polls */
 int qp_read_file(const char *path, char *buf, size_t len); /* 0 or -errno; NUL-terminated */
 int qp_write_file(const char *path, const char *s);        /* 0 or -errno */
 bool qp_module_loaded(const char *name);
+/* the fence status, group state, fatal queues and time of a job an unhandled GPU fault ended:
+ * QP_PASS if panthor ended it as it does (-EINVAL, FATAL_FAULT, queue 0, under 2.5 s) */
+int qp_check_fault_ended_job(int st, uint32_t state, uint32_t fq, double dt);
 /* rmmod (0, or -EBUSY after ~2 s in use) / insmod of a module file; -errno on failure */
 int qp_rm_module(const char *name);
 int qp_ins_module(const char *path);
