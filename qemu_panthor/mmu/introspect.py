@@ -156,7 +156,10 @@ def walk(mmu: Mmu, as_nr: int, va: int, access: Access = Access.READ) -> Transla
     if not code:
         code = exc.PERM_FAULT + level if NEED[access] & ~perm else 0
     if code:
-        return MmuFault(as_nr, va & _M64, Access(access), code, code in BUS_CODES)
+        bus = code in BUS_CODES
+        if bus and mmu.bus_fault_hook is not None:
+            code = exc.GPU_BUS_FAULT  # as a GPU access reports it on CSF (Mmu._fault)
+        return MmuFault(as_nr, va & _M64, Access(access), code, bus)
     return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
                        attr, level, bool(perm & PERM_R))
 

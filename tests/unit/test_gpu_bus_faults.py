@@ -17,7 +17,7 @@ from support import pgtable_writer as ptw
 
 from qemu_panthor.gpu import MaliGpu
 from qemu_panthor.gpu.models import G52, G610
-from qemu_panthor.mmu import MmuFault
+from qemu_panthor.mmu import MmuFault, introspect
 
 GPU_INT_RAWSTAT, GPU_FAULT_STATUS, GPU_FAULT_ADDR_LO, GPU_FAULT_ADDR_HI = 0x20, 0x3C, 0x40, 0x44
 MMU_INT_RAWSTAT = 0x2000
@@ -66,6 +66,9 @@ def test_a_page_table_read_of_no_memory_is_a_gpu_bus_fault_without_an_address() 
     # GPU_BUS_FAULT | READ (2) << 8 | JASID_VALID | AS 1 << 12; the PA is not reported
     assert _r(gpu, GPU_FAULT_STATUS) == 0x80 | 2 << 8 | 1 << 11 | 1 << 12
     assert _r(gpu, MMU_INT_RAWSTAT) == 0 and _r(gpu, AS1 + AS_FAULTSTATUS) == 0
+    # introspection (QMP x-query-mali-translate) names the fault the GPU reports
+    f = introspect.walk(gpu.mmu, 1, VA)
+    assert isinstance(f, MmuFault) and f.bus and f.exception_type == 0x80
 
 
 def test_the_jm_g52_still_reports_bus_faults_in_the_address_space() -> None:
