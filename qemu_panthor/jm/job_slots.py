@@ -48,6 +48,9 @@ _STOPPED = int(ExceptionType.STOPPED)
 _TERMINATED = int(ExceptionType.TERMINATED)
 _JOB_CONFIG_FAULT = int(ExceptionType.JOB_CONFIG_FAULT)
 _JOB_BUS_FAULT = int(ExceptionType.JOB_BUS_FAULT)
+_DATA_INVALID_FAULT = int(ExceptionType.DATA_INVALID_FAULT)
+#: JS_STATUS while a chain runs (kbase BASE_JD_EVENT_ACTIVE; 0 is NOT_STARTED)
+_ACTIVE = int(ExceptionType.ACTIVE)
 #: jobs a slot runs before yielding to the event loop
 SLICE_JOBS = 64
 #: slot register word offset -> (register, HI word); JobSlot's fields are the names in lower case
@@ -72,6 +75,8 @@ class JobSlot:
     flush_id_next: int = 0
     #: a chain is loaded and not ended (JS_STATE bit js)
     active: bool = False
+    #: the chain's first job is still to be fetched (even from VA 0: START has no "empty")
+    first: bool = False
     #: the stop COMMAND waiting to act at the next job boundary (0: none)
     stop: int = 0
     #: the MMU fault the job at TAIL is stalled on, and the AS binding when it stalled
@@ -184,14 +189,18 @@ class JobControl:
 
     # -- execution ------------------------------------------------------------------------
     def _take_next(self, s: JobSlot) -> None:
-        """The slot takes its _NEXT set as the current chain."""
+        """The slot takes its _NEXT set as the current chain; the _NEXT registers read 0 again
+        (kbase reads HEAD_NEXT after a COMMAND_NEXT NOP to learn whether the queued chain was
+        taken; ARM's NoMali model clears HEAD/AFFINITY/CONFIG_NEXT the same way)."""
         s.head = s.tail = s.head_next
         s.affinity = s.affinity_next
         s.config = s.config_next
-        s.status = 0
+        s.head_next = s.affinity_next = s.config_next = 0
+        s.status = _ACTIVE
         s.stop = 0
         s.command_next = 0
         s.active = True
+        s.first = True
         self.kick()
 
     def kick(self) -> None:
@@ -247,9 +256,13 @@ class JobControl:
     def _run_slot(self, s: JobSlot, budget: int) -> None:
         for _ in range(max(1, budget)):
             if s.stop:
-                self._end(s, _STOPPED if s.stop == R.JsCommand.SOFT_STOP else _TERMINATED)
+                if s.stop == R.JsCommand.SOFT_STOP:
+                    s.head = s.tail  # kbase: a soft-stopped chain has HEAD == TAIL
+                    self._end(s, _STOPPED)
+                else:
+                    self._end(s, _TERMINATED)
                 return
-            if s.tail:
+            if s.tail or s.first:
                 self._run_job(s)
                 if not s.active or s.stalled is not None:
                     return
@@ -266,7 +279,13 @@ class JobControl:
         if isinstance(raw, MmuFault):
             self._mmu_fault(s, raw, va, write_back=False)
             return
-        _status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
+        status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
+        if status & 0xFF == _DONE:
+            # a job that already ran: the GPU refuses it (IGT igt_panfrost_job_loop zeroes
+            # each job's status "to allow re-execution", else DATA_INVALID_FAULT; *inferred*
+            # that only DONE is refused: a stopped chain resumes at a job not yet run)
+            self._fail(s, _DATA_INVALID_FAULT, va)
+            return
         jtype = control >> R.HDR_TYPE_SHIFT & R.HDR_TYPE_MASK
         if not control & R.HDR_IS_64B or jtype == R.JobType.NOT_STARTED or jtype > max(R.JobType):
             self._fail(s, _JOB_CONFIG_FAULT, va)
@@ -286,6 +305,7 @@ class JobControl:
                 self._mmu_fault(s, f, va, write_back=False)
                 return
         s.jobs_done += 1
+        s.first = False
         s.tail = nxt
 
     def _write_value(self, as_nr: int, job: int) -> int | MmuFault:
@@ -334,6 +354,7 @@ class JobControl:
         """The chain stops with ``code`` (a fault, STOPPED or TERMINATED): FAILED(js)."""
         s.status = code
         s.active = False
+        s.first = False
         s.stop = 0
         s.stalled = s.stalled_binding = None
         s.chains_failed += 1

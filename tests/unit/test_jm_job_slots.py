@@ -412,3 +412,50 @@ def test_garbage_chains_and_registers_never_raise(garbage: bytes, ops: list) -> 
     assert not g.jm.read32(RAWSTAT) & ~0x0007_0007
     for js in range(3):
         assert g.jm.read32(0x800 + js * 0x80 + STATUS) in PANFROST_NAMED
+
+
+def test_a_job_that_already_ran_is_refused_with_data_invalid_fault() -> None:
+    """A job header whose exception status already says DONE is not run again: IGT's
+    igt_panfrost_job_loop zeroes each job's status "to allow re-execution (if we don't do that
+    we end up with an INVALID_DATA fault on the second execution)". A NULL job chained to
+    itself runs once and then fails, instead of spinning until the driver's timeout."""
+    g = Gpu()
+    job = g.job(BO_VA, NULL, nxt=BO_VA)  # next = itself
+    g.submit(JS1, job)
+    assert not g.jm.pump(100)
+    assert g.jm.slots[1].jobs_done == 1
+    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x58
+    assert g.u32(job) == 0x58 and g.u64(job + 8) == job  # status, fault pointer
+
+
+def test_the_next_registers_read_zero_once_the_slot_takes_them() -> None:
+    """kbase decides whether a queued chain was taken by reading HEAD_NEXT after a
+    COMMAND_NEXT NOP (non-zero: still queued), so taking the _NEXT set clears it."""
+    g = Gpu()
+    g.submit(JS1, _loop(g))
+    assert (g.jm.read32(JS1 + HEAD_NEXT), g.jm.read32(JS1 + CONFIG_NEXT),
+            g.jm.read32(JS1 + AFFINITY_NEXT)) == (0, 0, 0)
+    assert g.jm.read32(JS1 + HEAD) == BO_VA
+    # while the chain runs JS_STATUS reads ACTIVE (kbase BASE_JD_EVENT_ACTIVE 0x08)
+    assert g.jm.pump(10) and g.jm.read32(JS1 + STATUS) == 0x08
+
+
+def test_a_soft_stopped_chain_has_head_equal_to_tail() -> None:
+    """kbase_job_done: "For a soft-stopped job chain js_tail should same as the js_head"."""
+    g = Gpu()
+    g.submit(JS1, _loop(g))
+    assert g.jm.pump(7)
+    g.jm.write32(JS1 + COMMAND, 2)  # SOFT_STOP
+    assert not g.jm.pump(10)
+    assert g.jm.read32(JS1 + STATUS) == 0x03
+    assert g.jm.read32(JS1 + HEAD) == g.jm.read32(JS1 + TAIL) != 0
+
+
+def test_start_with_head_next_zero_fetches_a_job_at_va_zero() -> None:
+    """START has no "empty chain": HEAD_NEXT 0 makes the slot fetch a descriptor at VA 0,
+    which faults in the MMU (unmapped here) instead of completing DONE with nothing run."""
+    g = Gpu()
+    g.submit(JS1, 0)
+    assert not g.jm.pump()
+    assert g.jm.slots[1].stalled is not None and g.jm.slots[1].stalled.va == 0
+    assert g.jm.read32(RAWSTAT) == 0 and g.jm.slots[1].jobs_done == 0
