@@ -62,6 +62,9 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 _DECODE_ERRORS = (ConstructError, struct.error)
 # Replies queued for a client that does not read them: stop reading its requests above this.
 HIGH_WATER = 4 << 20
+# A message above our limit is drained (the stream stays in sync) up to this size; a header
+# claiming more is garbage and ends the session (64 MiB: QEMU's largest max_data_xfer_size).
+DRAIN_LIMIT = (64 << 20) + 4096
 # recvmsg calls per readiness callback before yielding to the loop (other work, timers).
 READS_PER_WAKEUP = 16
 
@@ -115,8 +118,8 @@ class Connection:
         for i, spec in dev.bars.items():
             if not spec.mmap_areas:
                 self.fast_bars[i] = spec.size
-        regions = RegionCommands(dev, stats, max_data_xfer_size=server.max_data_xfer_size,
-                                 trace=self.trace)
+        self.regions = regions = RegionCommands(
+            dev, stats, max_data_xfer_size=server.max_data_xfer_size, trace=self.trace)
         irqs = IrqCommands(self.router, trace=self.trace)
         dma = DmaCommands(self.dma, stats, trace=self.trace)
         C = P.Command
@@ -334,6 +337,14 @@ class Connection:
                 close_fds(self.take_fds(self.base + s + 16)[0])
                 self.error(mid, cmd, flags, errno.EINVAL, f"message size {size} < header")
                 continue
+            if size > DRAIN_LIMIT:
+                # no client sends this much (QEMU's largest transfer is 64 MiB): a header not
+                # to be trusted. Draining it would swallow every later request without a
+                # reply; QEMU treats such a stream as broken too: reply, then hang up.
+                self.error(mid, cmd, flags, errno.E2BIG,
+                           f"header size {size}: stream out of sync, closing", logging.WARNING)
+                self.close()
+                return
             if size > self.max_msg_size:
                 self.drain = size
                 self.drain_end = self.base + s + size
@@ -406,6 +417,7 @@ class Connection:
         if cmd == _VERSION:
             self.negotiated = True
             self.requests.client_max_xfer = self.version.client_max_xfer
+            self.regions.client_max_fds = self.version.client_max_fds
         if flags & _NO_REPLY:
             return
         if isinstance(result, tuple):

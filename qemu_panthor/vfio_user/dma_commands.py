@@ -19,6 +19,7 @@ from .version import PGSIZES
 PAGE_SIZE = PGSIZES & -PGSIZES  # the smallest page size we advertise: DMA_MAP granularity
 
 tlog = logging.getLogger("qemu_panthor.vfio_user.trace")
+log = logging.getLogger(__name__)
 
 
 class DmaCommands:
@@ -29,6 +30,7 @@ class DmaCommands:
         self.stats = stats
         self.trace = trace
         self.warned_unsafe_fd = False
+        self.warned_no_fd = False
 
     def dma_map(self, payload: bytes, fds: list[int]) -> bytes:
         """DMA_MAP: 32-byte payload, argsz 32, page-aligned address/size/offset, at most one
@@ -68,6 +70,15 @@ class DmaCommands:
             raise ProtocolError(e.errno, str(e)) from None
         if fd is None:
             self.stats.dma_maps_without_fd += 1
+            if not self.warned_no_fd:
+                # GPU access to this memory goes through DMA_READ/DMA_WRITE messages, laid out
+                # as the spec and libvfio-user say (u64 count, data at +16); QEMU 11.1's client
+                # puts the data at +12 (docs/vfio-user.md "DMA without an fd"). Said once.
+                self.warned_no_fd = True
+                log.warning("DMA_MAP %#x+%#x without an fd: GPU accesses to it go by "
+                            "DMA_READ/DMA_WRITE messages, whose layout QEMU 11.1 does not "
+                            "follow; share guest RAM (-object memory-backend-memfd,share=on)",
+                            m.address, m.size)
         else:
             self.stats.dma_maps_with_fd += 1
         if self.trace:

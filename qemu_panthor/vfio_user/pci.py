@@ -121,8 +121,9 @@ Bar = BarSpec
 class MsixCapability:
     """MSI-X: ``vectors`` table entries; table and PBA located in BARs of this function.
 
-    QEMU emulates the table and PBA itself (it overlays them on the BAR), so the BAR only has to
-    exist and be large enough.
+    QEMU emulates the table itself (it overlays it on the BAR) and forwards PBA reads to the
+    server, which reads 0 there (no pending bits; docs/vfio-user.md): the BAR only has to exist
+    and be large enough.
     """
 
     vectors: int

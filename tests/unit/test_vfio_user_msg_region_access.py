@@ -85,3 +85,21 @@ async def test_write_multi_over_the_bound_is_refused_fast() -> None:
         body = struct.pack("<Q", n) + (struct.pack("<QII", 0x10, 0, 4) + bytes(8)) * n
         msg = await c.request(REGION_WRITE_MULTI, body)
         assert msg.payload == struct.pack("<Q", n) and len(dev.accesses) == n
+
+
+async def test_write_multi_takes_any_size_up_to_8_and_refuses_9() -> None:
+    """The spec: each entry "can only describe writes of 8 bytes or less": a 3-byte entry is
+    applied (as aligned register pieces), a 9-byte one refuses the whole batch, nothing done."""
+    async with served() as (dev, _s, c):
+        entries = [(0x10, 4, b"\x01\x02\x03\x04"), (0x21, 3, b"\xaa\xbb\xcc")]
+        body = struct.pack("<Q", 2) + b"".join(
+            struct.pack("<QII", off, 0, n) + data.ljust(8, b"\0") for off, n, data in entries)
+        msg = await c.request(REGION_WRITE_MULTI, body)
+        assert msg.payload == struct.pack("<Q", 2)
+        assert await c.region_read(0, 0x10, 4) == b"\x01\x02\x03\x04"
+        assert await c.region_read(0, 0x21, 3) == b"\xaa\xbb\xcc"
+        before = len(dev.accesses)
+        bad = struct.pack("<Q", 2) + struct.pack("<QII", 0x40, 0, 4) + bytes(8) + struct.pack(
+            "<QII", 0x48, 0, 9) + bytes(8)
+        await expect_errno(c, REGION_WRITE_MULTI, bad)
+        assert len(dev.accesses) == before

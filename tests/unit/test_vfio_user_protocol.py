@@ -128,6 +128,17 @@ async def test_oversized_message_is_drained_and_rejected() -> None:
         assert await c.region_read(7, 0, 2) == b"\xf4\x1a"
 
 
+async def test_a_header_claiming_gigabytes_ends_the_session() -> None:
+    """A size no client sends (here 4 GiB - 16) cannot be drained without swallowing every
+    later request unanswered: the server replies E2BIG and hangs up, as QEMU's client treats
+    such a stream as broken too; the next client is served."""
+    async with served() as (_, _server, c):
+        c.send_raw(HDR.pack(7, REGION_READ, 0xFFFF_FFF0, 0, 0))
+        msg = await c.reply_for(7)
+        assert msg.is_error and msg.error == errno.E2BIG
+        assert await c.sock_eof(timeout=5)
+
+
 async def test_truncated_payloads_get_einval() -> None:
     async with served() as (_, _s, c):
         for cmd, payload in [

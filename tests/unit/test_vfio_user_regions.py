@@ -255,3 +255,16 @@ async def test_device_reset_calls_hook_and_resets_config() -> None:
         c.send(DEVICE_RESET, flags=NO_REPLY)
         await c.device_info()
         assert dev.resets == 2
+
+
+async def test_a_client_that_takes_no_fds_gets_no_mmap_area() -> None:
+    """VERSION max_msg_fds is the most fds the client takes in one message: with 0 the BAR is
+    offered without MMAP, its capability or its memfd; its sparse area is still served by
+    trapped accesses, from the same memory."""
+    async with served(negotiate=False) as (dev, _s, c):
+        await c.negotiate({"capabilities": {"max_msg_fds": 0}})
+        msg = await c.region_info(2, argsz=64)
+        _argsz, flags, _index, cap_offset, size, _ = info(msg.payload)
+        assert (flags, cap_offset, size) == (R | W, 0, 0x10000) and msg.fds == []
+        dev.bar_memory(2)[0x1800:0x1804] = b"dev!"
+        assert await c.region_read(2, 0x1800, 4) == b"dev!"
