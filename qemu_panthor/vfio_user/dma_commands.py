@@ -71,13 +71,14 @@ class DmaCommands:
         if fd is None:
             self.stats.dma_maps_without_fd += 1
             if not self.warned_no_fd:
-                # GPU access to this memory goes through DMA_READ/DMA_WRITE messages, laid out
-                # as the spec and libvfio-user say (u64 count, data at +16); QEMU 11.1's client
-                # puts the data at +12 (docs/vfio-user.md "DMA without an fd"). Said once.
+                # Only the async DMA_READ/DMA_WRITE messages reach such a window (laid out as
+                # the spec says, which QEMU 11.1's client does not follow: docs/vfio-user.md);
+                # device models that read guest memory in place (the GPU's MMU) see a bus
+                # error there. What an operator must fix: said once per connection.
                 self.warned_no_fd = True
-                log.warning("DMA_MAP %#x+%#x without an fd: GPU accesses to it go by "
-                            "DMA_READ/DMA_WRITE messages, whose layout QEMU 11.1 does not "
-                            "follow; share guest RAM (-object memory-backend-memfd,share=on)",
+                log.warning("DMA_MAP %#x+%#x without an fd: the GPU reads guest memory in "
+                            "place and cannot reach it (its accesses bus-fault); share guest "
+                            "RAM by fd (-object memory-backend-memfd,share=on)",
                             m.address, m.size)
         else:
             self.stats.dma_maps_with_fd += 1
