@@ -48,7 +48,6 @@ _STOPPED = int(ExceptionType.STOPPED)
 _TERMINATED = int(ExceptionType.TERMINATED)
 _JOB_CONFIG_FAULT = int(ExceptionType.JOB_CONFIG_FAULT)
 _JOB_BUS_FAULT = int(ExceptionType.JOB_BUS_FAULT)
-_DATA_INVALID_FAULT = int(ExceptionType.DATA_INVALID_FAULT)
 #: JS_STATUS while a chain runs (kbase BASE_JD_EVENT_ACTIVE; 0 is NOT_STARTED)
 _ACTIVE = int(ExceptionType.ACTIVE)
 #: jobs a slot runs before yielding to the event loop
@@ -279,13 +278,9 @@ class JobControl:
         if isinstance(raw, MmuFault):
             self._mmu_fault(s, raw, va, write_back=False)
             return
-        status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
-        if status & 0xFF == _DONE:
-            # a job that already ran: the GPU refuses it (IGT igt_panfrost_job_loop zeroes
-            # each job's status "to allow re-execution", else DATA_INVALID_FAULT; *inferred*
-            # that only DONE is refused: a stopped chain resumes at a job not yet run)
-            self._fail(s, _DATA_INVALID_FAULT, va)
-            return
+        # The exception status already in the header is not checked: Mesa's panvk resubmits
+        # chains whose headers say DONE (vkmark on the G52), which must run (docs/jm.md).
+        _status, _first, _fault_ptr, control, _dep1, _dep2, nxt = R.JOB_HEADER.unpack(raw)
         jtype = control >> R.HDR_TYPE_SHIFT & R.HDR_TYPE_MASK
         if not control & R.HDR_IS_64B or jtype == R.JobType.NOT_STARTED or jtype > max(R.JobType):
             self._fail(s, _JOB_CONFIG_FAULT, va)

@@ -414,20 +414,6 @@ def test_garbage_chains_and_registers_never_raise(garbage: bytes, ops: list) -> 
         assert g.jm.read32(0x800 + js * 0x80 + STATUS) in PANFROST_NAMED
 
 
-def test_a_job_that_already_ran_is_refused_with_data_invalid_fault() -> None:
-    """A job header whose exception status already says DONE is not run again: IGT's
-    igt_panfrost_job_loop zeroes each job's status "to allow re-execution (if we don't do that
-    we end up with an INVALID_DATA fault on the second execution)". A NULL job chained to
-    itself runs once and then fails, instead of spinning until the driver's timeout."""
-    g = Gpu()
-    job = g.job(BO_VA, NULL, nxt=BO_VA)  # next = itself
-    g.submit(JS1, job)
-    assert not g.jm.pump(100)
-    assert g.jm.slots[1].jobs_done == 1
-    assert g.jm.read32(RAWSTAT) == 1 << 17 and g.jm.read32(JS1 + STATUS) == 0x58
-    assert g.u32(job) == 0x58 and g.u64(job + 8) == job  # status, fault pointer
-
-
 def test_the_next_registers_read_zero_once_the_slot_takes_them() -> None:
     """kbase decides whether a queued chain was taken by reading HEAD_NEXT after a
     COMMAND_NEXT NOP (non-zero: still queued), so taking the _NEXT set clears it."""
