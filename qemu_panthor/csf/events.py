@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..eventloop import DeadlineTimer, running_loop
-from ..gpu.regs import JOB_INT_GLOBAL_IF
 from . import iface as I
 from .runtime import CsgRuntime, CsRuntime, FwRuntime
 from .section import SharedSection, ev, evlog
@@ -242,8 +241,7 @@ class CsfEvents:
             self.tl.instant("GLB", "IDLE event")
         s = self.section
         s.raise_event(s.glb_out(), s.glb_in() + I.GLB_INPUT.off["req"], I.GLB_IDLE)
-        if self.bus.read32(s.glb_in() + I.GLB_INPUT.off["ack_irq_mask"]) & I.GLB_IDLE:
-            s.irq(JOB_INT_GLOBAL_IF)
+        s.glb_irq(I.GLB_IDLE)
 
     def _idle_expired(self, csg: CsgRuntime) -> None:
         csg.idle_event = None

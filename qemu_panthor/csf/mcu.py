@@ -301,10 +301,7 @@ class CsfFirmware:
         if pend:
             ack = (ack & ~mask) | (req & mask)
             self.bus.write32(out_va, ack)
-            # the global interrupt only for acknowledgements the host asked to be told of
-            # (GLB_ACK_IRQ_MASK; panthor: ALLOC_EN, PING, the timers, IDLE_EN, IDLE)
-            if pend & g_in.get(inp, "ack_irq_mask"):
-                s.irq(JOB_INT_GLOBAL_IF)
+            s.glb_irq(pend)
         enabled = bool(req & I.GLB_IDLE_EN)
         if enabled != self.events.glb_idle_enabled:
             self.events.glb_idle_enabled = enabled

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..gpu.regs import JOB_INT_GLOBAL_IF
 from ..irqblock import IrqBlock
 from . import iface as I
 from .bus import McuBus
@@ -91,6 +92,13 @@ class SharedSection:
         if evlog.isEnabledFor(logging.DEBUG):
             ev("JOB_INT raise %#x", bits)
         self.job_irq.raise_bits(bits)
+
+    def glb_irq(self, changed: int) -> None:
+        """The global interface's interrupt (JOB_INT bit 31) for GLB_ACK bits that changed:
+        raised only if one of them is in GLB_ACK_IRQ_MASK (panthor unmasks ALLOC_EN, PING,
+        the timers, IDLE_EN and IDLE)."""
+        if changed & self.bus.read32(self.glb_in() + I.GLB_INPUT.off["ack_irq_mask"]):
+            self.irq(JOB_INT_GLOBAL_IF)
 
     def raise_event(self, out_va: int, in_va: int, bit: int) -> None:
         """Raise a toggle-style event: output bit := NOT input bit (pending while they differ).
