@@ -145,15 +145,21 @@ class Mmu(AsRegisters):
         """MMU_INT page-fault bit of ``as_nr`` raised and not yet cleared by the driver."""
         return 0 <= as_nr < regs.MAX_AS and bool(self.irq.rawstat >> as_nr & 1)
 
+    def make_fault(self, as_nr: int, va: int, access: int, code: int) -> MmuFault:
+        """The fault a walk or an access with exception ``code`` reports. On CSF parts (a
+        bus-fault hook) every bus fault is GPU_BUS_FAULT: CSF has no TRANSTAB_BUS_FAULT codes
+        (kbase, panthor)."""
+        bus = code in BUS_CODES
+        if bus and self.bus_fault_hook is not None:
+            code = exc.GPU_BUS_FAULT
+        return MmuFault(as_nr, va & _M64, Access(access), code, bus)
+
     def _fault(
         self, st: AsSlot | None, as_nr: int, va: int, access: int, code: int, report: bool,
         pa: int | None = None,
     ) -> MmuFault:
-        bus = code in BUS_CODES
-        hook_bus = self.bus_fault_hook if bus else None
-        if hook_bus is not None:
-            code = exc.GPU_BUS_FAULT  # CSF has no TRANSTAB_BUS_FAULT codes (kbase, panthor)
-        f = MmuFault(as_nr, va & _M64, Access(access), code, bus)
+        f = self.make_fault(as_nr, va, access, code)
+        hook_bus = self.bus_fault_hook if f.bus else None
         if st is None:
             self.stats["absent_as"] += 1
             return f

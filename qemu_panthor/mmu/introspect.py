@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict
 
 from .. import exceptions as exc
 from . import regs
-from .types import BUS_CODES, Access, MmuFault, Translation
+from .types import Access, MmuFault, Translation
 from .walker import NEED, PERM_R, PERM_W, PERM_X, collect_leaves
 from .walker import walk as walk_tables
 
@@ -156,10 +156,7 @@ def walk(mmu: Mmu, as_nr: int, va: int, access: Access = Access.READ) -> Transla
     if not code:
         code = exc.PERM_FAULT + level if NEED[access] & ~perm else 0
     if code:
-        bus = code in BUS_CODES
-        if bus and mmu.bus_fault_hook is not None:
-            code = exc.GPU_BUS_FAULT  # as a GPU access reports it on CSF (Mmu._fault)
-        return MmuFault(as_nr, va & _M64, Access(access), code, bus)
+        return mmu.make_fault(as_nr, va, access, code)
     return Translation(oa + (va & (size - 1)), bool(perm & PERM_W), bool(perm & PERM_X),
                        attr, level, bool(perm & PERM_R))
 
