@@ -65,6 +65,11 @@ class InjectOp(IntEnum):
     FW_BOOT_FAIL = 5
 
 
+#: the firmware faults and the counter (an attribute of FaultInjector) each one arms
+_FIRMWARE_COUNTERS = {InjectOp.PING_DROP: "ping_armed", InjectOp.WORK_HANG: "work_armed",
+                      InjectOp.FW_BOOT_FAIL: "boot_armed"}
+
+
 class Result(IntEnum):
     """TP_RESULT: outcome of the last INJECT write."""
 
@@ -157,20 +162,10 @@ class FaultInjector:
             self.as_filter, self.as_armed = as_nr, count
             self.as_hold = POLL_READS if op == InjectOp.AS_STUCK else -1
             self._sync_hooks()
-        elif op == InjectOp.PING_DROP:
-            if self.firmware is None:
+        elif op in _FIRMWARE_COUNTERS:
+            if self.firmware is None:  # a JM part has no firmware to make fail
                 return self._result(Result.BAD_OP)
-            self.ping_armed = count
-            self._sync_hooks()
-        elif op == InjectOp.WORK_HANG:
-            if self.firmware is None:
-                return self._result(Result.BAD_OP)
-            self.work_armed = count
-            self._sync_hooks()
-        elif op == InjectOp.FW_BOOT_FAIL:
-            if self.firmware is None:
-                return self._result(Result.BAD_OP)
-            self.boot_armed = count
+            setattr(self, _FIRMWARE_COUNTERS[InjectOp(op)], count)
             self._sync_hooks()
         else:
             return self._result(Result.BAD_OP)
