@@ -283,6 +283,23 @@ size_t qp_kmsg_drain(int fd, char *buf, size_t len)
 	return used;
 }
 
+bool qp_kmsg_wait(int fd, char *buf, size_t len, const char *needle, unsigned timeout_ms)
+{
+	size_t used = 0;
+	double end = qp_now() + timeout_ms / 1000.0;
+	buf[0] = '\0';
+	for (;;) {
+		size_t n = qp_kmsg_drain(fd, buf + used, len - used);
+		used += n;
+		if (strstr(buf, needle))
+			return true;
+		if (qp_now() >= end || used + 1 >= len)
+			return false;
+		if (!n)
+			qp_sleep_ms(10);
+	}
+}
+
 /* -- DRM ------------------------------------------------------------------------- */
 int qp_ioctl(int fd, unsigned long req, void *arg)
 {

@@ -507,14 +507,7 @@ static int pf_fault_case(bool mmu)
 	/* the driver's fault logging runs in its IRQ threads: poll the log until it shows */
 	static char log[1 << 16];
 	const char *needle = mmu ? "Unhandled Page fault in AS" : "js fault";
-	size_t used = 0;
-	log[0] = '\0';
-	for (double end = qp_now() + 5; qp_kmsg_count(log, needle) == 0 && qp_now() < end;) {
-		size_t n = qp_kmsg_drain(kfd, log + used, sizeof(log) - used);
-		used += n;
-		if (!n)
-			qp_sleep_ms(10);
-	}
+	qp_kmsg_wait(kfd, log, sizeof(log), needle, 5000);
 	close(kfd);
 	qp_kmsg_show(log);
 	CHECK(qp_kmsg_count(log, needle) >= 1, "no \"%s\" in the kernel log within 5 s", needle);

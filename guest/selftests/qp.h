@@ -111,6 +111,9 @@ size_t qp_kmsg_drain(int fd, char *buf, size_t len);
 /* occurrences of needle in drained records; show the panthor/WARN/BUG lines as diagnostics */
 int qp_kmsg_count(const char *buf, const char *needle);
 void qp_kmsg_show(const char *buf);
+/* drain the log into buf (as qp_kmsg_drain) until it holds `needle` or timeout_ms passed (or
+ * buf is full): whether it does. For lines a driver's IRQ thread or work item prints later */
+bool qp_kmsg_wait(int fd, char *buf, size_t len, const char *needle, unsigned timeout_ms);
 
 /* -- the qemu-panthor test port (BAR2 0xF00, docs/test-port.md) ------------------------ */
 #define QP_TP_BASE 0xF00

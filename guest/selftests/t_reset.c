@@ -24,10 +24,12 @@
 #define TP_AS_ACTIVE 0x18
 #define TP_GPU_RESETS 0x20
 #define TP_LOCK_STALLS 0x28
+#define TP_BOOT_ARMED 0x30
 #define TP_OP_DISARM 0u
 #define TP_OP_AS_STUCK 1u
 #define TP_OP_PING_DROP 2u
 #define TP_OP_WORK_HANG 4u
+#define TP_OP_FW_BOOT_FAIL 5u
 #define TP_ANY_AS 0xFFu
 #define TP_CODE(op, as, n) ((op) | (as) << 8 | (uint32_t)(n) << 16)
 
@@ -622,24 +624,6 @@ int test_lock_region_stall(void)
 	return QP_PASS;
 }
 
-
-#define TP_BOOT_ARMED 0x30
-#define TP_OP_FW_BOOT_FAIL 5u
-
-/* wait (bounded) until the kernel log from `kfd` holds `needle`; the log read so far in `log` */
-static bool wait_kmsg(int kfd, char *log, size_t len, const char *needle, unsigned ms)
-{
-	size_t have = 0;
-	double end = qp_now() + ms / 1000.0;
-	do {
-		have += qp_kmsg_drain(kfd, log + have, len - have);
-		if (strstr(log, needle))
-			return true;
-		qp_sleep_ms(20);
-	} while (qp_now() < end && have + 1 < len);
-	return false;
-}
-
 /*
  * The firmware does not come back after a reset: the test port's FW_BOOT_FAIL makes the next
  * boot fault (MCU_STATUS FATAL, no boot interrupt) and AS_STUCK makes a VM_BIND trigger the
@@ -669,7 +653,7 @@ int test_fw_boot_fail_unplug(void)
 	double t0 = qp_now();
 	r = qp_vm_map(fd, a.vm, &bo, 0x5000000, DRM_PANTHOR_VM_BIND_OP_MAP_NOEXEC);
 	static char log[1 << 16];
-	bool gone = wait_kmsg(kfd, log, sizeof(log), "making device unusable", 15000);
+	bool gone = qp_kmsg_wait(kfd, log, sizeof(log), "making device unusable", 15000);
 	double dt = qp_now() - t0;
 	close(kfd);
 	qp_kmsg_show(log);
